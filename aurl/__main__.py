@@ -1,0 +1,3 @@
+from aurl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The `aurl` command: parse arguments, call the library, print results. Errors print as one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aurl.errors import AurlError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config (see configs/); defaults apply to missing keys")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aurl", description="Learn music from MIDI files and write new music.", allow_abbrev=False
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "prepare",
+        help="parse and tokenize MIDI files into a prepared dataset",
+        allow_abbrev=False,
+        description="Parse (symusic) and tokenize (MidiTok) MIDI files into DIR. A re-run only "
+        "tokenizes new or changed files; unusable files are listed in DIR/rejected.jsonl.",
+    )
+    p.add_argument("source", help="a folder (searched recursively for .mid/.midi), a glob, or builtin:bach-chorales")
+    p.add_argument("--out", required=True, metavar="DIR", help="prepared dataset folder to create or update")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="parallel processes (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_args(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model on a prepared dataset",
+        allow_abbrev=False,
+        description="Train the model the config describes; writes config.yaml, tokenizer.json, "
+        "metrics.jsonl, tb/ and checkpoints/ in the run directory.",
+    )
+    _add_config_args(p)
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "generate",
+        help="write new MIDI (and piano-roll PNGs) from a trained run",
+        allow_abbrev=False,
+        description="Sample new pieces from a trained run; one .mid and one .png per sample.",
+    )
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory written by `aurl train`")
+    p.add_argument("--checkpoint", default="best", help="best, latest or step_N (default best)")
+    p.add_argument("--num", type=int, help="number of samples (default: generate.num of the run's config)")
+    p.add_argument("--max-tokens", type=int, help="tokens per sample, at most model.context - 1")
+    p.add_argument("--temperature", type=float, help="sampling temperature (> 0; lower is more conservative)")
+    p.add_argument("--top-k", type=int, help="keep only the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, help="keep the smallest set of tokens whose probability reaches p")
+    p.add_argument("--seed", type=int, help="random seed; equal seeds give equal samples")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from aurl.config import load_config
+    from aurl.data.prepare import prepare
+
+    if args.workers < 1:
+        raise AurlError(f"--workers {args.workers}: must be at least 1")
+    config = load_config(args.config, args.overrides)
+    report = prepare(args.source, args.out, config, workers=args.workers, progress=not args.no_progress)
+    print(report.table())
+    print(f"prepared dataset: {report.out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from aurl.config import load_config
+    from aurl.training.run import train
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or f"runs/{config.name}"
+    train(config, run_dir, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"run directory: {run_dir}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from aurl.generation.generate import generate
+
+    given = {k: getattr(args, k) for k in ("num", "max_tokens", "temperature", "top_k", "top_p", "seed")}
+    samples = generate(args.run, args.out, args.checkpoint, **given)
+    print(f"{len(samples)} samples in {samples[0].midi.parent}")
+
+
+COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except AurlError as err:
+        print(f"aurl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aurl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,228 @@
+"""One typed config tree (data, tokenizer, model, train, generate), loaded from YAML with dotted overrides.
+
+Every section forbids unknown keys, so a typo fails before any work starts with a message that names
+the key; pydantic's messages name the allowed values of a bad one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aurl.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    """MidiTok tokenization and its parameters; `extra` passes any other miditok.TokenizerConfig field."""
+
+    kind: Literal["REMI", "TSD", "MIDILike"] = "REMI"
+    pitch_range: tuple[int, int] = (21, 109)
+    # Positions per beat for note durations/onsets, keyed by a beat range "start-end".
+    beat_res: dict[str, int] = Field(default_factory=lambda: {"0-4": 8, "4-12": 4})
+    num_velocities: int = Field(32, ge=1, le=127)
+    use_velocities: bool = True
+    # Program tokens put every track (drums included) in one sequence that decodes back into tracks.
+    use_programs: bool = True
+    use_tempos: bool = True
+    use_time_signatures: bool = True
+    use_rests: bool = False
+    use_chords: bool = False
+    use_sustain_pedals: bool = False
+    use_pitch_bends: bool = False
+    num_tempos: int = Field(32, ge=1)
+    tempo_range: tuple[int, int] = (40, 250)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerConfig:
+        lo, hi = self.pitch_range
+        if not 0 <= lo < hi <= 128:
+            raise ValueError("tokenizer.pitch_range must be [low, high) with 0 <= low < high <= 128")
+        for key in self.beat_res:
+            parts = key.split("-")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) >= int(parts[1]):
+                raise ValueError(f"tokenizer.beat_res key {key!r} must look like '0-4' (start-end beats)")
+        return self
+
+
+class AugmentConfig(Section):
+    """On-the-fly augmentation of training windows, applied to token ids."""
+
+    # Inclusive range of semitone shifts; a shift that would leave the pitch range is not applied.
+    transpose: tuple[int, int] = (-5, 6)
+    # Inclusive range of shifts in velocity bins (ignored when the tokenizer has no velocities).
+    velocity: tuple[int, int] = (-2, 2)
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentConfig:
+        for name in ("transpose", "velocity"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"data.augment.{name} must be [low, high] with low <= high, got {[lo, hi]}")
+        return self
+
+
+class DataConfig(Section):
+    dataset: str | None = Field(None, description="prepared dataset folder (from `aurl prepare`) to train on")
+    valid_fraction: float = Field(0.05, ge=0, lt=1)
+    test_fraction: float = Field(0.05, ge=0, lt=1)
+    max_file_mb: float = Field(8.0, gt=0, description="files larger than this are rejected")
+    seq_len: int = Field(512, ge=8, description="training window length in tokens")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("data.valid_fraction + data.test_fraction must be below 1 (nothing left to train)")
+        return self
+
+
+class ModelConfig(Section):
+    mode: Literal["transformer"] = "transformer"
+    d_model: int = Field(256, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    context: int = Field(1024, ge=8, description="longest sequence the model attends over (KV cache size)")
+    rope_base: float = Field(10000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must split into model.n_heads ({self.n_heads}) heads of even size"
+            )
+        return self
+
+
+class TrainConfig(Section):
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    max_steps: int = Field(1000, ge=1)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    # Token-budget batching: batch size = batch_tokens // seq_len, clamped to [min_batch, max_batch].
+    batch_tokens: int = Field(8192, ge=1)
+    min_batch: int = Field(4, ge=1)
+    max_batch: int = Field(64, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    seed: int = 0
+    log_interval: int = Field(10, ge=1)
+    eval_interval: int = Field(200, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    save_interval: int = Field(500, ge=1)
+    keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.min_batch > self.max_batch:
+            raise ValueError(f"train.min_batch ({self.min_batch}) must not exceed train.max_batch ({self.max_batch})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        return self
+
+
+class GenerateConfig(Section):
+    num: int = Field(4, ge=1)
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0, description="0 keeps every token")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+
+
+class Config(Section):
+    name: str = "aurl"
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.data.seq_len > self.model.context:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) must not exceed model.context ({self.model.context})")
+        if self.train.min_batch * self.data.seq_len > self.train.batch_tokens:
+            raise ValueError(
+                f"train.batch_tokens ({self.train.batch_tokens}) must hold train.min_batch ({self.train.min_batch})"
+                f" windows of data.seq_len ({self.data.seq_len}) tokens"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'; check the spelling against configs/*.yaml"
+    msg = first["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"{source}: {msg}"
+    return f"{source}: {loc}: {msg} (got {first.get('input')!r})"
+
+
+def updated(section: Section, values: dict[str, Any], prefix: str) -> Section:
+    """A copy of `section` with the non-None `values` set, each validated; errors name `prefix.field`."""
+    merged = {**section.model_dump(), **{k: v for k, v in values.items() if v is not None}}
+    try:
+        return type(section).model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, prefix)) from None
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=3e-4")
+    node = tree
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    tree = dict(tree)
+    for item in overrides or []:
+        _apply_override(tree, item)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when path is None) and apply `key.sub=value` overrides."""
+    tree: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass an existing YAML file, e.g. configs/demo.yaml")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections (data, model, train, ...)")
+    return build_config(tree, overrides, source)

@@ -1,0 +1,240 @@
+"""Parse (symusic) and tokenize (MidiTok) MIDI files into a prepared dataset, in parallel and incrementally.
+
+A prepared dataset is a folder: `tokens.bin` (every file's token ids back to back), `manifest.json`
+(format version, tokenizer hash, and per file: sha256, offset, length, split), `rejected.jsonl` (one
+line per unusable file with the reason) and `tokenizer.json`. A re-run tokenizes only files that are
+new or changed (by sha256), and everything when the tokenizer changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import miditok
+import numpy as np
+import symusic
+from tqdm import tqdm
+
+from aurl.config import Config
+from aurl.data.corpus import SourceFile, resolve_source, split_of
+from aurl.data.tokenize import build_tokenizer, save_tokenizer, token_dtype, tokenizer_hash
+from aurl.errors import DataError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENS = "tokens.bin"
+REJECTED = "rejected.jsonl"
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    found: int = 0
+    reused: int = 0
+    tokenized: int = 0
+    rejected: list[dict] = field(default_factory=list)
+    tokens: int = 0
+    splits: Counter = field(default_factory=Counter)
+
+    def table(self) -> str:
+        reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
+        rows = [
+            ("files found", self.found),
+            ("reused (unchanged)", self.reused),
+            ("tokenized now", self.tokenized),
+            ("rejected", len(self.rejected)),
+            *((f"  {reason}", n) for reason, n in reasons.most_common()),
+            ("usable files", sum(self.splits.values())),
+            *((f"  {split}", n) for split, n in sorted(self.splits.items())),
+            ("tokens", self.tokens),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value:>10,}" for name, value in rows)
+
+
+_worker_tokenizer: miditok.MusicTokenizer | None = None
+
+
+def _init_worker(tokenizer: miditok.MusicTokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def tokenize_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> np.ndarray:
+    """One token stream for a whole score (with program tokens, tracks stay apart inside it)."""
+    if not tokenizer.config.use_programs and len(score.tracks) > 1:
+        merged = score.tracks[0].copy()
+        for track in score.tracks[1:]:
+            merged.notes.extend(track.notes)
+        merged.notes.sort()
+        score.tracks = [merged]
+    seq = tokenizer.encode(score)
+    if isinstance(seq, list):  # per-track output: one track at most here
+        seq = seq[0] if seq else miditok.TokSequence(ids=[])
+    return np.asarray(seq.ids, dtype=token_dtype(len(tokenizer)))
+
+
+def _tokenize_file(path: Path, max_bytes: int) -> tuple[np.ndarray | None, str, int]:
+    """(token ids, "", notes) for a usable file, else (None, reason, 0)."""
+    size = path.stat().st_size
+    if size == 0:
+        return None, "empty file", 0
+    if size > max_bytes:
+        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0
+    try:
+        score = symusic.Score(str(path))
+    except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError for bad bytes
+        return None, f"not a readable MIDI file: {str(err).splitlines()[0][:120]}", 0
+    notes = sum(len(t.notes) for t in score.tracks)
+    if notes == 0:
+        return None, "no notes", 0
+    try:
+        ids = tokenize_score(_worker_tokenizer, score)
+    except Exception as err:  # MidiTok may fail on exotic content; report the file, keep going
+        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0
+    if ids.size == 0:
+        return None, "no tokens", 0
+    return ids, "", notes
+
+
+def _tokenize_job(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str, int]:
+    name, path, max_bytes = job
+    return (name, *_tokenize_file(Path(path), max_bytes))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_previous(out: Path, thash: str) -> tuple[dict[str, dict], dict[str, dict], np.ndarray | None]:
+    """Entries and rejections of an earlier prepare with the same tokenizer, keyed by file name."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        if manifest.get("format_version") != FORMAT_VERSION or manifest.get("tokenizer_hash") != thash:
+            return {}, {}, None
+        tokens = np.memmap(out / TOKENS, dtype=np.dtype(manifest["dtype"]), mode="r")
+        rejected = [json.loads(line) for line in (out / REJECTED).read_text().splitlines() if line]
+    except (OSError, ValueError, KeyError):
+        return {}, {}, None
+    return {e["name"]: e for e in manifest["files"]}, {r["name"]: r for r in rejected}, tokens
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def prepare(
+    source: str,
+    out: str | Path,
+    config: Config,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> PrepareReport:
+    """Build or update the prepared dataset in `out` from the MIDI files of `source`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    files = resolve_source(source, workers, log)
+    tokenizer = build_tokenizer(config.tokenizer)
+    thash = tokenizer_hash(tokenizer)
+    dtype = token_dtype(len(tokenizer))
+    old_entries, old_rejected, old_tokens = _load_previous(out, thash)
+    report = PrepareReport(out=out, found=len(files))
+
+    arrays: dict[str, np.ndarray] = {}
+    entries: dict[str, dict] = {}
+    rejected: dict[str, dict] = {}
+    todo: list[SourceFile] = []
+    for f in files:
+        sha = _sha256(f.path)
+        old = old_entries.get(f.name)
+        if old is not None and old["sha256"] == sha:
+            arrays[f.name] = old_tokens[old["offset"] : old["offset"] + old["length"]]
+            entries[f.name] = {**old, "sha256": sha}
+        elif f.name in old_rejected and old_rejected[f.name]["sha256"] == sha:
+            rejected[f.name] = old_rejected[f.name]
+        else:
+            todo.append(f)
+            entries[f.name] = {"name": f.name, "sha256": sha}
+            continue
+        report.reused += 1
+
+    max_bytes = int(config.data.max_file_mb * 2**20)
+    jobs = [(f.name, str(f.path), max_bytes) for f in todo]
+    paths = {f.name: str(f.path) for f in todo}
+    bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        # fork: workers inherit the imported libraries and the tokenizer instead of re-importing them.
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+            results = pool.map(_tokenize_job, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8))))
+            for result in results:
+                _collect(result, entries, arrays, rejected, paths, report)
+                bar.update()
+    else:
+        _init_worker(tokenizer)
+        for job in jobs:
+            _collect(_tokenize_job(job), entries, arrays, rejected, paths, report)
+            bar.update()
+    bar.close()
+
+    ordered = sorted(entries.values(), key=lambda e: e["name"])
+    offset = 0
+    for entry in ordered:
+        entry["offset"], entry["length"] = offset, int(arrays[entry["name"]].size)
+        entry["split"] = split_of(entry["name"], config.data.valid_fraction, config.data.test_fraction)
+        offset += entry["length"]
+        report.splits[entry["split"]] += 1
+    report.tokens = offset
+    report.rejected = sorted(rejected.values(), key=lambda r: r["name"])
+    if not ordered:
+        log(report.table())
+        raise DataError(f"{source}: none of the {len(files)} files is usable (reasons above); nothing written")
+
+    out.mkdir(parents=True, exist_ok=True)
+    changed = report.tokenized > 0 or len(ordered) != len(old_entries) or old_tokens is None
+    if changed:
+
+        def write_tokens(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                for entry in ordered:
+                    fh.write(np.ascontiguousarray(arrays[entry["name"]], dtype=dtype).tobytes())
+
+        _write_atomic(out / TOKENS, write_tokens)
+        save_tokenizer(tokenizer, out)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "tokenizer_hash": thash,
+        "tokenization": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "dtype": dtype.str,
+        "source": source,
+        "total_tokens": offset,
+        "files": ordered,
+    }
+    _write_atomic(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    lines = "".join(json.dumps(r) + "\n" for r in report.rejected)
+    _write_atomic(out / REJECTED, lambda p: p.write_text(lines))
+    return report
+
+
+def _collect(result, entries, arrays, rejected, paths, report) -> None:
+    name, ids, reason, notes = result
+    if ids is None:
+        sha = entries.pop(name)["sha256"]
+        rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
+    else:
+        arrays[name] = ids
+        entries[name]["notes"] = notes
+        report.tokenized += 1

@@ -1,0 +1,95 @@
+"""The MidiTok tokenizer built from config, its identity hash, and id lookups for augmentation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import miditok
+import numpy as np
+
+from aurl.config import TokenizerConfig
+from aurl.errors import DataError
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
+    beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
+    params = cfg.model_dump(exclude={"kind", "extra", "beat_res"})
+    try:
+        tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
+        return getattr(miditok, cfg.kind)(tok_cfg)
+    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        raise DataError(f"tokenizer: MidiTok rejected these settings ({err}); fix the tokenizer section") from None
+
+
+def tokenizer_hash(tokenizer: miditok.MusicTokenizer) -> str:
+    """Identity of a tokenization: equal hashes mean equal token ids for equal MIDI."""
+    state = {
+        "kind": type(tokenizer).__name__,
+        "vocab": tokenizer.vocab,
+        "config": tokenizer.config.to_dict(serialize=True),
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_tokenizer(tokenizer: miditok.MusicTokenizer, folder: Path) -> None:
+    tokenizer.save(Path(folder) / TOKENIZER_FILE)
+
+
+def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: tokenizer file missing; re-run `aurl prepare` (or train) to recreate it")
+    params = json.loads(path.read_text())
+    kind = params.get("tokenization")
+    if not hasattr(miditok, str(kind)):
+        raise DataError(f"{path}: unknown tokenization {kind!r}")
+    return getattr(miditok, kind)(params=path)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= np.iinfo(np.uint16).max else np.dtype("<u4")
+
+
+@dataclass(frozen=True)
+class TokenTables:
+    """Arrays indexed by token id that let augmentation rewrite pitches and velocities with lookups."""
+
+    pitch: np.ndarray  # pitch of each Pitch_* token, -1 elsewhere (drum pitches are never transposed)
+    pitch_id: np.ndarray  # token id of each pitch 0..127, -1 where the vocabulary has none
+    velocity_bin: np.ndarray  # bin index of each Velocity_* token, -1 elsewhere
+    velocity_id: np.ndarray  # token id of each velocity bin
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: miditok.MusicTokenizer) -> TokenTables:
+        vocab: dict[str, int] = tokenizer.vocab
+        size = len(vocab)
+        pitch = np.full(size, -1, dtype=np.int64)
+        pitch_id = np.full(128, -1, dtype=np.int64)
+        velocity_bin = np.full(size, -1, dtype=np.int64)
+        velocities = sorted((int(tok.split("_")[1]), i) for tok, i in vocab.items() if tok.startswith("Velocity_"))
+        for token, i in vocab.items():
+            kind, _, value = token.partition("_")
+            if kind == "Pitch":
+                pitch[i] = int(value)
+                pitch_id[int(value)] = i
+        velocity_id = np.array([i for _, i in velocities], dtype=np.int64)
+        velocity_bin[velocity_id] = np.arange(len(velocity_id))
+        return cls(
+            pitch,
+            pitch_id,
+            velocity_bin,
+            velocity_id,
+            size,
+            vocab["PAD_None"],
+            vocab["BOS_None"],
+            vocab["EOS_None"],
+        )

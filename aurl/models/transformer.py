@@ -1,0 +1,65 @@
+"""Decoder-only transformer (mode: transformer): token embedding, pre-norm blocks, tied output head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from aurl.config import ModelConfig
+from aurl.models.layers import Block, KVCache, Rotary
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg, self.vocab_size = cfg, vocab_size
+        head_dim = cfg.d_model // cfg.n_heads
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.rotary = Rotary(head_dim, cfg.context, cfg.rope_base)
+        hidden = int(cfg.mlp_ratio * cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, hidden, cfg.dropout) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied: the output layer reads tokens the way the input writes them
+        self.apply(self._init)
+        # GPT-2's scaled init keeps the residual stream's variance flat with depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        p = self.embed.weight
+        return KVCache(
+            self.cfg.n_layers,
+            batch,
+            self.cfg.n_heads,
+            self.cfg.context,
+            self.cfg.d_model // self.cfg.n_heads,
+            device or p.device,
+            dtype or p.dtype,
+        )
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (batch, time, vocab) for input_ids (batch, time); with a cache, time continues it."""
+        start = cache.length if cache is not None else 0
+        if start + input_ids.shape[1] > self.cfg.context:
+            raise ValueError(
+                f"sequence of {start + input_ids.shape[1]} tokens exceeds model.context={self.cfg.context}"
+            )
+        x = self.drop(self.embed(input_ids))
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rotary, cache, i)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        return self.head(self.norm(x))

@@ -1,0 +1,120 @@
+"""Checkpoints: written atomically with a sha256 manifest, named by `latest`/`best`, pruned by retention.
+
+A checkpoint is `checkpoints/step_<N>/` holding `model.safetensors` (weights only: all that generation
+needs, nothing unpickled), `trainer_state.pt` (optimizer, scheduler, RNG and data position) and
+`manifest.json` (sha256 of each file, metrics, versions). It is written to a temporary folder and
+renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+import aurl
+from aurl.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+MANIFEST_FILE = "manifest.json"
+POINTERS = ("latest", "best")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_pointer(folder: Path, name: str, target: str) -> None:
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(target + "\n")
+    os.replace(tmp, folder / name)
+
+
+def save_checkpoint(
+    folder: Path, step: int, model: nn.Module, state: dict[str, Any], metrics: dict[str, float], best: bool
+) -> Path:
+    """Write checkpoints/step_<step> atomically, point `latest` (and `best`) at it, return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}-", dir=folder))
+    save_model(model, str(tmp / MODEL_FILE))
+    torch.save(state, tmp / STATE_FILE)
+    manifest = {
+        "step": step,
+        "metrics": metrics,
+        "files": {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)},
+        "versions": {"aurl": aurl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _write_pointer(folder, "latest", final.name)
+    if best:
+        _write_pointer(folder, "best", final.name)
+    return final
+
+
+def prune_checkpoints(folder: Path, keep_last: int) -> None:
+    """Delete step folders beyond the newest `keep_last`, never the ones `latest` or `best` name."""
+    steps = sorted(
+        (p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
+    )
+    protected = {(folder / name).read_text().strip() for name in POINTERS if (folder / name).is_file()}
+    for path in steps[:-keep_last]:
+        if path.name not in protected:
+            shutil.rmtree(path)
+
+
+def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """`best`, `latest` or `step_N` of a run directory, as a checkpoint folder path."""
+    folder = Path(run_dir) / "checkpoints"
+    if which in POINTERS:
+        pointer = folder / which
+        if not pointer.is_file():
+            raise CheckpointError(
+                f"{pointer}: no '{which}' checkpoint in {run_dir}; train it first or pass --checkpoint"
+            )
+        which = pointer.read_text().strip()
+    path = folder / which
+    if not (path / MANIFEST_FILE).is_file():
+        raise CheckpointError(f"{path}: not a checkpoint; choose best, latest or step_N from {folder}")
+    return path
+
+
+def verify_checkpoint(path: Path, files: tuple[str, ...] = (MODEL_FILE,)) -> dict[str, Any]:
+    """The manifest of a checkpoint after checking the sha256 of the named files against it."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        expected = manifest["files"]
+    except (OSError, ValueError, KeyError):
+        raise CheckpointError(f"{path / MANIFEST_FILE}: unreadable checkpoint manifest") from None
+    for name in files:
+        if not (path / name).is_file() or _sha256(path / name) != expected.get(name):
+            raise CheckpointError(f"{path / name}: missing or corrupt (sha256 differs from the manifest)")
+    return manifest
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    verify_checkpoint(path)
+    try:
+        load_model(model, str(path / MODEL_FILE))
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(
+            f"{path / MODEL_FILE}: weights do not fit this model ({str(err).splitlines()[0][:160]}); "
+            "was it trained with another config?"
+        ) from None

@@ -1,0 +1,24 @@
+"""Where training metrics go: metrics.jsonl (one JSON object per line) and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path):
+        # Open for the whole run, line-buffered so a crash loses no line; close() closes it.
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        for name, value in metrics.items():
+            self.tb.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tb.close()

@@ -1,0 +1,94 @@
+"""Shared fixtures: a small synthetic MIDI corpus, the tiny config, a prepared dataset and a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+
+from aurl.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+TPQ = 480
+
+
+def make_midi(path: Path, seed: int, bars: int = 12, drums: bool = True) -> symusic.Score:
+    """A multi-track piece on an eighth-note grid (exactly representable by the tokenizer), with a
+    tempo change and a 4/4 → 3/4 time-signature change half-way."""
+    rng = np.random.default_rng(seed)
+    score = symusic.Score(TPQ)
+    half = bars // 2
+    change = half * 4 * TPQ
+    score.tempos.append(symusic.Tempo(0, 100.0))
+    score.tempos.append(symusic.Tempo(change, 140.0))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.time_signatures.append(symusic.TimeSignature(change, 3, 4))
+    end = change + (bars - half) * 3 * TPQ
+    scale = [0, 2, 4, 5, 7, 9, 11]
+    for name, program, low in (("melody", 0, 60), ("bass", 33, 36)):
+        track = symusic.Track(name=name, program=program, is_drum=False)
+        t = 0
+        while t < end:
+            dur = int(rng.choice([TPQ // 2, TPQ, 2 * TPQ]))
+            pitch = low + int(rng.choice(scale)) + 12 * int(rng.integers(0, 2))
+            track.notes.append(symusic.Note(t, min(dur, end - t), pitch, 90))
+            t += dur
+        score.tracks.append(track)
+    if drums:
+        kit = symusic.Track(name="drums", program=0, is_drum=True)
+        for t in range(0, end, TPQ):
+            kit.notes.append(symusic.Note(t, TPQ // 2, 36 if (t // TPQ) % 2 == 0 else 38, 90))
+        score.tracks.append(kit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    score.dump_midi(str(path))
+    return score
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("AURL_CACHE", str(tmp_path_factory.getbasetemp() / "aurl-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Config:
+    return load_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def midi_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("midi")
+    for i in range(10):
+        make_midi(folder / f"piece_{i}.mid", seed=i)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared(midi_dir, tiny_config, tmp_path_factory) -> Path:
+    from aurl.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(str(midi_dir), out, _with_splits(tiny_config), progress=False, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(prepared, tiny_config, tmp_path_factory) -> Path:
+    from aurl.training.run import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    config = _with_splits(tiny_config).model_copy(deep=True)
+    config.data.dataset = str(prepared)
+    train(config, run, progress=False, log=lambda s: None)
+    return run
+
+
+def _with_splits(config: Config) -> Config:
+    """Ten files need larger held-out fractions than the default to put one in each split."""
+    from aurl.config import build_config
+
+    tree = config.model_dump(mode="json")
+    tree["data"].update(valid_fraction=0.2, test_fraction=0.1)
+    return build_config(tree)

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from aurl.config import ModelConfig
+from aurl.generation.sampler import filter_logits, sample
+from aurl.models.transformer import Transformer
+
+VOCAB = 50
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=4, context=64), VOCAB).eval()
+
+
+def test_changing_token_t_never_changes_logits_before_t(model):
+    x = torch.randint(0, VOCAB, (2, 40))
+    base = model(x)
+    for t in (0, 13, 39):
+        y = x.clone()
+        y[:, t] = (y[:, t] + 7) % VOCAB
+        out = model(y)
+        assert torch.equal(out[:, :t], base[:, :t])
+        assert not torch.allclose(out[:, t:], base[:, t:])
+
+
+def test_output_embedding_is_tied_to_the_input(model):
+    assert model.head.weight is model.embed.weight
+
+
+def test_cached_logits_equal_full_forward(model):
+    x = torch.randint(0, VOCAB, (3, 30))
+    full = model(x)
+    cache = model.new_cache(3)
+    parts = [model(x[:, :11], cache), model(x[:, 11:12], cache), model(x[:, 12:], cache)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_generation_equals_uncached_token_for_token(model):
+    prompt = torch.randint(0, VOCAB, (4, 3))
+    kwargs = {"temperature": 0.9, "top_k": 20, "top_p": 0.95}
+    with_cache = sample(model, prompt, 40, generator=torch.Generator().manual_seed(5), use_cache=True, **kwargs)
+    without = sample(model, prompt, 40, generator=torch.Generator().manual_seed(5), use_cache=False, **kwargs)
+    assert with_cache.shape == (4, 43)
+    assert torch.equal(with_cache, without)
+
+
+def test_generation_stops_at_the_context_and_pads_after_eos(model):
+    prompt = torch.zeros(2, 1, dtype=torch.long)
+    out = sample(model, prompt, 500, generator=torch.Generator().manual_seed(0))
+    assert out.shape[1] == model.cfg.context
+    out = sample(model, prompt, 60, eos_id=7, pad_id=0, temperature=5.0, generator=torch.Generator().manual_seed(0))
+    for row in out.tolist():
+        if 7 in row:
+            assert all(t == 0 for t in row[row.index(7) + 1 :])
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, 1.0, 2, 1.0)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, 1.0, 0, 0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, 1.0, 0, 0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, 1.0, 0, 1.0)).all()

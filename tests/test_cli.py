@@ -1,0 +1,120 @@
+import shutil
+import subprocess
+import sys
+
+import pytest
+import symusic
+
+from aurl.cli import main
+from tests.conftest import TINY
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_prepare_train_generate_from_the_command_line(midi_dir, tmp_path, capsys):
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "samples"
+    common = ["--config", str(TINY), "--set", "data.valid_fraction=0.2"]
+    assert main(["prepare", str(midi_dir), "--out", str(data), "--workers", "2", "--no-progress", *common]) == 0
+    assert "tokenized now" in capsys.readouterr().out
+    assert main(["train", *common, "--set", f"data.dataset={data}", "--run-dir", str(run), "--no-progress"]) == 0
+    assert "final validation loss" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(run),
+                "--num",
+                "3",
+                "--max-tokens",
+                "100",
+                "--seed",
+                "1",
+                "--top-k",
+                "20",
+                "--top-p",
+                "0.9",
+                "--temperature",
+                "0.9",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    mids = sorted(out.glob("*.mid"))
+    assert len(mids) == 3 and len(list(out.glob("*.png"))) == 3
+    for path in mids:
+        symusic.Score(str(path))  # parses
+    # The same seed gives the same music.
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(run),
+                "--num",
+                "3",
+                "--max-tokens",
+                "100",
+                "--seed",
+                "1",
+                "--top-k",
+                "20",
+                "--top-p",
+                "0.9",
+                "--temperature",
+                "0.9",
+                "--out",
+                str(again),
+            ]
+        )
+        == 0
+    )
+    assert [p.read_bytes() for p in mids] == [p.read_bytes() for p in sorted(again.glob("*.mid"))]
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, trained_run, capsys):
+    assert main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "nowhere" in _error_line(capsys)
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in _error_line(capsys)
+    assert main(["train", "--config", str(TINY), "--set", "train.precision=fp8"]) == 2
+    assert "train.precision" in _error_line(capsys)
+    assert main(["train", "--config", str(TINY)]) == 2
+    assert "data.dataset" in _error_line(capsys)
+    assert main(["generate", "--run", str(tmp_path)]) == 2
+    assert "not a run directory" in _error_line(capsys)
+    assert main(["generate", "--run", str(trained_run), "--temperature", "0"]) == 2
+    assert "temperature" in _error_line(capsys)
+    assert main(["generate", "--run", str(trained_run), "--checkpoint", "step_999"]) == 2
+    assert "step_999" in _error_line(capsys)
+
+
+def test_prepare_with_only_bad_files_fails_and_writes_nothing(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mid").write_text("not midi")
+    assert main(["prepare", str(src), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "none of the 1 files is usable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_generated_midi_from_a_corrupt_checkpoint_is_refused(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    weights = run / "checkpoints" / "step_30" / "model.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    assert main(["generate", "--run", str(run), "--checkpoint", "step_30"]) == 2
+    assert "corrupt" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [[], ["prepare"], ["train"], ["generate"]])
+def test_help_explains_every_command(command):
+    result = subprocess.run([sys.executable, "-m", "aurl", *command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: aurl" in result.stdout

@@ -1,0 +1,50 @@
+import pytest
+
+from aurl.config import load_config
+from aurl.errors import ConfigError
+from tests.conftest import TINY
+
+
+def test_yaml_and_overrides_are_typed():
+    cfg = load_config(TINY, ["train.lr=3e-4", "model.n_layers=3", "data.augment.transpose=[-2, 2]"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.model.n_layers == 3
+    assert cfg.data.augment.transpose == (-2, 2)
+    assert cfg.model.d_model == 32  # from the file
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'"):
+        load_config(TINY, ["train.lrr=1"])
+
+
+def test_bad_value_names_field_and_allowed_values():
+    with pytest.raises(ConfigError, match=r"train.precision.*'fp32' or 'bf16'"):
+        load_config(TINY, ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"model.n_layers"):
+        load_config(TINY, ["model.n_layers=0"])
+
+
+@pytest.mark.parametrize(
+    ("override", "fields"),
+    [
+        ("train.min_batch=100", "train.min_batch"),
+        ("data.seq_len=4096", "data.seq_len"),
+        ("model.n_heads=3", "model.n_heads"),
+        ("data.augment.transpose=[3, -3]", "data.augment.transpose"),
+    ],
+)
+def test_impossible_combinations_name_the_fields(override, fields):
+    with pytest.raises(ConfigError, match=fields):
+        load_config(TINY, [override])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(TINY, ["train.lr"])
