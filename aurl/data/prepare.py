@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +110,35 @@ def _tokenize_job(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, st
     return (name, *_tokenize_file(Path(path), max_bytes))
 
 
+def _size_rule(rejection: dict) -> bool:
+    """Rejected for its size only: data.max_file_mb may have changed since, so look again."""
+    return rejection["reason"].startswith("too large")
+
+
+def _tokenize_all(
+    jobs: list[tuple[str, str, int]], tokenizer: miditok.MusicTokenizer, workers: int, progress: bool
+) -> Iterator[tuple[str, np.ndarray | None, str, int]]:
+    """Results of _tokenize_job for every job, in order, from a process pool when workers > 1."""
+    bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
+    try:
+        if workers > 1 and len(jobs) > 1:
+            # fork: workers inherit the imported libraries and the tokenizer instead of re-importing them.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            chunk = max(1, min(16, len(jobs) // (workers * 8)))
+            with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+                for result in pool.map(_tokenize_job, jobs, chunksize=chunk):
+                    bar.update()
+                    yield result
+        else:
+            _init_worker(tokenizer)
+            for job in jobs:
+                bar.update()
+                yield _tokenize_job(job)
+    finally:
+        bar.close()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -162,7 +191,7 @@ def prepare(
         if old is not None and old["sha256"] == sha:
             arrays[f.name] = old_tokens[old["offset"] : old["offset"] + old["length"]]
             entries[f.name] = {**old, "sha256": sha}
-        elif f.name in old_rejected and old_rejected[f.name]["sha256"] == sha:
+        elif f.name in old_rejected and old_rejected[f.name]["sha256"] == sha and not _size_rule(old_rejected[f.name]):
             rejected[f.name] = old_rejected[f.name]
         else:
             todo.append(f)
@@ -173,21 +202,14 @@ def prepare(
     max_bytes = int(config.data.max_file_mb * 2**20)
     jobs = [(f.name, str(f.path), max_bytes) for f in todo]
     paths = {f.name: str(f.path) for f in todo}
-    bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
-    if workers > 1 and len(jobs) > 1:
-        # fork: workers inherit the imported libraries and the tokenizer instead of re-importing them.
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-            results = pool.map(_tokenize_job, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8))))
-            for result in results:
-                _collect(result, entries, arrays, rejected, paths, report)
-                bar.update()
-    else:
-        _init_worker(tokenizer)
-        for job in jobs:
-            _collect(_tokenize_job(job), entries, arrays, rejected, paths, report)
-            bar.update()
-    bar.close()
+    for name, ids, reason, notes in _tokenize_all(jobs, tokenizer, workers, progress):
+        if ids is None:
+            sha = entries.pop(name)["sha256"]
+            rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
+        else:
+            arrays[name] = ids
+            entries[name]["notes"] = notes
+            report.tokenized += 1
 
     ordered = sorted(entries.values(), key=lambda e: e["name"])
     offset = 0
@@ -227,14 +249,3 @@ def prepare(
     lines = "".join(json.dumps(r) + "\n" for r in report.rejected)
     _write_atomic(out / REJECTED, lambda p: p.write_text(lines))
     return report
-
-
-def _collect(result, entries, arrays, rejected, paths, report) -> None:
-    name, ids, reason, notes = result
-    if ids is None:
-        sha = entries.pop(name)["sha256"]
-        rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
-    else:
-        arrays[name] = ids
-        entries[name]["notes"] = notes
-        report.tokenized += 1
