@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<config name>)")
     p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its latest good checkpoint, with its config.yaml "
+        "(--set may change it, e.g. train.max_steps)",
+    )
+    p.add_argument(
+        "--profile-steps",
+        metavar="A:B",
+        help="write a torch.profiler trace of steps A..B to RUN/tb/profile (view in TensorBoard)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -81,14 +92,42 @@ def _prepare(args: argparse.Namespace) -> None:
     print(f"prepared dataset: {report.out}")
 
 
+def _profile_steps(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    start, _, stop = text.partition(":")
+    if not (start.isdigit() and stop.isdigit() and int(start) < int(stop)):
+        raise AurlError(f"--profile-steps {text!r}: expected A:B with A < B, e.g. 10:15")
+    return int(start), int(stop)
+
+
 def _train(args: argparse.Namespace) -> None:
     from aurl.config import load_config
-    from aurl.training.run import train
+    from aurl.training.distributed import DistEnv
+    from aurl.training.run import resume_config, train
 
-    config = load_config(args.config, args.overrides)
+    if args.resume and args.overwrite:
+        raise AurlError("--resume and --overwrite contradict each other; choose one")
+    if args.resume and not args.run_dir:
+        raise AurlError("--resume needs --run-dir: the run to continue")
+    if args.resume and args.config:
+        raise AurlError(
+            "--resume continues with the run's own config.yaml; change values with --set instead of --config"
+        )
+    config = resume_config(args.run_dir, args.overrides) if args.resume else load_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{config.name}"
-    train(config, run_dir, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"run directory: {run_dir}")
+    main_rank = DistEnv.from_environment().is_main
+    train(
+        config,
+        run_dir,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.no_progress,
+        log=print if main_rank else (lambda s: None),
+        profile_steps=_profile_steps(args.profile_steps),
+    )
+    if main_rank:
+        print(f"run directory: {run_dir}")
 
 
 def _generate(args: argparse.Namespace) -> None:

@@ -103,27 +103,72 @@ class ModelConfig(Section):
         return self
 
 
+class CurriculumConfig(Section):
+    """Sequence length grows from start_len to end_len over `steps` optimizer steps."""
+
+    enabled: bool = False
+    start_len: int = Field(128, ge=8)
+    end_len: int | None = Field(None, ge=8, description="default: data.seq_len")
+    steps: int = Field(1000, ge=1)
+    schedule: Literal["linear", "exponential", "cosine"] = "linear"
+    multiple: int = Field(64, ge=1, description="lengths are rounded down to a multiple of this")
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = False
+    metric: str = Field("loss", description="a validation metric of the objective, e.g. loss or accuracy")
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class StabilityConfig(Section):
+    nan_patience: int = Field(3, ge=1, description="consecutive non-finite steps before reloading a checkpoint")
+    lr_backoff: float = Field(0.5, gt=0, le=1, description="LR factor applied after such a reload")
+    spike_factor: float = Field(10.0, gt=1, description="warn when grad norm exceeds this x its running median")
+    spike_window: int = Field(100, ge=5)
+
+
 class TrainConfig(Section):
+    optimizer: Literal["adamw"] = "adamw"
+    fused: bool | None = Field(None, description="fused AdamW kernel; default: on for CUDA")
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(100, ge=0)
-    max_steps: int = Field(1000, ge=1)
+    schedule: Literal["cosine", "linear", "constant", "plateau"] = "cosine"
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0, description="evaluations without improvement before the LR drops")
+    max_steps: int = Field(1000, ge=1, description="optimizer steps; also the horizon of the LR schedule")
+    max_epochs: float | None = Field(None, gt=0, description="stop earlier once this many epochs are seen")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
-    # Token-budget batching: batch size = batch_tokens // seq_len, clamped to [min_batch, max_batch].
+    # Token-budget batching: micro-batch size = batch_tokens // seq_len, clamped to [min_batch, max_batch].
     batch_tokens: int = Field(8192, ge=1)
     min_batch: int = Field(4, ge=1)
     max_batch: int = Field(64, ge=1)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    batch_probe: bool = Field(False, description="CUDA: find the largest micro-batch that fits, accumulate the rest")
+    probe_memory_fraction: float = Field(0.85, gt=0, le=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
+    deterministic: bool = Field(False, description="deterministic kernels: bit-exact resume, slower on GPU")
+    activation_checkpointing: Literal["off", "every", "every_n", "auto"] = "off"
+    checkpoint_every_n: int = Field(2, ge=1)
+    activation_budget_mb: float = Field(4096, gt=0, description="auto: checkpoint when activations exceed this")
+    compile: bool = Field(False, description="torch.compile the model (costs start-up time; pays on GPUs)")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy under torchrun")
+    peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; measured when unset")
     log_interval: int = Field(10, ge=1)
     eval_interval: int = Field(200, ge=1)
     eval_batches: int = Field(20, ge=1)
     save_interval: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    stability: StabilityConfig = Field(default_factory=StabilityConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -131,6 +176,15 @@ class TrainConfig(Section):
             raise ValueError(f"train.min_batch ({self.min_batch}) must not exceed train.max_batch ({self.max_batch})")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        if self.precision == "fp16" and self.device in ("cpu", "mps"):
+            raise ValueError(
+                f"train.precision fp16 needs CUDA but train.device is {self.device}; use bf16 or fp32 there"
+            )
+        c = self.curriculum
+        if c.end_len is not None and c.end_len < c.start_len:
+            raise ValueError(
+                f"train.curriculum.end_len ({c.end_len}) must not be below train.curriculum.start_len ({c.start_len})"
+            )
         return self
 
 
@@ -155,6 +209,11 @@ class Config(Section):
     def _check(self) -> Config:
         if self.data.seq_len > self.model.context:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) must not exceed model.context ({self.model.context})")
+        curriculum = self.train.curriculum
+        if curriculum.enabled and (curriculum.end_len or self.data.seq_len) > self.data.seq_len:
+            raise ValueError(
+                f"train.curriculum.end_len ({curriculum.end_len}) must not exceed data.seq_len ({self.data.seq_len})"
+            )
         if self.train.min_batch * self.data.seq_len > self.train.batch_tokens:
             raise ValueError(
                 f"train.batch_tokens ({self.train.batch_tokens}) must hold train.min_batch ({self.train.min_batch})"

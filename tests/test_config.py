@@ -19,7 +19,7 @@ def test_unknown_key_is_named():
 
 
 def test_bad_value_names_field_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"train.precision.*'fp32' or 'bf16'"):
+    with pytest.raises(ConfigError, match=r"train.precision.*'fp32', 'bf16' or 'fp16'"):
         load_config(TINY, ["train.precision=fp8"])
     with pytest.raises(ConfigError, match=r"model.n_layers"):
         load_config(TINY, ["model.n_layers=0"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,16 +83,20 @@ def augment(ids: np.ndarray, tables: TokenTables, cfg: AugmentConfig, rng: np.ra
 @dataclass(frozen=True)
 class Window:
     piece: int
-    start: int | None  # None: drawn at random each epoch
+    start: int | None  # None: drawn at random for each (epoch, length)
+
+
+WindowKey = tuple[int, int, int]  # (window index, epoch, length): what the batch sampler asks for
 
 
 class WindowDataset(Dataset):
-    """Windows of seq_len (+1 for the shifted target) tokens over pieces framed as BOS + piece + EOS.
+    """Windows (+1 token for the shifted target) over pieces framed as BOS + piece + EOS.
 
     Training windows start at random (each piece gives one window per seq_len tokens per epoch) and are
     augmented; evaluation windows tile each piece at fixed starts. A piece shorter than a window is padded
-    and its padding masked out of the loss, never dropped. Item i of epoch e is a pure function of
-    (seed, e, i), so data order and augmentation replay exactly on resume.
+    and its padding masked out of the loss, never dropped. An item is a pure function of (seed, window,
+    epoch, length), so data order and augmentation replay exactly on resume and on every rank.
+    Items hold `input_ids`, `targets` (IGNORE_INDEX on padding) and `weight` (the number of targets).
     """
 
     def __init__(
@@ -108,7 +112,6 @@ class WindowDataset(Dataset):
             raise DataError("this split of the dataset holds no pieces; prepare more files or change the fractions")
         self.pieces, self.tables, self.seq_len = pieces, tables, seq_len
         self.train, self.augment_cfg, self.seed = train, augment_cfg, seed
-        self.epoch = 0
         self.windows: list[Window] = []
         for i, piece in enumerate(pieces):
             n = len(piece) + 2
@@ -117,54 +120,78 @@ class WindowDataset(Dataset):
             else:
                 self.windows += [Window(i, s) for s in range(0, max(1, n - 1), seq_len)]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | WindowKey) -> dict[str, torch.Tensor]:
+        index, epoch, length = (key, 0, self.seq_len) if isinstance(key, int) else key
         t = self.tables
         window = self.windows[index]
         piece = self.pieces[window.piece]
         framed = np.concatenate(([t.bos_id], piece.astype(np.int64), [t.eos_id]))
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index, length])
         start = window.start
         if start is None:
-            start = int(rng.integers(0, max(0, len(framed) - self.seq_len - 1) + 1))
-        ids = framed[start : start + self.seq_len + 1]
+            start = int(rng.integers(0, max(0, len(framed) - length - 1) + 1))
+        ids = framed[start : start + length + 1]
         if self.train and self.augment_cfg is not None:
             ids = augment(ids, t, self.augment_cfg, rng)
         n = len(ids)
-        tokens = np.full(self.seq_len + 1, t.pad_id, dtype=np.int64)
+        tokens = np.full(length + 1, t.pad_id, dtype=np.int64)
         tokens[:n] = ids
         targets = tokens[1:].copy()
         targets[n - 1 :] = IGNORE_INDEX
-        return {"input_ids": torch.from_numpy(tokens[:-1]), "targets": torch.from_numpy(targets)}
+        return {
+            "input_ids": torch.from_numpy(tokens[:-1]),
+            "targets": torch.from_numpy(targets),
+            "weight": torch.tensor(n - 1, dtype=torch.float32),
+        }
 
 
-def batch_size_for(seq_len: int, batch_tokens: int, min_batch: int, max_batch: int) -> int:
-    """The token-budget rule: as many windows as the budget holds, clamped to [min_batch, max_batch]."""
-    return max(min_batch, min(max_batch, batch_tokens // seq_len))
+class TokenBudgetBatchSampler(Sampler[list[WindowKey]]):
+    """An endless stream of micro-batches of window keys, shuffled anew each epoch.
 
+    `plan(i)` gives the window length and per-rank batch size of the i-th micro-batch (the curriculum
+    and the token-budget rule live with the trainer). Windows come from one stream of per-epoch
+    permutations, so a batch may straddle two epochs and nothing is dropped. With several ranks, each
+    global batch is cut into equal per-rank slices. The whole position is two integers (`state_dict`).
+    """
 
-class TokenBudgetBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of window indices whose size follows the token budget; one pass is one epoch."""
+    def __init__(
+        self,
+        num_windows: int,
+        plan: Callable[[int], tuple[int, int]],
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.num_windows, self.plan, self.seed = num_windows, plan, seed
+        self.rank, self.world_size = rank, world_size
+        self.consumed = 0  # windows taken from the stream, all ranks together
+        self.batches = 0  # micro-batches yielded
+        self._cached: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
-    def __init__(self, num_windows: int, batch_size: int, shuffle: bool = True, seed: int = 0):
-        self.num_windows, self.batch_size, self.shuffle, self.seed = num_windows, batch_size, shuffle, seed
-        self.epoch = 0
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self.batches}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after state["batches"] micro-batches (the count consumed, not merely prefetched)."""
+        self.batches = int(state["batches"])
+        self.consumed = sum(self.plan(i)[1] for i in range(self.batches)) * self.world_size
 
-    def __len__(self) -> int:
-        return math.ceil(self.num_windows / self.batch_size)
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._cached[0] != epoch:
+            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_windows))
+        return self._cached[1]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_windows).tolist()
-        else:
-            order = list(range(self.num_windows))
-        for i in range(0, self.num_windows, self.batch_size):
-            yield order[i : i + self.batch_size]
+    def __iter__(self) -> Iterator[list[WindowKey]]:
+        while True:
+            length, batch = self.plan(self.batches)
+            first = self.consumed + self.rank * batch
+            keys = []
+            for pos in range(first, first + batch):
+                epoch, offset = divmod(pos, self.num_windows)
+                keys.append((int(self._order(epoch)[offset]), epoch, length))
+            self.consumed += batch * self.world_size
+            self.batches += 1
+            yield keys

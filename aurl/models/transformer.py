@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from aurl.config import ModelConfig
 from aurl.models.layers import Block, KVCache, Rotary
@@ -24,6 +25,7 @@ class Transformer(nn.Module):
         self.norm = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied: the output layer reads tokens the way the input writes them
+        self.checkpoint_every = 0  # recompute every n-th block's activations in backward (0: never)
         self.apply(self._init)
         # GPT-2's scaled init keeps the residual stream's variance flat with depth.
         for name, p in self.named_parameters():
@@ -37,6 +39,20 @@ class Transformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token: 6 per parameter plus attention (PaLM, app. B)."""
+        return 6 * self.num_parameters() + 12 * self.cfg.n_layers * self.cfg.d_model * seq_len
+
+    def activation_bytes(self, batch: int, seq_len: int, bytes_per_value: int = 4) -> float:
+        """Estimated activations a training step keeps for backward (Korthikanti et al. 2022, without the
+        attention-score term: SDPA does not store scores), for choosing activation checkpointing."""
+        per_layer = 17 * seq_len * batch * self.cfg.d_model * bytes_per_value
+        return per_layer * self.cfg.n_layers
+
+    def set_activation_checkpointing(self, every: int) -> None:
+        """Recompute the activations of every `every`-th block during backward (0 turns it off)."""
+        self.checkpoint_every = every
 
     def new_cache(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> KVCache:
         p = self.embed.weight
@@ -59,7 +75,10 @@ class Transformer(nn.Module):
             )
         x = self.drop(self.embed(input_ids))
         for i, block in enumerate(self.blocks):
-            x = block(x, self.rotary, cache, i)
+            if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
+                x = checkpoint(block, x, self.rotary, cache, i, use_reentrant=False)
+            else:
+                x = block(x, self.rotary, cache, i)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.head(self.norm(x))

@@ -14,11 +14,12 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 import aurl
@@ -44,14 +45,30 @@ def _write_pointer(folder: Path, name: str, target: str) -> None:
     os.replace(tmp, folder / name)
 
 
+def _unshared(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the second name of a tied tensor (safetensors stores each storage once)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in weights.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
 def save_checkpoint(
-    folder: Path, step: int, model: nn.Module, state: dict[str, Any], metrics: dict[str, float], best: bool
+    folder: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    metrics: dict[str, float],
+    best: bool,
 ) -> Path:
     """Write checkpoints/step_<step> atomically, point `latest` (and `best`) at it, return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}-", dir=folder))
-    save_model(model, str(tmp / MODEL_FILE))
+    save_file(_unshared(weights), str(tmp / MODEL_FILE))
     torch.save(state, tmp / STATE_FILE)
     manifest = {
         "step": step,
@@ -71,11 +88,8 @@ def save_checkpoint(
 
 def prune_checkpoints(folder: Path, keep_last: int) -> None:
     """Delete step folders beyond the newest `keep_last`, never the ones `latest` or `best` name."""
-    steps = sorted(
-        (p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
-    )
     protected = {(folder / name).read_text().strip() for name in POINTERS if (folder / name).is_file()}
-    for path in steps[:-keep_last]:
+    for path in steps_newest_first(folder)[keep_last:]:
         if path.name not in protected:
             shutil.rmtree(path)
 
@@ -118,3 +132,28 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"{path / MODEL_FILE}: weights do not fit this model ({str(err).splitlines()[0][:160]}); "
             "was it trained with another config?"
         ) from None
+
+
+def steps_newest_first(folder: Path) -> list[Path]:
+    steps = [p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(steps, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def latest_good_checkpoint(run_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """The newest checkpoint whose files match their manifest; a corrupt one is reported and passed over."""
+    folder = Path(run_dir) / "checkpoints"
+    candidates = steps_newest_first(folder)
+    if not candidates:
+        raise CheckpointError(f"{folder}: no checkpoint to resume from; train without --resume first")
+    for path in candidates:
+        try:
+            verify_checkpoint(path, (MODEL_FILE, STATE_FILE))
+            return path
+        except CheckpointError as err:
+            log(f"warning: skipping checkpoint {path.name}: {err}")
+    raise CheckpointError(f"{folder}: every checkpoint is corrupt; start a new run")
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    # weights_only: the state holds only tensors and plain containers, so no code can ride along.
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)

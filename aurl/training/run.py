@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from aurl.config import Config, load_config
-from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler, WindowDataset, batch_size_for
+from aurl.config import Config, TrainConfig, load_config
+from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler, WindowDataset
 from aurl.data.tokenize import build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
-from aurl.training.checkpoint import load_weights, resolve_checkpoint
+from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
+from aurl.training.curriculum import batch_plan, batch_size_for
+from aurl.training.distributed import init_distributed, shutdown, wrap_model
+from aurl.training.monitor import measure_peak_flops
 from aurl.training.objectives import build_objective
 from aurl.training.trainer import Trainer, pick_device, seed_everything
 
@@ -27,20 +31,47 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if (run_dir / "checkpoints").exists():
         if not overwrite:
             raise CheckpointError(
-                f"{run_dir}: already holds a trained run; pass --overwrite to replace it or choose another --run-dir"
+                f"{run_dir}: already holds a trained run; pass --resume to continue it, --overwrite to replace it, "
+                "or choose another --run-dir"
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was started with (its config.yaml), with overrides such as a longer max_steps."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no {CONFIG_FILE} to resume from; pass the --run-dir of an earlier run")
+    return load_config(path, overrides)
+
+
+def _activation_checkpointing(model: torch.nn.Module, cfg: TrainConfig, batch: int, seq_len: int) -> int:
+    """Blocks between recomputed ones (0: none), as train.activation_checkpointing says."""
+    if cfg.activation_checkpointing == "every":
+        return 1
+    if cfg.activation_checkpointing == "every_n":
+        return cfg.checkpoint_every_n
+    if cfg.activation_checkpointing == "auto":
+        budget = cfg.activation_budget_mb * 2**20
+        return 1 if model.activation_bytes(batch, seq_len) > budget else 0
+    return 0
 
 
 def train(
     config: Config,
     run_dir: str | Path,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    profile_steps: tuple[int, int] | None = None,
 ) -> dict[str, float]:
-    """Train a model as the config says; returns final metrics (and the train split's unigram entropy)."""
+    """Train a model as the config says (or continue the run in run_dir with resume=True).
+
+    Returns the final train/valid metrics, the train split's unigram entropy and the parameter count.
+    Under torchrun every rank calls this; rank 0 alone writes files and prints.
+    """
     if not config.data.dataset:
         raise ConfigError(
             "data.dataset: not set; prepare data with `aurl prepare SOURCE --out DIR`, then --set data.dataset=DIR"
@@ -51,43 +82,70 @@ def train(
             f"tokenizer: {config.data.dataset} was prepared with other tokenizer settings; "
             "re-run `aurl prepare` with this --config"
         )
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, overwrite)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-    save_tokenizer(data.tokenizer, run_dir)
-
     cfg = config.train
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    env, device = init_distributed(pick_device(cfg.device))
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32")
+    run_dir = Path(run_dir)
+    checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
+    if env.is_main and not resume:
+        prepare_run_dir(run_dir, overwrite)
+        (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+        save_tokenizer(data.tokenizer, run_dir)
+    seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
+    torch.use_deterministic_algorithms(cfg.deterministic)
+
     seq_len = config.data.seq_len
     train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
     valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
-    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
-    sampler = TokenBudgetBatchSampler(len(train_set), batch, shuffle=True, seed=cfg.seed)
+    plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
+    sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
     loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
     train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
+    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     valid_loader = DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
 
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(config.model, data.tables.vocab_size).to(device)
+    torch.manual_seed(cfg.seed + env.rank)
+    every = _activation_checkpointing(model, cfg, batch, seq_len)
+    model.set_activation_checkpointing(every)
+    if cfg.compile:
+        model.compile()
+    wrapped = wrap_model(model, env, cfg.strategy, device)
+    peak = cfg.peak_flops or measure_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
     entropy = data.unigram_entropy("train")
     log(
-        f"model: {config.model.mode}, {model.num_parameters() / 1e6:.2f}M parameters on {device}; "
+        f"model: {config.model.mode}, {model.num_parameters() / 1e6:.2f}M parameters on {device}"
+        f"{f' x {env.world_size} ranks ({cfg.strategy})' if env.enabled else ''}; "
         f"data: {len(train_set)} train / {len(valid_set)} valid windows of {seq_len} tokens, batch {batch}"
+        f"{f', accumulation {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}; "
+        f"activation checkpointing {'every ' + str(every) + ' block(s)' if every else 'off'}; "
+        f"peak {peak / 1e9:.0f} GFLOP/s"
     )
     trainer = Trainer(
         cfg,
-        model,
-        build_objective(config.model.mode, model),
+        wrapped,
+        build_objective(config.model.mode, wrapped),
         train_loader,
         valid_loader,
         run_dir,
         device,
+        env,
+        peak,
         progress,
         log,
+        profile_steps,
     )
-    metrics = trainer.fit()
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        log(f"resumed from {checkpoint} at step {trainer.step}")
+    try:
+        metrics = trainer.fit()
+    finally:
+        shutdown(env)
     log(
-        f"final validation loss {metrics['valid_loss']:.4f} nats/token "
+        f"final validation loss {metrics.get('valid_loss', math.nan):.4f} nats/token "
         f"(unigram entropy of the training tokens: {entropy:.4f} nats/token)"
     )
     return {**metrics, "unigram_entropy": entropy, "parameters": float(model.num_parameters())}

@@ -1,7 +1,9 @@
 """The training loop. It knows nothing about music or model internals: it calls `objective(batch)`.
 
-Per step: next batch → forward under autocast → backward → clip → AdamW step → LR schedule. At
-intervals it logs, evaluates on the validation windows, and writes checkpoints.
+One step: take grad_accum micro-batches → forward/backward each under autocast (gradients synchronised
+across ranks on the last only, each weighted by its share of the step's targets) → unscale, clip →
+skip the step if anything is non-finite, else AdamW step → LR schedule. Around it: logging, evaluation,
+early stopping, checkpoints, and recovery from repeated non-finite steps.
 """
 
 from __future__ import annotations
@@ -16,15 +18,29 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aurl.config import TrainConfig
-from aurl.training.checkpoint import prune_checkpoints, save_checkpoint
+from aurl.data.dataset import TokenBudgetBatchSampler
+from aurl.errors import AurlError
+from aurl.training.checkpoint import latest_good_checkpoint, load_trainer_state, prune_checkpoints, save_checkpoint
+from aurl.training.distributed import DistEnv, all_reduce_sum, gradient_sync, unwrap
 from aurl.training.logger import MetricsLogger
+from aurl.training.monitor import SpikeDetector, ThroughputMeter, memory_stats
 
 Objective = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -43,15 +59,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def warmup_cosine(cfg: TrainConfig) -> Callable[[int], float]:
-    """LR multiplier: linear warmup to 1, then cosine decay to min_lr / lr at max_steps."""
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warmup to 1, then the configured decay to min_lr / lr.
+    `plateau` holds at 1 here; the trainer lowers it on stalled validation."""
     floor = cfg.min_lr / cfg.lr
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule == "linear":
+            return floor + (1 - floor) * (1 - progress)
+        return 1.0  # constant, plateau
 
     return factor
 
@@ -63,7 +84,37 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda" or None)
+    fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
+
+
+class Stall:
+    """Counts evaluations without improvement of a metric (for early stopping and the plateau schedule)."""
+
+    def __init__(self, mode: str, min_delta: float):
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.min_delta = min_delta
+        self.best = math.inf
+        self.evals = 0
+
+    def update(self, value: float) -> bool:
+        """Record a value; True when it improves on the best by more than min_delta."""
+        improved = self.sign * value < self.best - self.min_delta
+        if improved:
+            self.best, self.evals = self.sign * value, 0
+        else:
+            self.evals += 1
+        return improved
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best": self.best, "evals": self.evals}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.best, self.evals = float(state["best"]), int(state["evals"])
+
+
+class TrainingError(AurlError):
+    """Training cannot go on (e.g. non-finite steps with no checkpoint to return to)."""
 
 
 class Trainer:
@@ -76,115 +127,298 @@ class Trainer:
         valid_loader: DataLoader,
         run_dir: Path,
         device: torch.device,
+        env: DistEnv | None = None,
+        peak_flops: float = 1.0,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        profile_steps: tuple[int, int] | None = None,
     ):
         self.cfg, self.model, self.objective = cfg, model, objective
         self.train_loader, self.valid_loader = train_loader, valid_loader
-        self.run_dir, self.device, self.progress, self.log = run_dir, device, progress, log
+        self.sampler: TokenBudgetBatchSampler = train_loader.batch_sampler
+        self.run_dir, self.device, self.env = run_dir, device, env or DistEnv()
+        self.progress, self.profile_steps = progress and self.env.is_main, profile_steps
+        self.log = log if self.env.is_main else (lambda s: None)
         self.optimizer = build_optimizer(model, cfg, device)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(cfg))
-        self.step, self.epoch = 0, 0
-        self.best_valid = math.inf
+        self.schedule = lr_factor(cfg)
+        self.lr_scale = 1.0  # plateau and non-finite-recovery reductions
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.schedule(s) * self.lr_scale)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.meter = ThroughputMeter(peak_flops)
+        self.spikes = SpikeDetector(cfg.stability.spike_factor, cfg.stability.spike_window)
+        es = cfg.early_stopping
+        self.stop_tracker = Stall(es.mode, es.min_delta)
+        self.best_valid = Stall("min", 0.0)  # which checkpoint is `best`: lowest validation loss
+        self.plateau = Stall("min", 0.0)
+        self.step = 0
+        self.micro_batches = 0  # consumed from the sampler: the data position to resume from
+        self.windows_seen = 0  # by all ranks together, for the epoch count
+        self.bad_in_a_row = 0
+        self.counters = {"skipped_steps": 0, "grad_spikes": 0, "recoveries": 0}
 
+    # ---- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that a resumed run needs to continue exactly."""
+        rng = {
+            "python": random.getstate(),
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        if self.env.enabled:  # every rank draws its own dropout masks: keep each rank's generator
+            gathered: list[Any] = [None] * self.env.world_size
+            dist.all_gather_object(gathered, rng)
+            rng = {"ranks": gathered}
+        return {
+            "step": self.step,
+            "micro_batches": self.micro_batches,
+            "windows_seen": self.windows_seen,
+            "lr_scale": self.lr_scale,
+            "bad_in_a_row": self.bad_in_a_row,
+            "counters": dict(self.counters),
+            "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=FULL),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "early_stopping": self.stop_tracker.state_dict(),
+            "best_valid": self.best_valid.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.micro_batches = int(state["step"]), int(state["micro_batches"])
+        self.windows_seen = int(state["windows_seen"])
+        self.lr_scale, self.bad_in_a_row = float(state["lr_scale"]), int(state["bad_in_a_row"])
+        self.counters.update(state["counters"])
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=FULL)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stop_tracker.load_state_dict(state["early_stopping"])
+        self.best_valid.load_state_dict(state["best_valid"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.sampler.load_state_dict({"batches": self.micro_batches})
+        rng = state["rng"]["ranks"][self.env.rank] if "ranks" in state["rng"] else state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint folder: weights, optimizer, schedule, data position and RNG."""
+        self._load_weights(path)
+        self.load_state_dict(load_trainer_state(path))
+
+    def _load_weights(self, path: Path) -> None:
+        # strict=False: the file stores a tied tensor once, under its first name.
+        weights = load_file(str(path / "model.safetensors"))
+        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+
+    def save(self, metrics: dict[str, float], best: bool) -> None:
+        weights = get_model_state_dict(self.model, options=FULL)  # collective under FSDP: every rank calls
+        state = self.state_dict()
+        if self.env.is_main:
+            folder = self.run_dir / "checkpoints"
+            save_checkpoint(folder, self.step, weights, state, metrics, best)
+            prune_checkpoints(folder, self.cfg.keep_last)
+
+    # ---- loop ----------------------------------------------------------------------------------
     def _autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        if self.cfg.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            self.train_loader.batch_sampler.set_epoch(self.epoch)
-            self.train_loader.dataset.set_epoch(self.epoch)
-            yield from self.train_loader
-            self.epoch += 1
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-weighted mean of the objective's metrics over up to eval_batches validation batches."""
+        """Target-weighted mean of the objective's metrics over up to eval_batches validation batches."""
         self.model.eval()
         sums: dict[str, float] = {}
-        total = 0
+        total = 0.0
         for i, batch in enumerate(self.valid_loader):
             if i >= self.cfg.eval_batches:
                 break
             with self._autocast():
                 out = self.objective(self._to_device(batch))
-            n = int(out.pop("tokens"))
+            n = float(batch["weight"].sum())
             total += n
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
         self.model.train()
-        return {k: v / max(1, total) for k, v in sums.items()}
+        return {k: v / max(1.0, total) for k, v in sums.items()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "best_valid": self.best_valid,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-        }
+    def _train_step(self, micro: list[dict[str, torch.Tensor]]) -> tuple[float, float, bool]:
+        """One optimizer step over micro-batches; returns (mean loss, grad norm, stepped)."""
+        weights = [float(b["weight"].sum()) for b in micro]
+        total = float(all_reduce_sum(torch.tensor([sum(weights)], device=self.device), self.env))
+        loss_sum = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            # DDP averages gradients over ranks; scaling by world/total makes the step the mean over
+            # every target of every micro-batch on every rank, whatever the padding.
+            share = weights[i] * self.env.world_size / max(total, 1.0)
+            with gradient_sync(self.model, i == len(micro) - 1), self._autocast():
+                out = self.objective(self._to_device(batch))
+                self.scaler.scale(out["loss"] * share).backward()
+            loss_sum += out["loss"].detach().float() * weights[i]
+        loss = float(all_reduce_sum(loss_sum, self.env)) / max(total, 1.0)
+        self.scaler.unscale_(self.optimizer)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if self.scaler.is_enabled():
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skips the step itself on inf/NaN gradients
+            self.scaler.update()
+            stepped = finite and self.scaler.get_scale() >= scale
+        else:
+            stepped = finite
+            if stepped:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            self.scheduler.step()  # the schedule follows optimizer steps, not skipped ones
+        return loss, grad_norm, stepped
 
-    def save(self, metrics: dict[str, float], best: bool) -> None:
-        folder = self.run_dir / "checkpoints"
-        save_checkpoint(folder, self.step, self.model, self.state_dict(), metrics, best)
-        prune_checkpoints(folder, self.cfg.keep_last)
+    def _recover(self) -> None:
+        """After nan_patience non-finite steps in a row: back to the last good checkpoint, lower LR."""
+        try:
+            path = latest_good_checkpoint(self.run_dir, self.log)
+        except AurlError:
+            raise TrainingError(
+                f"{self.bad_in_a_row} non-finite steps in a row at step {self.step} and no checkpoint to return "
+                "to; lower train.lr or use train.precision fp32"
+            ) from None
+        self._load_weights(path)
+        set_optimizer_state_dict(self.model, self.optimizer, load_trainer_state(path)["optimizer"], options=FULL)
+        self.lr_scale *= self.cfg.stability.lr_backoff
+        self.bad_in_a_row = 0
+        self.counters["recoveries"] += 1
+        self.log(f"warning: reloaded {path.name} after non-finite steps; LR scaled to {self.lr_scale:g}x")
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.train_loader:
+            self.micro_batches += 1
+            yield batch
+
+    def _profiler(self):
+        if not self.profile_steps or not self.env.is_main:
+            return nullcontext(None)
+        start, stop = self.profile_steps
+        schedule = torch.profiler.schedule(wait=max(0, start - self.step - 1), warmup=0, active=stop - start, repeat=1)
+        handler = torch.profiler.tensorboard_trace_handler(str(self.run_dir / "tb" / "profile"))
+        return torch.profiler.profile(schedule=schedule, on_trace_ready=handler, record_shapes=True)
 
     def fit(self) -> dict[str, float]:
-        """Train to max_steps; returns the last training and validation metrics."""
+        """Train to max_steps (or max_epochs, or early stop); returns the last train and valid metrics."""
         cfg = self.cfg
-        logger = MetricsLogger(self.run_dir)
+        logger = MetricsLogger(self.run_dir, purge_step=self.step + 1) if self.env.is_main else None
         self.model.train()
         batches = self._batches()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
-        window_tokens, window_start, loss_sum, loss_n = 0, time.perf_counter(), 0.0, 0
         train_metrics: dict[str, float] = {}
         valid: dict[str, float] = {}
+        loss_sum, loss_n = 0.0, 0
+        flops_per_token = getattr(unwrap(self.model), "flops_per_token", lambda n: 0.0)
+        self.meter.reset()
         try:
-            while self.step < cfg.max_steps:
-                batch = self._to_device(next(batches))
-                with self._autocast():
-                    out = self.objective(batch)
-                out["loss"].backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.step += 1
-                window_tokens += int(out["tokens"])
-                loss_sum, loss_n = loss_sum + out["loss"].item(), loss_n + 1
+            with self._profiler() as prof:
+                while self.step < cfg.max_steps:
+                    t0 = time.perf_counter()
+                    micro = [next(batches) for _ in range(cfg.grad_accum)]
+                    data_seconds = time.perf_counter() - t0
+                    loss, grad_norm, stepped = self._train_step(micro)
+                    self.step += 1
+                    self._watch(loss, grad_norm, stepped)
+                    batch, length = micro[0]["input_ids"].shape
+                    self.windows_seen += batch * len(micro) * self.env.world_size
+                    positions = sum(b["input_ids"].numel() for b in micro) * self.env.world_size
+                    self.meter.add(
+                        batch * len(micro) * self.env.world_size,
+                        positions,
+                        positions * flops_per_token(length),
+                        data_seconds,
+                    )
+                    if stepped:
+                        loss_sum, loss_n = loss_sum + loss, loss_n + 1
+                    if prof is not None:
+                        prof.step()
+                    bar.update()
 
-                if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    train_metrics = {
-                        "loss": loss_sum / loss_n,
-                        "accuracy": float(out["accuracy"]),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "tokens_per_s": window_tokens / elapsed,
-                        "epoch": self.epoch,
-                    }
-                    logger.log(self.step, "train", train_metrics)
-                    bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", tok_s=f"{train_metrics['tokens_per_s']:,.0f}")
-                    window_tokens, window_start, loss_sum, loss_n = 0, time.perf_counter(), 0.0, 0
-                bar.update()
+                    final = self.step == cfg.max_steps or (
+                        cfg.max_epochs is not None and self._epoch() >= cfg.max_epochs
+                    )
+                    if self.step % cfg.log_interval == 0 or final:
+                        train_metrics = {
+                            "loss": loss_sum / max(1, loss_n),
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "grad_norm": grad_norm,
+                            "epoch": self._epoch(),
+                            "seq_len": length,
+                            "batch_size": batch,
+                            **self.meter.read(),
+                            **memory_stats(self.device),
+                            **self.counters,
+                        }
+                        loss_sum, loss_n = 0.0, 0
+                        if logger:
+                            logger.log(self.step, "train", train_metrics)
+                        bar.set_postfix(
+                            loss=f"{train_metrics['loss']:.3f}", tok_s=f"{train_metrics['tokens_per_s']:,.0f}"
+                        )
 
-                final = self.step == cfg.max_steps
-                improved = False
-                if self.step % cfg.eval_interval == 0 or final:
-                    valid = self.evaluate()
-                    logger.log(self.step, "valid", valid)
-                    improved = valid["loss"] < self.best_valid
-                    self.best_valid = min(self.best_valid, valid["loss"])
-                    self.log(f"step {self.step}: valid loss {valid['loss']:.4f}  accuracy {valid['accuracy']:.3f}")
-                if improved or final or self.step % cfg.save_interval == 0:
-                    self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved)
+                    improved = stop = False
+                    if self.step % cfg.eval_interval == 0 or final:
+                        valid = self.evaluate()
+                        improved = self.best_valid.update(valid["loss"])
+                        stop = self._after_eval(valid)
+                        if logger:
+                            logger.log(self.step, "valid", valid)
+                        self.log(f"step {self.step}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in valid.items()))
+                    if improved or final or stop or self.step % cfg.save_interval == 0:
+                        self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved)
+                    if final or stop:
+                        break
         finally:
             bar.close()
-            logger.close()
+            if logger:
+                logger.close()
         return {**{f"train_{k}": v for k, v in train_metrics.items()}, **{f"valid_{k}": v for k, v in valid.items()}}
+
+    def _epoch(self) -> float:
+        return self.windows_seen / self.sampler.num_windows
+
+    def _watch(self, loss: float, grad_norm: float, stepped: bool) -> None:
+        """Count non-finite steps (recovering after too many in a row) and warn on gradient-norm spikes."""
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.counters["skipped_steps"] += 1
+            self.bad_in_a_row += 1
+            self.log(f"warning: step {self.step}: non-finite loss or gradient; optimizer step skipped")
+            if self.bad_in_a_row >= self.cfg.stability.nan_patience:
+                self._recover()
+            return
+        self.bad_in_a_row = 0
+        if stepped and self.spikes(grad_norm):
+            self.counters["grad_spikes"] += 1
+            self.log(f"warning: step {self.step}: gradient norm {grad_norm:.3g} spiked over its running median")
+
+    def _after_eval(self, valid: dict[str, float]) -> bool:
+        """Plateau LR and early stopping bookkeeping; True when training should stop."""
+        cfg = self.cfg
+        stalled = cfg.schedule == "plateau" and not self.plateau.update(valid["loss"])
+        if stalled and self.plateau.evals > cfg.plateau_patience:
+            self.lr_scale *= cfg.plateau_factor
+            self.plateau.evals = 0
+            self.log(f"validation loss stalled: LR scaled to {self.lr_scale:g}x")
+        es = cfg.early_stopping
+        if not es.enabled:
+            return False
+        if es.metric not in valid:
+            raise TrainingError(f"train.early_stopping.metric {es.metric!r}: not one of {sorted(valid)}")
+        self.stop_tracker.update(valid[es.metric])
+        if self.stop_tracker.evals >= es.patience:
+            self.log(f"early stopping: valid {es.metric} has not improved for {es.patience} evaluations")
+            return True
+        return False

@@ -3,14 +3,8 @@ import pytest
 import torch
 
 from aurl.config import AugmentConfig
-from aurl.data.dataset import (
-    IGNORE_INDEX,
-    PreparedDataset,
-    TokenBudgetBatchSampler,
-    WindowDataset,
-    augment,
-    batch_size_for,
-)
+from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, TokenBudgetBatchSampler, WindowDataset, augment
+from aurl.training.curriculum import batch_size_for
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +64,11 @@ def test_validation_windows_tile_each_piece(data):
 def test_items_replay_exactly_for_the_same_seed_and_epoch(data):
     make = lambda seed: WindowDataset(data.pieces("train"), data.tables, 64, True, AugmentConfig(), seed)  # noqa: E731
     a, b, c = make(0), make(0), make(1)
-    assert all(torch.equal(a[i]["input_ids"], b[i]["input_ids"]) for i in range(len(a)))
-    assert not all(torch.equal(a[i]["input_ids"], c[i]["input_ids"]) for i in range(len(a)))
-    b.set_epoch(1)
-    assert not all(torch.equal(a[i]["input_ids"], b[i]["input_ids"]) for i in range(len(a)))
+    keys = [(i, 0, 64) for i in range(len(a))]
+    assert all(torch.equal(a[k]["input_ids"], b[k]["input_ids"]) for k in keys)
+    assert not all(torch.equal(a[k]["input_ids"], c[k]["input_ids"]) for k in keys)
+    assert not all(torch.equal(a[k]["input_ids"], a[(k[0], 1, 64)]["input_ids"]) for k in keys)
+    assert a[(0, 0, 32)]["input_ids"].shape == (32,)  # the sampler chooses the length
 
 
 @pytest.mark.parametrize(("seq_len", "expected"), [(64, 64), (256, 32), (1024, 8), (4096, 4), (100000, 4)])
@@ -81,14 +76,30 @@ def test_batch_size_follows_the_token_budget(seq_len, expected):
     assert batch_size_for(seq_len, 8192, 4, 64) == expected
 
 
+def _take(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
+
+
 def test_sampler_covers_every_window_once_per_epoch_within_budget():
     seq_len, budget = 128, 1000
     batch = batch_size_for(seq_len, budget, 2, 64)
-    sampler = TokenBudgetBatchSampler(50, batch, seed=3)
-    epoch0 = list(sampler)
+    sampler = TokenBudgetBatchSampler(56, lambda i: (seq_len, batch), seed=3)
+    epoch0 = _take(sampler, 56 // batch)
     assert all(len(b) * seq_len <= budget for b in epoch0)
-    assert sorted(i for b in epoch0 for i in b) == list(range(50))
-    sampler.set_epoch(1)
-    assert list(sampler) != epoch0
-    sampler.set_epoch(0)
-    assert list(sampler) == epoch0
+    assert sorted(k[0] for b in epoch0 for k in b) == list(range(56))
+    assert {k[1] for b in epoch0 for k in b} == {0} and {k[2] for b in epoch0 for k in b} == {seq_len}
+    epoch1 = _take(sampler, 56 // batch)
+    assert {k[1] for b in epoch1 for k in b} == {1}
+    assert [k[0] for b in epoch1 for k in b] != [k[0] for b in epoch0 for k in b]
+
+
+def test_sampler_resumes_mid_stream_and_shards_by_rank():
+    plan = lambda i: (64, 3 + i % 2)  # noqa: E731
+    full = _take(TokenBudgetBatchSampler(10, plan, seed=1), 9)
+    resumed = TokenBudgetBatchSampler(10, plan, seed=1)
+    resumed.load_state_dict({"batches": 4})
+    assert _take(resumed, 5) == full[4:]
+    ranks = [_take(TokenBudgetBatchSampler(10, plan, seed=1, rank=r, world_size=2), 4) for r in (0, 1)]
+    single = _take(TokenBudgetBatchSampler(10, lambda i: (64, 2 * plan(i)[1]), seed=1), 4)
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single

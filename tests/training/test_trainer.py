@@ -5,7 +5,7 @@ import pytest
 from aurl.errors import CheckpointError
 from aurl.training.checkpoint import load_weights, resolve_checkpoint, save_checkpoint
 from aurl.training.run import load_trained, train
-from aurl.training.trainer import warmup_cosine
+from aurl.training.trainer import lr_factor
 
 
 def _metrics(run, split):
@@ -36,7 +36,7 @@ def test_run_directory_holds_what_generation_needs(trained_run):
 
 def test_corrupt_checkpoint_is_refused(trained_run, tmp_path):
     config, _, model = load_trained(trained_run, "latest")
-    ckpt = save_checkpoint(tmp_path / "checkpoints", 1, model, {}, {}, best=True)
+    ckpt = save_checkpoint(tmp_path / "checkpoints", 1, model.state_dict(), {}, {}, best=True)
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -63,7 +63,7 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, prepared, t
 
 def test_lr_schedule_warms_up_then_decays_to_min(tiny_config):
     cfg = tiny_config.train.model_copy(update={"lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "max_steps": 110})
-    f = warmup_cosine(cfg)
+    f = lr_factor(cfg)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.55)
     assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
