@@ -92,3 +92,15 @@ def _with_splits(config: Config) -> Config:
     tree = config.model_dump(mode="json")
     tree["data"].update(valid_fraction=0.2, test_fraction=0.1)
     return build_config(tree)
+
+
+def tiny_trainer(prepared: Path, run_dir: Path, overrides: list[str] | None = None):
+    """A Trainer over the prepared fixture dataset, built the way `aurl train` builds it."""
+    from aurl.data.dataset import PreparedDataset
+    from aurl.training.distributed import DistEnv
+    from aurl.training.run import build_trainer
+
+    config = load_config(TINY, [f"data.dataset={prepared}", "train.peak_flops=1e11", *(overrides or [])])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = PreparedDataset(prepared)
+    return build_trainer(config, data, run_dir, DistEnv(), __import__("torch").device("cpu"), False, lambda s: None)

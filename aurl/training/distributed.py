@@ -83,6 +83,11 @@ def all_reduce_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return values
 
 
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()

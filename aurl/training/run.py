@@ -17,7 +17,7 @@ from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
 from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
 from aurl.training.curriculum import batch_plan, batch_size_for
-from aurl.training.distributed import init_distributed, shutdown, wrap_model
+from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.objectives import build_objective
 from aurl.training.trainer import Trainer, pick_device, seed_everything
@@ -25,15 +25,20 @@ from aurl.training.trainer import Trainer, pick_device, seed_everything
 CONFIG_FILE = "config.yaml"
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a run directory that is a file, or that holds a run the user did not ask to replace."""
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: exists and is not a folder; choose another --run-dir")
+    if (run_dir / "checkpoints").exists() and not overwrite:
+        raise CheckpointError(
+            f"{run_dir}: already holds a trained run; pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --run-dir"
+        )
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    check_run_dir(run_dir, overwrite)
     if (run_dir / "checkpoints").exists():
-        if not overwrite:
-            raise CheckpointError(
-                f"{run_dir}: already holds a trained run; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another --run-dir"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -56,6 +61,57 @@ def _activation_checkpointing(model: torch.nn.Module, cfg: TrainConfig, batch: i
         budget = cfg.activation_budget_mb * 2**20
         return 1 if model.activation_bytes(batch, seq_len) > budget else 0
     return 0
+
+
+def build_trainer(
+    config: Config,
+    data: PreparedDataset,
+    run_dir: Path,
+    env: DistEnv,
+    device: torch.device,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    profile_steps: tuple[int, int] | None = None,
+) -> Trainer:
+    """Windows, sampler and loaders over `data`, the model (checkpointed, compiled, wrapped as the config
+    says), its objective, and the Trainer around them."""
+    cfg = config.train
+    seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    seq_len = config.data.seq_len
+    train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
+    valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
+    plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
+    sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
+    # Own generators: creating a loader's iterator must not draw from the global RNG that dropout uses,
+    # or a resumed run (which creates it after restoring that RNG) would drift from an uninterrupted one.
+    loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
+    loader_args["generator"] = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
+    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
+    valid_loader = DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(config.model, data.tables.vocab_size).to(device)
+    torch.manual_seed(cfg.seed + env.rank)
+    every = _activation_checkpointing(model, cfg, batch, seq_len)
+    model.set_activation_checkpointing(every)
+    if cfg.compile:
+        model.compile()
+    wrapped = wrap_model(model, env, cfg.strategy, device)
+    peak = cfg.peak_flops or measure_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    log(
+        f"model: {config.model.mode}, {model.num_parameters() / 1e6:.2f}M parameters on {device}"
+        f"{f' x {env.world_size} ranks ({cfg.strategy})' if env.enabled else ''}; "
+        f"data: {len(train_set)} train / {len(valid_set)} valid windows of {seq_len} tokens, batch {batch}"
+        f"{f', accumulation {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}; "
+        f"activation checkpointing {'every ' + str(every) + ' block(s)' if every else 'off'}; "
+        f"peak {peak / 1e9:.0f} GFLOP/s"
+    )
+    objective = build_objective(config.model.mode, wrapped)
+    return Trainer(
+        cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps
+    )
 
 
 def train(
@@ -82,73 +138,32 @@ def train(
             f"tokenizer: {config.data.dataset} was prepared with other tokenizer settings; "
             "re-run `aurl prepare` with this --config"
         )
-    cfg = config.train
-    env, device = init_distributed(pick_device(cfg.device))
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32")
     run_dir = Path(run_dir)
     checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
-    if env.is_main and not resume:
-        prepare_run_dir(run_dir, overwrite)
-        (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-        save_tokenizer(data.tokenizer, run_dir)
-    seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
-    torch.use_deterministic_algorithms(cfg.deterministic)
-
-    seq_len = config.data.seq_len
-    train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
-    valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
-    plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
-    sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
-    loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
-    train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
-    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
-    valid_loader = DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
-
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(config.model, data.tables.vocab_size).to(device)
-    torch.manual_seed(cfg.seed + env.rank)
-    every = _activation_checkpointing(model, cfg, batch, seq_len)
-    model.set_activation_checkpointing(every)
-    if cfg.compile:
-        model.compile()
-    wrapped = wrap_model(model, env, cfg.strategy, device)
-    peak = cfg.peak_flops or measure_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
-    entropy = data.unigram_entropy("train")
-    log(
-        f"model: {config.model.mode}, {model.num_parameters() / 1e6:.2f}M parameters on {device}"
-        f"{f' x {env.world_size} ranks ({cfg.strategy})' if env.enabled else ''}; "
-        f"data: {len(train_set)} train / {len(valid_set)} valid windows of {seq_len} tokens, batch {batch}"
-        f"{f', accumulation {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}; "
-        f"activation checkpointing {'every ' + str(every) + ' block(s)' if every else 'off'}; "
-        f"peak {peak / 1e9:.0f} GFLOP/s"
-    )
-    trainer = Trainer(
-        cfg,
-        wrapped,
-        build_objective(config.model.mode, wrapped),
-        train_loader,
-        valid_loader,
-        run_dir,
-        device,
-        env,
-        peak,
-        progress,
-        log,
-        profile_steps,
-    )
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-        log(f"resumed from {checkpoint} at step {trainer.step}")
+    if not resume:
+        check_run_dir(run_dir, overwrite)  # on every rank alike, before any collective
+    env, device = init_distributed(pick_device(config.train.device))
     try:
+        if config.train.precision == "fp16" and device.type != "cuda":
+            raise ConfigError(f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32")
+        if env.is_main and not resume:
+            prepare_run_dir(run_dir, overwrite)
+            (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+            save_tokenizer(data.tokenizer, run_dir)
+        barrier(env)  # the run directory exists before any rank goes on
+        trainer = build_trainer(config, data, run_dir, env, device, progress, log, profile_steps)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+            log(f"resumed from {checkpoint} at step {trainer.step}")
         metrics = trainer.fit()
     finally:
         shutdown(env)
+    entropy = data.unigram_entropy("train")
     log(
         f"final validation loss {metrics.get('valid_loss', math.nan):.4f} nats/token "
         f"(unigram entropy of the training tokens: {entropy:.4f} nats/token)"
     )
-    return {**metrics, "unigram_entropy": entropy, "parameters": float(model.num_parameters())}
+    return {**metrics, "unigram_entropy": entropy, "parameters": float(trainer.num_parameters())}
 
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):

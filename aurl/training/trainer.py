@@ -156,6 +156,9 @@ class Trainer:
         self.bad_in_a_row = 0
         self.counters = {"skipped_steps": 0, "grad_spikes": 0, "recoveries": 0}
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in unwrap(self.model).parameters())
+
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the weights that a resumed run needs to continue exactly."""
@@ -307,7 +310,8 @@ class Trainer:
         if not self.profile_steps or not self.env.is_main:
             return nullcontext(None)
         start, stop = self.profile_steps
-        schedule = torch.profiler.schedule(wait=max(0, start - self.step - 1), warmup=0, active=stop - start, repeat=1)
+        # One warm-up step before the traced ones, so the trace covers steps start+1..stop.
+        schedule = torch.profiler.schedule(wait=max(0, start - self.step - 1), warmup=1, active=stop - start, repeat=1)
         handler = torch.profiler.tensorboard_trace_handler(str(self.run_dir / "tb" / "profile"))
         return torch.profiler.profile(schedule=schedule, on_trace_ready=handler, record_shapes=True)
 

@@ -1,0 +1,32 @@
+import pytest
+
+from aurl.config import CurriculumConfig
+from aurl.training.curriculum import batch_plan, curriculum_length
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # start 128, end 1024 over 100 steps, multiples of 64
+        ("linear", {0: 128, 25: 320, 50: 576, 75: 768, 99: 960, 100: 1024, 500: 1024}),
+        ("exponential", {0: 128, 25: 192, 50: 320, 75: 576, 100: 1024}),
+        ("cosine", {0: 128, 25: 256, 50: 576, 75: 832, 100: 1024}),
+    ],
+)
+def test_sequence_length_schedules(schedule, expected):
+    cfg = CurriculumConfig(enabled=True, start_len=128, end_len=1024, steps=100, schedule=schedule)
+    assert {step: curriculum_length(step, cfg, 2048) for step in expected} == expected
+
+
+def test_disabled_curriculum_uses_the_data_length():
+    assert curriculum_length(0, CurriculumConfig(), 512) == 512
+
+
+def test_tokens_per_step_stay_constant_as_length_grows():
+    cfg = CurriculumConfig(enabled=True, start_len=128, end_len=1024, steps=10)
+    plan = batch_plan(cfg, 1024, batch_tokens=8192, min_batch=1, max_batch=1000, grad_accum=2)
+    for micro in range(0, 30):
+        length, batch = plan(micro)
+        assert 8192 - length < length * batch <= 8192  # as many windows as the budget holds
+    assert plan(0) == plan(1) == (128, 64)  # the two micro-batches of step 0
+    assert plan(20) == (1024, 8)
