@@ -118,3 +118,12 @@ def test_generated_midi_from_a_corrupt_checkpoint_is_refused(trained_run, tmp_pa
 def test_help_explains_every_command(command):
     result = subprocess.run([sys.executable, "-m", "aurl", *command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: aurl" in result.stdout
+
+
+def test_train_flags_that_contradict_are_refused(tmp_path, capsys):
+    assert main(["train", "--resume", "--overwrite", "--run-dir", str(tmp_path)]) == 2
+    assert "contradict" in _error_line(capsys)
+    assert main(["train", "--resume"]) == 2
+    assert "--run-dir" in _error_line(capsys)
+    assert main(["train", "--config", str(TINY), "--profile-steps", "5:2"]) == 2
+    assert "--profile-steps" in _error_line(capsys)

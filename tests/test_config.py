@@ -32,11 +32,13 @@ def test_bad_value_names_field_and_allowed_values():
         ("data.seq_len=4096", "data.seq_len"),
         ("model.n_heads=3", "model.n_heads"),
         ("data.augment.transpose=[3, -3]", "data.augment.transpose"),
+        ("train.device=cpu;train.precision=fp16", "train.precision fp16 needs CUDA but train.device is cpu"),
+        ("train.curriculum.start_len=512;train.curriculum.end_len=128", "train.curriculum.end_len"),
     ],
 )
 def test_impossible_combinations_name_the_fields(override, fields):
     with pytest.raises(ConfigError, match=fields):
-        load_config(TINY, [override])
+        load_config(TINY, override.split(";"))
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -45,21 +45,22 @@ def _write_pointer(folder: Path, name: str, target: str) -> None:
     os.replace(tmp, folder / name)
 
 
-def _unshared(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the second name of a tied tensor (safetensors stores each storage once)."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in weights.items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            out[name] = tensor.detach().cpu().contiguous()
-    return out
+def tied_names(model: nn.Module) -> set[str]:
+    """State-dict names that repeat a parameter listed earlier (a tied weight): saved once, under its first name."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first:
+            tied.add(name)
+        else:
+            first[id(tensor)] = name
+    return tied
 
 
 def save_checkpoint(
     folder: Path,
     step: int,
-    weights: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],  # full state dict, each tensor once (see tied_names)
     state: dict[str, Any],
     metrics: dict[str, float],
     best: bool,
@@ -68,7 +69,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}-", dir=folder))
-    save_file(_unshared(weights), str(tmp / MODEL_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / MODEL_FILE))
     torch.save(state, tmp / STATE_FILE)
     manifest = {
         "step": step,

@@ -22,7 +22,7 @@ class LanguageModelObjective:
         valid = targets != IGNORE_INDEX
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
-        return {"loss": loss, "accuracy": accuracy, "tokens": valid.sum()}
+        return {"loss": loss, "accuracy": accuracy}
 
 
 def build_objective(mode: str, model: nn.Module) -> LanguageModelObjective:

@@ -34,7 +34,13 @@ from tqdm import tqdm
 from aurl.config import TrainConfig
 from aurl.data.dataset import TokenBudgetBatchSampler
 from aurl.errors import AurlError
-from aurl.training.checkpoint import latest_good_checkpoint, load_trainer_state, prune_checkpoints, save_checkpoint
+from aurl.training.checkpoint import (
+    latest_good_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    save_checkpoint,
+    tied_names,
+)
 from aurl.training.distributed import DistEnv, all_reduce_sum, gradient_sync, unwrap
 from aurl.training.logger import MetricsLogger
 from aurl.training.monitor import SpikeDetector, ThroughputMeter, memory_stats
@@ -155,6 +161,7 @@ class Trainer:
         self.windows_seen = 0  # by all ranks together, for the epoch count
         self.bad_in_a_row = 0
         self.counters = {"skipped_steps": 0, "grad_spikes": 0, "recoveries": 0}
+        self.tied = tied_names(unwrap(model))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in unwrap(self.model).parameters())
@@ -219,6 +226,7 @@ class Trainer:
 
     def save(self, metrics: dict[str, float], best: bool) -> None:
         weights = get_model_state_dict(self.model, options=FULL)  # collective under FSDP: every rank calls
+        weights = {k: v for k, v in weights.items() if k not in self.tied}
         state = self.state_dict()
         if self.env.is_main:
             folder = self.run_dir / "checkpoints"

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -64,17 +63,19 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "config.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
-    reason="torchrun not installed",
-)
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(prepared, tmp_path):
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed beside this python")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process_with_the_same_global_batch(prepared, tmp_path, strategy):
     common = ["train.max_steps=8", "train.eval_interval=4", "train.min_batch=1", "train.eval_batches=1000"]
     single = _train_cmd(prepared, tmp_path / "single", *common, "train.batch_tokens=256", "train.max_batch=4")
     subprocess.run(single, check=True, capture_output=True)
-    ddp = _train_cmd(prepared, tmp_path / "ddp", *common, "train.batch_tokens=128", "train.max_batch=2")
-    ddp = [torchrun, "--standalone", "--nproc_per_node=2", "-m", *ddp[2:]]
+    ddp = _train_cmd(
+        prepared, tmp_path / "ddp", *common, "train.batch_tokens=128", "train.max_batch=2", f"train.strategy={strategy}"
+    )
+    ddp = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", *ddp[2:]]
     result = subprocess.run(ddp, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from aurl.errors import CheckpointError
-from aurl.training.checkpoint import load_weights, resolve_checkpoint, save_checkpoint
+from aurl.training.checkpoint import load_weights, resolve_checkpoint, save_checkpoint, tied_names
 from aurl.training.run import load_trained, train
 from aurl.training.trainer import lr_factor
 
@@ -36,7 +36,8 @@ def test_run_directory_holds_what_generation_needs(trained_run):
 
 def test_corrupt_checkpoint_is_refused(trained_run, tmp_path):
     config, _, model = load_trained(trained_run, "latest")
-    ckpt = save_checkpoint(tmp_path / "checkpoints", 1, model.state_dict(), {}, {}, best=True)
+    weights = {k: v for k, v in model.state_dict().items() if k not in tied_names(model)}
+    ckpt = save_checkpoint(tmp_path / "checkpoints", 1, weights, {}, {}, best=True)
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="corrupt"):
