@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
+
 from aurl.config import CurriculumConfig
 
 
@@ -44,3 +46,17 @@ def batch_plan(
         return length, batch_size_for(length, batch_tokens, min_batch, max_batch)
 
     return plan
+
+
+def largest_fitting_batch(try_batch: Callable[[int], bool], largest: int, smallest: int = 1) -> int:
+    """The largest batch size, halving from `largest`, for which `try_batch` returns True without running
+    out of memory (torch.OutOfMemoryError); `smallest` when none fits, and the caller's step will fail there."""
+    batch = largest
+    while batch > smallest:
+        try:
+            if try_batch(batch):
+                return batch
+        except torch.OutOfMemoryError:
+            pass
+        batch //= 2
+    return max(batch, smallest)

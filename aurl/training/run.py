@@ -16,7 +16,7 @@ from aurl.data.tokenize import build_tokenizer, load_tokenizer, save_tokenizer, 
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
 from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
-from aurl.training.curriculum import batch_plan, batch_size_for
+from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting_batch
 from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.objectives import build_objective
@@ -63,6 +63,21 @@ def _activation_checkpointing(model: torch.nn.Module, cfg: TrainConfig, batch: i
     return 0
 
 
+def probe_micro_batch(model: torch.nn.Module, vocab: int, seq_len: int, cfg: TrainConfig, device: torch.device) -> int:
+    """CUDA: the largest micro-batch whose training step stays within probe_memory_fraction of the device."""
+    limit = cfg.probe_memory_fraction * torch.cuda.get_device_properties(device).total_memory
+
+    def fits(batch: int) -> bool:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        x = torch.randint(0, vocab, (batch, seq_len), device=device)
+        model(x).float().logsumexp(-1).mean().backward()
+        model.zero_grad(set_to_none=True)
+        return torch.cuda.max_memory_allocated(device) <= limit
+
+    return largest_fitting_batch(fits, cfg.max_batch, cfg.min_batch)
+
+
 def build_trainer(
     config: Config,
     data: PreparedDataset,
@@ -79,6 +94,20 @@ def build_trainer(
     seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
     torch.use_deterministic_algorithms(cfg.deterministic)
     seq_len = config.data.seq_len
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(config.model, data.tables.vocab_size).to(device)
+    torch.manual_seed(cfg.seed + env.rank)
+    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
+    if cfg.batch_probe and device.type == "cuda":
+        micro = probe_micro_batch(model, data.tables.vocab_size, seq_len, cfg, device)
+        if micro < batch:  # the same tokens per step: smaller micro-batches, more of them
+            accum = cfg.grad_accum * math.ceil(batch / micro)
+            cfg = cfg.model_copy(
+                update={"max_batch": micro, "min_batch": min(cfg.min_batch, micro), "grad_accum": accum}
+            )
+            log(f"batch probe: micro-batch {micro} fits in memory; accumulating {accum} per step")
+    elif cfg.batch_probe:
+        log(f"batch probe needs CUDA; on {device.type} the token-budget rule sets the batch")
     train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
     valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
     plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
@@ -88,12 +117,8 @@ def build_trainer(
     loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
     loader_args["generator"] = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
-    batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     valid_loader = DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(config.model, data.tables.vocab_size).to(device)
-    torch.manual_seed(cfg.seed + env.rank)
     every = _activation_checkpointing(model, cfg, batch, seq_len)
     model.set_activation_checkpointing(every)
     if cfg.compile:

@@ -1,7 +1,8 @@
 import pytest
+import torch
 
 from aurl.config import CurriculumConfig
-from aurl.training.curriculum import batch_plan, curriculum_length
+from aurl.training.curriculum import batch_plan, curriculum_length, largest_fitting_batch
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,17 @@ def test_tokens_per_step_stay_constant_as_length_grows():
         assert 8192 - length < length * batch <= 8192  # as many windows as the budget holds
     assert plan(0) == plan(1) == (128, 64)  # the two micro-batches of step 0
     assert plan(20) == (1024, 8)
+
+
+def test_batch_probe_backs_off_on_out_of_memory():
+    tried = []
+
+    def try_batch(batch):
+        tried.append(batch)
+        if batch > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return batch <= 10  # fits, but over the memory fraction above 10
+
+    assert largest_fitting_batch(try_batch, 64, 1) == 8
+    assert tried == [64, 32, 16, 8]
+    assert largest_fitting_batch(lambda b: False, 64, 4) == 4

@@ -73,7 +73,13 @@ def test_two_processes_match_one_process_with_the_same_global_batch(prepared, tm
     single = _train_cmd(prepared, tmp_path / "single", *common, "train.batch_tokens=256", "train.max_batch=4")
     subprocess.run(single, check=True, capture_output=True)
     ddp = _train_cmd(
-        prepared, tmp_path / "ddp", *common, "train.batch_tokens=128", "train.max_batch=2", f"train.strategy={strategy}"
+        prepared,
+        tmp_path / "ddp",
+        *common,
+        "train.batch_tokens=64",
+        "train.max_batch=1",
+        "train.grad_accum=2",
+        f"train.strategy={strategy}",
     )
     ddp = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", *ddp[2:]]
     result = subprocess.run(ddp, capture_output=True, text=True, timeout=300)
