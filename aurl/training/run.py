@@ -133,6 +133,8 @@ def build_trainer(
         f"activation checkpointing {'every ' + str(every) + ' block(s)' if every else 'off'}; "
         f"peak {peak / 1e9:.0f} GFLOP/s"
     )
+    if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log("warning: this CPU has no bf16 units; bf16 autocast will run far slower than fp32 here")
     objective = build_objective(config.model.mode, wrapped)
     return Trainer(
         cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps

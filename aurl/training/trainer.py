@@ -377,6 +377,9 @@ class Trainer:
                         loss_sum, loss_n = 0.0, 0
                         if logger:
                             logger.log(self.step, "train", train_metrics)
+                        if not self.progress:  # no bar (e.g. a CI log): one key=value line per interval
+                            keys = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "seq_len", "batch_size")
+                            self.log(f"step={self.step} " + " ".join(f"{k}={train_metrics[k]:.4g}" for k in keys))
                         bar.set_postfix(
                             loss=f"{train_metrics['loss']:.3f}", tok_s=f"{train_metrics['tokens_per_s']:,.0f}"
                         )
