@@ -202,3 +202,13 @@ def test_gradient_norm_spikes_are_flagged():
     spikes = SpikeDetector(factor=10, window=20)
     assert not any(spikes(1.0 + 0.01 * i) for i in range(10))
     assert spikes(50.0) and not spikes(1.2)
+
+
+def test_compiled_model_trains_like_the_eager_one(prepared, tmp_path):
+    eager = tiny_trainer(prepared, tmp_path / "a")
+    compiled = tiny_trainer(prepared, tmp_path / "b", ["train.compile=true"])
+    batch = default_collate(_windows(eager, 4))
+    for _ in range(2):
+        loss_e, _, _ = eager._train_step([batch])
+        loss_c, _, _ = compiled._train_step([batch])
+        assert loss_c == pytest.approx(loss_e, rel=1e-4)
