@@ -169,9 +169,10 @@ class Trainer:
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the weights that a resumed run needs to continue exactly."""
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
         rng = {
             "python": random.getstate(),
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": (has_gauss, gauss)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -209,7 +210,10 @@ class Trainer:
         self.sampler.load_state_dict({"batches": self.micro_batches})
         rng = state["rng"]["ranks"][self.env.rank] if "ranks" in state["rng"] else state["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+        state_np = rng["numpy"]
+        np.random.set_state(
+            ("MT19937", state_np["keys"].numpy().astype(np.uint32), state_np["pos"], *state_np["gauss"])
+        )
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

@@ -212,3 +212,16 @@ def test_compiled_model_trains_like_the_eager_one(prepared, tmp_path):
         loss_e, _, _ = eager._train_step([batch])
         loss_c, _, _ = compiled._train_step([batch])
         assert loss_c == pytest.approx(loss_e, rel=1e-4)
+
+
+def test_trainer_state_restores_every_random_generator(prepared, tmp_path):
+    import random
+
+    import numpy as np
+
+    trainer = tiny_trainer(prepared, tmp_path)
+    np.random.standard_normal(3)  # leaves a cached gaussian in numpy's state
+    torch.save(trainer.state_dict(), tmp_path / "state.pt")
+    expected = (random.random(), np.random.standard_normal(), torch.rand(1).item())
+    trainer.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert (random.random(), np.random.standard_normal(), torch.rand(1).item()) == expected
