@@ -8,6 +8,11 @@ import sys
 from aurl.errors import AurlError
 
 
+def _say(message: str) -> None:
+    """Progress messages appear at once, even when stdout is a file or a pipe."""
+    print(message, flush=True)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/); defaults apply to missing keys")
     p.add_argument(
@@ -123,7 +128,7 @@ def _train(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.no_progress,
-        log=print if main_rank else (lambda s: None),
+        log=_say if main_rank else (lambda s: None),
         profile_steps=_profile_steps(args.profile_steps),
     )
     if main_rank:
