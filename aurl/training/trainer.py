@@ -146,7 +146,7 @@ class Trainer:
         self.progress, self.profile_steps = progress and self.env.is_main, profile_steps
         self.log = log if self.env.is_main else (lambda s: None)
         if self.progress:  # messages go above the progress bar instead of through it
-            self.log = lambda message: tqdm.write(message)
+            self.log = tqdm.write
         self.optimizer = build_optimizer(model, cfg, device)
         self.schedule = lr_factor(cfg)
         self.lr_scale = 1.0  # plateau and non-finite-recovery reductions
