@@ -93,6 +93,12 @@ class ModelConfig(Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     context: int = Field(1024, ge=8, description="longest sequence the model attends over (KV cache size)")
     rope_base: float = Field(10000.0, gt=0)
+    # full: every earlier token; sliding: the last `window` tokens; hierarchical: sliding plus global
+    # summary positions (the tokenizer's Bar tokens, or every `global_every`-th token) that all may see.
+    attention: Literal["full", "sliding", "hierarchical"] = "full"
+    window: int = Field(256, ge=1)
+    global_positions: Literal["bar", "every"] = "bar"
+    global_every: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -51,6 +51,11 @@ def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
     return getattr(miditok, kind)(params=path)
 
 
+def bar_token_ids(tokenizer: miditok.MusicTokenizer) -> list[int]:
+    """Ids of the tokens that open a bar: the summary positions of hierarchical attention."""
+    return [i for token, i in tokenizer.vocab.items() if token.startswith("Bar_")]
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= np.iinfo(np.uint16).max else np.dtype("<u4")
 

@@ -8,7 +8,8 @@ from aurl.config import ModelConfig
 from aurl.models.transformer import Transformer
 
 
-def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
+def build_model(cfg: ModelConfig, vocab_size: int, bar_ids: list[int] | None = None) -> nn.Module:
+    """The model of `cfg.mode`; bar_ids (the tokenizer's Bar tokens) serve hierarchical attention."""
     if cfg.mode == "transformer":
-        return Transformer(cfg, vocab_size)
+        return Transformer(cfg, vocab_size, bar_ids)
     raise ValueError(f"model.mode {cfg.mode!r} has no model")

@@ -41,6 +41,7 @@ class KVCache:
         shape = (n_layers, batch, n_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.is_global = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.max_len = max_len
         self.length = 0  # positions filled; advanced by the model after all layers have written
 
@@ -51,29 +52,87 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+def local_global_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, k_global: torch.Tensor | None
+) -> torch.Tensor:
+    """Which keys each query may see: causal, within the last `window` positions (None: all), or any
+    earlier key flagged global. q_pos (Q,), k_pos (K,), k_global (B, K) → (B or 1, 1, Q, K) bool."""
+    causal = k_pos[None, :] <= q_pos[:, None]
+    if window is None:
+        return causal[None, None]
+    visible = causal & (k_pos[None, :] > q_pos[:, None] - window)
+    if k_global is not None:
+        visible = visible[None] | (causal[None] & k_global[:, None, :])
+        return visible[:, None]
+    return visible[None, None]
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int):
+    """Causal self-attention on torch SDPA: full, sliding window, or sliding window plus global keys.
+
+    Sliding and hierarchical attention run chunk by chunk (a chunk of queries against its window of keys
+    and the global keys), so memory grows with length x (window + globals) rather than length squared.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, window: int | None = None):
         super().__init__()
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.n_heads, self.head_dim, self.window = n_heads, d_model // n_heads, window
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: Rotary,
+        cache: KVCache | None,
+        layer: int,
+        is_global: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         start = cache.length if cache is not None else 0
         q, k = rotary(q, start), rotary(k, start)
-        mask, causal = None, True
         if cache is not None:
             k, v = cache.update(layer, k, v)
-            if start > 0:  # queries at start.. see every cached key and the new ones up to themselves
-                causal = False
-                mask = (
-                    torch.arange(start + t, device=x.device) <= torch.arange(start, start + t, device=x.device)[:, None]
-                )
+            if is_global is not None:
+                is_global = cache.is_global[:, : start + t]
         # No dropout on attention weights: it forces SDPA off its fused CPU kernel (~40% slower here).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        if self.window is None and start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif self.window is None or start > 0:  # decoding: a few queries against the cache
+            pos = torch.arange(start + t, device=x.device)
+            mask = local_global_mask(pos[start:], pos, self.window, is_global)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = self._chunked(q, k, v, is_global)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+    def _chunked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_global: torch.Tensor | None):
+        """Queries in chunks of `window`: each sees its local keys and the global keys before them."""
+        b, h, t, dh = q.shape
+        w = self.window
+        pos = torch.arange(t, device=q.device)
+        if is_global is not None and bool(is_global.any()):
+            n = int(is_global.sum(1).max())
+            g_pos = torch.argsort((~is_global).int(), dim=1, stable=True)[:, :n]  # global positions first
+            g_valid = torch.arange(n, device=q.device) < is_global.sum(1, keepdim=True)
+            index = g_pos[:, None, :, None].expand(b, h, n, dh)
+            g_k, g_v = k.gather(2, index), v.gather(2, index)
+        else:
+            g_pos = None
+        out = []
+        for s in range(0, t, w):
+            e, lo = min(t, s + w), max(0, s - w + 1)
+            q_pos, k_pos = pos[s:e], pos[lo:e]
+            mask = local_global_mask(q_pos, k_pos, w, None)
+            keys, values = k[:, :, lo:e], v[:, :, lo:e]
+            if g_pos is not None:
+                # A global key outside a query's window, and before it: seen once, through this branch.
+                far = g_valid[:, None, :] & (g_pos[:, None, :] <= q_pos[None, :, None] - w)
+                mask = torch.cat([far[:, None], mask.expand(b, 1, -1, -1)], dim=-1)
+                keys, values = torch.cat([g_k, keys], dim=2), torch.cat([g_v, values], dim=2)
+            out.append(F.scaled_dot_product_attention(q[:, :, s:e], keys, values, attn_mask=mask))
+        return torch.cat(out, dim=2)
 
 
 class MLP(nn.Module):
@@ -90,14 +149,21 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, d_model: int, n_heads: int, hidden: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, hidden: int, dropout: float, window: int | None = None):
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_heads)
+        self.attn = CausalSelfAttention(d_model, n_heads, window)
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = MLP(d_model, hidden, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), rotary, cache, layer))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: Rotary,
+        cache: KVCache | None,
+        layer: int,
+        is_global: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), rotary, cache, layer, is_global))
         return x + self.mlp(self.norm2(x))

@@ -13,15 +13,21 @@ from aurl.models.layers import Block, KVCache, Rotary
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, bar_ids: list[int] | None = None):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
+        if cfg.attention == "hierarchical" and cfg.global_positions == "bar" and not bar_ids:
+            raise ValueError("model.global_positions 'bar' needs the tokenizer's Bar token ids")
+        self.register_buffer("bar_ids", torch.tensor(bar_ids or [], dtype=torch.long), persistent=False)
+        window = None if cfg.attention == "full" else cfg.window
         head_dim = cfg.d_model // cfg.n_heads
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.rotary = Rotary(head_dim, cfg.context, cfg.rope_base)
         hidden = int(cfg.mlp_ratio * cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, hidden, cfg.dropout) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, hidden, cfg.dropout, window) for _ in range(cfg.n_layers)
+        )
         self.norm = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied: the output layer reads tokens the way the input writes them
@@ -66,6 +72,15 @@ class Transformer(nn.Module):
             dtype or p.dtype,
         )
 
+    def global_positions(self, input_ids: torch.Tensor, start: int) -> torch.Tensor | None:
+        """(batch, time) flags of the summary positions every token may attend to (hierarchical only)."""
+        if self.cfg.attention != "hierarchical":
+            return None
+        if self.cfg.global_positions == "bar":
+            return torch.isin(input_ids, self.bar_ids)
+        pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        return (pos % self.cfg.global_every == 0).expand(input_ids.shape[0], -1)
+
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits (batch, time, vocab) for input_ids (batch, time); with a cache, time continues it."""
         start = cache.length if cache is not None else 0
@@ -73,12 +88,15 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"sequence of {start + input_ids.shape[1]} tokens exceeds model.context={self.cfg.context}"
             )
+        is_global = self.global_positions(input_ids, start)
+        if cache is not None and is_global is not None:
+            cache.is_global[:, start : start + input_ids.shape[1]] = is_global
         x = self.drop(self.embed(input_ids))
         for i, block in enumerate(self.blocks):
             if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
-                x = checkpoint(block, x, self.rotary, cache, i, use_reentrant=False)
+                x = checkpoint(block, x, self.rotary, cache, i, is_global, use_reentrant=False)
             else:
-                x = block(x, self.rotary, cache, i)
+                x = block(x, self.rotary, cache, i, is_global)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.head(self.norm(x))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from aurl.config import Config, TrainConfig, load_config
 from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler, WindowDataset
-from aurl.data.tokenize import build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
+from aurl.data.tokenize import bar_token_ids, build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
 from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
@@ -95,7 +95,7 @@ def build_trainer(
     torch.use_deterministic_algorithms(cfg.deterministic)
     seq_len = config.data.seq_len
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(config.model, data.tables.vocab_size).to(device)
+    model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)).to(device)
     torch.manual_seed(cfg.seed + env.rank)
     batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     if cfg.batch_probe and device.type == "cuda":
@@ -202,6 +202,6 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best", device: str = "c
         )
     config = load_config(run_dir / CONFIG_FILE)
     tokenizer = load_tokenizer(run_dir)
-    model = build_model(config.model, len(tokenizer))
+    model = build_model(config.model, len(tokenizer), bar_token_ids(tokenizer))
     load_weights(resolve_checkpoint(run_dir, checkpoint), model)
     return config, tokenizer, model.to(torch.device(device)).eval()
