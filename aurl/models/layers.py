@@ -41,7 +41,6 @@ class KVCache:
         shape = (n_layers, batch, n_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.is_global = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.max_len = max_len
         self.length = 0  # positions filled; advanced by the model after all layers have written
 
@@ -50,6 +49,74 @@ class KVCache:
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, t: int, is_global: torch.Tensor | None = None) -> None:
+        self.length += t
+
+
+class WindowKVCache:
+    """The cache of sliding and hierarchical attention: a ring of the last `window` positions, and for
+    hierarchical attention every global position seen. Memory is window + globals, not the whole past."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_heads: int,
+        window: int,
+        max_globals: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.k = torch.zeros(n_layers, batch, n_heads, window, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.slot_pos = torch.full((window,), -1, device=device)  # position each ring slot holds
+        self.gk = torch.zeros(n_layers, batch, n_heads, max_globals, head_dim, device=device, dtype=dtype)
+        self.gv = torch.zeros_like(self.gk)
+        self.g_pos = torch.full((batch, max_globals), -1, device=device)  # -1: empty
+        self.g_count = [0] * batch
+        self.window, self.length = window, 0
+
+    def context(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys, values and mask for new queries at positions length..: far global keys, then the ring
+        and the new keys within the window (a key is seen through one branch only)."""
+        b, t, w = k.shape[0], k.shape[2], self.window
+        q_pos = torch.arange(self.length, self.length + t, device=k.device)
+        held = self.slot_pos >= 0
+        local_pos = torch.cat([self.slot_pos[held], q_pos])
+        keys = torch.cat([self.gk[layer], self.k[layer][:, :, held], k], dim=2)
+        values = torch.cat([self.gv[layer], self.v[layer][:, :, held], v], dim=2)
+        local = (local_pos[None, :] <= q_pos[:, None]) & (local_pos[None, :] > q_pos[:, None] - w)
+        far = (self.g_pos[:, None, :] >= 0) & (self.g_pos[:, None, :] <= q_pos[None, :, None] - w)
+        mask = torch.cat([far[:, None], local.expand(b, 1, t, -1)], dim=-1)
+        return keys, values, mask
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, is_global: torch.Tensor | None) -> None:
+        t = k.shape[2]
+        keep = min(t, self.window)
+        slots = torch.arange(self.length + t - keep, self.length + t, device=k.device) % self.window
+        self.k[layer][:, :, slots] = k[:, :, -keep:]
+        self.v[layer][:, :, slots] = v[:, :, -keep:]
+        if is_global is not None:
+            for row in range(k.shape[0]):
+                idx = is_global[row].nonzero().flatten()
+                n = self.g_count[row]
+                self.gk[layer, row, :, n : n + len(idx)] = k[row][:, idx]
+                self.gv[layer, row, :, n : n + len(idx)] = v[row][:, idx]
+
+    def advance(self, t: int, is_global: torch.Tensor | None = None) -> None:
+        """After every layer has written: move the ring and the global list on by t positions."""
+        keep = min(t, self.window)
+        pos = torch.arange(self.length + t - keep, self.length + t, device=self.slot_pos.device)
+        self.slot_pos[pos % self.window] = pos
+        if is_global is not None:
+            for row in range(is_global.shape[0]):
+                idx = is_global[row].nonzero().flatten()
+                n = self.g_count[row]
+                self.g_pos[row, n : n + len(idx)] = idx + self.length
+                self.g_count[row] += len(idx)
+        self.length += t
 
 
 def local_global_mask(
@@ -92,19 +159,26 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         start = cache.length if cache is not None else 0
         q, k = rotary(q, start), rotary(k, start)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)
-            if is_global is not None:
-                is_global = cache.is_global[:, : start + t]
         # No dropout on attention weights: it forces SDPA off its fused CPU kernel (~40% slower here).
-        if self.window is None and start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif self.window is None or start > 0:  # decoding: a few queries against the cache
-            pos = torch.arange(start + t, device=x.device)
-            mask = local_global_mask(pos[start:], pos, self.window, is_global)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        else:
+        if isinstance(cache, WindowKVCache):
+            if start == 0:
+                y = self._chunked(q, k, v, is_global)
+            else:
+                if t > self.window:
+                    raise ValueError(f"continue a windowed cache with at most model.window={self.window} tokens")
+                keys, values, mask = cache.context(layer, k, v)
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            cache.write(layer, k, v, is_global)
+        elif self.window is not None:
             y = self._chunked(q, k, v, is_global)
+        else:
+            mask = None
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+                if start > 0:  # queries at start.. see every cached key and the new ones up to themselves
+                    pos = torch.arange(start + t, device=x.device)
+                    mask = local_global_mask(pos[start:], pos, None, None)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
     def _chunked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_global: torch.Tensor | None):

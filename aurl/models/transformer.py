@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aurl.config import ModelConfig
-from aurl.models.layers import Block, KVCache, Rotary
+from aurl.models.layers import Block, KVCache, Rotary, WindowKVCache
 
 
 class Transformer(nn.Module):
@@ -60,17 +60,21 @@ class Transformer(nn.Module):
         """Recompute the activations of every `every`-th block during backward (0 turns it off)."""
         self.checkpoint_every = every
 
-    def new_cache(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache | WindowKVCache:
+        """An empty KV cache for `batch` sequences: whole-context for full attention, a window (plus the
+        global positions) for sliding and hierarchical attention."""
         p = self.embed.weight
-        return KVCache(
-            self.cfg.n_layers,
-            batch,
-            self.cfg.n_heads,
-            self.cfg.context,
-            self.cfg.d_model // self.cfg.n_heads,
-            device or p.device,
-            dtype or p.dtype,
-        )
+        cfg = self.cfg
+        args = (cfg.n_layers, batch, cfg.n_heads)
+        tail = (cfg.d_model // cfg.n_heads, device or p.device, dtype or p.dtype)
+        if cfg.attention == "full":
+            return KVCache(*args, cfg.context, *tail)
+        max_globals = 0
+        if cfg.attention == "hierarchical":
+            max_globals = cfg.context if cfg.global_positions == "bar" else cfg.context // cfg.global_every + 1
+        return WindowKVCache(*args, cfg.window, max_globals, *tail)
 
     def global_positions(self, input_ids: torch.Tensor, start: int) -> torch.Tensor | None:
         """(batch, time) flags of the summary positions every token may attend to (hierarchical only)."""
@@ -89,8 +93,6 @@ class Transformer(nn.Module):
                 f"sequence of {start + input_ids.shape[1]} tokens exceeds model.context={self.cfg.context}"
             )
         is_global = self.global_positions(input_ids, start)
-        if cache is not None and is_global is not None:
-            cache.is_global[:, start : start + input_ids.shape[1]] = is_global
         x = self.drop(self.embed(input_ids))
         for i, block in enumerate(self.blocks):
             if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
@@ -98,5 +100,5 @@ class Transformer(nn.Module):
             else:
                 x = block(x, self.rotary, cache, i, is_global)
         if cache is not None:
-            cache.length += input_ids.shape[1]
+            cache.advance(input_ids.shape[1], is_global)
         return self.head(self.norm(x))

@@ -74,5 +74,8 @@ def test_cached_decoding_equals_the_full_forward(attention):
     model, x = _model(attention), _tokens(t=40)
     full = model(x)
     cache = model.new_cache(2)
-    parts = [model(x[:, :13], cache)] + [model(x[:, i : i + 1], cache) for i in range(13, 40)]
+    assert cache.k.shape[3] == 8  # the ring keeps only `window` positions
+    parts = [model(x[:, :13], cache), model(x[:, 13:18], cache)] + [
+        model(x[:, i : i + 1], cache) for i in range(18, 40)
+    ]
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
