@@ -8,21 +8,21 @@ from torch import nn
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding tables (RoFormer), applied to queries and keys at absolute positions."""
+    """Rotary position embedding (RoFormer), applied to queries and keys at absolute positions.
+
+    Each pair of channels is a complex number rotated by its position's angle: one complex product,
+    several times faster on the CPU than the same rotation written with real sines and cosines."""
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cis", torch.polar(torch.ones_like(angles), angles), persistent=False)
 
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """x: (batch, heads, time, head_dim) whose first time step sits at position `start`."""
-        t = x.shape[-2]
-        cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(pairs * self.cis[start : start + x.shape[-2]]).flatten(-2).type_as(x)
 
 
 class KVCache:
