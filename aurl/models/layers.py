@@ -151,7 +151,7 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rotary: Rotary,
-        cache: KVCache | None,
+        cache: KVCache | WindowKVCache | None,
         layer: int,
         is_global: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -235,7 +235,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rotary: Rotary,
-        cache: KVCache | None,
+        cache: KVCache | WindowKVCache | None,
         layer: int,
         is_global: torch.Tensor | None = None,
     ) -> torch.Tensor:

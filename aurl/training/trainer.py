@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from aurl.config import TrainConfig
 from aurl.data.dataset import TokenBudgetBatchSampler
-from aurl.errors import AurlError
+from aurl.errors import AurlError, CheckpointError
 from aurl.training.checkpoint import (
     latest_good_checkpoint,
     load_trainer_state,
@@ -226,9 +226,19 @@ class Trainer:
         self.load_state_dict(load_trainer_state(path))
 
     def _load_weights(self, path: Path) -> None:
-        # strict=False: the file stores a tied tensor once, under its first name.
-        weights = load_file(str(path / "model.safetensors"))
-        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        file = path / "model.safetensors"
+        weights = load_file(str(file))
+        expected = set(unwrap(self.model).state_dict()) - self.tied  # a tied tensor is stored once
+        try:
+            if set(weights) != expected:
+                raise ValueError(f"{len(set(weights) ^ expected)} tensor names differ")
+            # strict=False only for the tied names left out above
+            set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        except (RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{file}: weights do not fit this model ({str(err).splitlines()[0][:120]}); "
+                "resume with the run's own model settings"
+            ) from None
 
     def save(self, metrics: dict[str, float], best: bool) -> None:
         weights = get_model_state_dict(self.model, options=FULL)  # collective under FSDP: every rank calls

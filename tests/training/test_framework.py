@@ -225,3 +225,15 @@ def test_trainer_state_restores_every_random_generator(prepared, tmp_path):
     expected = (random.random(), np.random.standard_normal(), torch.rand(1).item())
     trainer.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert (random.random(), np.random.standard_normal(), torch.rand(1).item()) == expected
+
+
+def test_resuming_with_another_model_shape_is_refused(prepared, tmp_path):
+    from aurl.errors import CheckpointError
+
+    tiny_trainer(prepared, tmp_path, ["train.max_steps=2", "train.save_interval=2"]).fit()
+    wider = tiny_trainer(prepared, tmp_path / "b", ["model.d_model=64"])
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        wider.resume(tmp_path / "checkpoints" / "step_2")
+    deeper = tiny_trainer(prepared, tmp_path / "c", ["model.n_layers=3"])
+    with pytest.raises(CheckpointError, match="names differ"):
+        deeper.resume(tmp_path / "checkpoints" / "step_2")
