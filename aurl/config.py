@@ -76,6 +76,7 @@ class DataConfig(Section):
     max_file_mb: float = Field(8.0, gt=0, description="files larger than this are rejected")
     seq_len: int = Field(512, ge=8, description="training window length in tokens")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    segment_bars: int = Field(4, ge=1, description="vae: bars per training segment (cut at Bar tokens)")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -85,7 +86,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    mode: Literal["transformer"] = "transformer"
+    mode: Literal["transformer", "vae"] = "transformer"
     d_model: int = Field(256, ge=8)
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
@@ -99,6 +100,10 @@ class ModelConfig(Section):
     window: int = Field(256, ge=1)
     global_positions: Literal["bar", "every"] = "bar"
     global_every: int = Field(64, ge=1)
+    # vae: a bidirectional encoder of encoder_layers pools a segment into a latent z of latent_dim,
+    # projected and added to every position of the causal decoder.
+    latent_dim: int = Field(64, ge=1)
+    encoder_layers: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -194,6 +199,15 @@ class TrainConfig(Section):
         return self
 
 
+class VAEConfig(Section):
+    """The latent objective: reconstruction + beta x KL, with annealing and free bits."""
+
+    beta: float = Field(1.0, ge=0, description="weight of the KL term once annealed")
+    anneal: Literal["none", "linear", "cosine", "cyclical"] = "linear"
+    anneal_steps: int = Field(1000, ge=1, description="steps to reach beta (one cycle for cyclical)")
+    free_bits: float = Field(0.0, ge=0, description="nats per latent dimension the KL may use for free")
+
+
 class GenerateConfig(Section):
     num: int = Field(4, ge=1)
     max_tokens: int = Field(1024, ge=1)
@@ -209,6 +223,7 @@ class Config(Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    vae: VAEConfig = Field(default_factory=VAEConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="after")

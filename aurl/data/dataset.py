@@ -195,3 +195,59 @@ class TokenBudgetBatchSampler(Sampler[list[WindowKey]]):
             self.consumed += batch * self.world_size
             self.batches += 1
             yield keys
+
+
+class SegmentDataset(Dataset):
+    """Bar-aligned segments of `bars` bars (cut at Bar tokens), framed as BOS + segment + EOS, padded and
+    masked to seq_len (+1 for the shifted target); a longer segment is cut at seq_len. Training segments
+    start at every bar and are augmented; evaluation segments tile each piece. Items hold the keys of
+    WindowDataset plus `mask` (True on the real tokens of `input_ids`), for an encoder to read."""
+
+    def __init__(
+        self,
+        pieces: list[np.ndarray],
+        tables: TokenTables,
+        bar_ids: list[int],
+        bars: int,
+        seq_len: int,
+        train: bool,
+        augment_cfg: AugmentConfig | None = None,
+        seed: int = 0,
+    ):
+        if not bar_ids:
+            raise DataError("segments need a tokenizer with Bar tokens (REMI); choose tokenizer.kind REMI")
+        self.pieces, self.tables, self.seq_len = pieces, tables, seq_len
+        self.train, self.augment_cfg, self.seed = train, augment_cfg, seed
+        self.segments: list[tuple[int, int, int]] = []  # (piece, start, end) token offsets
+        for i, piece in enumerate(pieces):
+            starts = np.flatnonzero(np.isin(piece, bar_ids)).tolist() + [len(piece)]
+            step = 1 if train else bars
+            for k in range(0, max(1, len(starts) - 1), step):
+                self.segments.append((i, starts[k], starts[min(k + bars, len(starts) - 1)]))
+        if not self.segments:
+            raise DataError("this split of the dataset holds no bars to cut into segments")
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, key: int | WindowKey) -> dict[str, torch.Tensor]:
+        index, epoch = (key, 0) if isinstance(key, int) else key[:2]  # the length is always seq_len
+        t = self.tables
+        piece, start, end = self.segments[index]
+        seg = self.pieces[piece][start:end].astype(np.int64)
+        ids = np.concatenate(([t.bos_id], seg, [t.eos_id]))[: self.seq_len + 1]
+        if self.train and self.augment_cfg is not None:
+            ids = augment(ids, t, self.augment_cfg, np.random.default_rng([self.seed, epoch, index]))
+        n = len(ids)
+        tokens = np.full(self.seq_len + 1, t.pad_id, dtype=np.int64)
+        tokens[:n] = ids
+        targets = tokens[1:].copy()
+        targets[n - 1 :] = IGNORE_INDEX
+        mask = np.zeros(self.seq_len, dtype=bool)
+        mask[:n] = True  # every real token of input_ids, EOS included
+        return {
+            "input_ids": torch.from_numpy(tokens[:-1]),
+            "targets": torch.from_numpy(targets),
+            "weight": torch.tensor(n - 1, dtype=torch.float32),
+            "mask": torch.from_numpy(mask),
+        }

@@ -10,9 +10,11 @@ from typing import Any
 import miditok
 import symusic
 import torch
+from torch import nn
 
 from aurl.config import updated
 from aurl.generation.sampler import sample
+from aurl.models.vae import VAE
 from aurl.render import piano_roll
 from aurl.training.run import load_trained
 
@@ -34,6 +36,20 @@ def longest_run(ids: list[int]) -> int:
         run = run + 1 if i and token == ids[i - 1] else 1
         best = max(best, run)
     return best
+
+
+class LatentDecoder(nn.Module):
+    """A VAE's decoder with its latent fixed, in the shape the sampler drives: (ids, cache) → logits."""
+
+    def __init__(self, vae: VAE, z: torch.Tensor):
+        super().__init__()
+        self.vae, self.z, self.cfg = vae, z, vae.cfg
+
+    def new_cache(self, batch: int):
+        return self.vae.new_cache(batch)
+
+    def forward(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        return self.vae.decode(input_ids, self.z, cache)
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
@@ -65,6 +81,8 @@ def generate(
     generator = torch.Generator().manual_seed(settings.seed)
     eos, bos = tokenizer["EOS_None"], tokenizer["BOS_None"]
     prompt = torch.full((settings.num, 1), bos, dtype=torch.long)
+    if isinstance(model, VAE):  # a latent model writes from z drawn from its prior N(0, I)
+        model = LatentDecoder(model, torch.randn(settings.num, model.cfg.latent_dim, generator=generator))
     seqs = sample(
         model,
         prompt,

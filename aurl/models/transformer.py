@@ -85,7 +85,12 @@ class Transformer(nn.Module):
         pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         return (pos % self.cfg.global_every == 0).expand(input_ids.shape[0], -1)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | WindowKVCache | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (batch, time, vocab) for input_ids (batch, time); with a cache, time continues it."""
         start = cache.length if cache is not None else 0
         if start + input_ids.shape[1] > self.cfg.context:
@@ -93,7 +98,10 @@ class Transformer(nn.Module):
                 f"sequence of {start + input_ids.shape[1]} tokens exceeds model.context={self.cfg.context}"
             )
         is_global = self.global_positions(input_ids, start)
-        x = self.drop(self.embed(input_ids))
+        x = self.embed(input_ids)
+        if condition is not None:  # (batch, d_model), e.g. a VAE's latent: added at every position
+            x = x + condition[:, None, :]
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
                 x = checkpoint(block, x, self.rotary, cache, i, is_global, use_reentrant=False)

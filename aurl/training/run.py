@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aurl.config import Config, TrainConfig, load_config
-from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler, WindowDataset
+from aurl.data.dataset import PreparedDataset, SegmentDataset, TokenBudgetBatchSampler, WindowDataset
 from aurl.data.tokenize import bar_token_ids, build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
@@ -108,8 +108,15 @@ def build_trainer(
             log(f"batch probe: micro-batch {micro} fits in memory; accumulating {accum} per step")
     elif cfg.batch_probe:
         log(f"batch probe needs CUDA; on {device.type} the token-budget rule sets the batch")
-    train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
-    valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
+    if config.model.mode == "transformer":
+        train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
+        valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
+    else:  # latent modes learn from bar-aligned segments
+        bars, n = bar_token_ids(data.tokenizer), config.data.segment_bars
+        train_set = SegmentDataset(
+            data.pieces("train"), data.tables, bars, n, seq_len, True, config.data.augment, cfg.seed
+        )
+        valid_set = SegmentDataset(data.pieces("valid"), data.tables, bars, n, seq_len, False)
     plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
     sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
     # Own generators: creating a loader's iterator must not draw from the global RNG that dropout uses,
@@ -135,7 +142,7 @@ def build_trainer(
     )
     if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("warning: this CPU has no bf16 units; bf16 autocast will run far slower than fp32 here")
-    objective = build_objective(config.model.mode, wrapped)
+    objective = build_objective(config, wrapped)
     return Trainer(
         cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps
     )

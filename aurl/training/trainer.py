@@ -357,6 +357,8 @@ class Trainer:
                     t0 = time.perf_counter()
                     micro = [next(batches) for _ in range(cfg.grad_accum)]
                     data_seconds = time.perf_counter() - t0
+                    if hasattr(self.objective, "set_step"):  # objectives with schedules (KL annealing)
+                        self.objective.set_step(self.step)
                     loss, grad_norm, stepped = self._train_step(micro)
                     self.step += 1
                     self._watch(loss, grad_norm, stepped)

@@ -103,3 +103,21 @@ def test_sampler_resumes_mid_stream_and_shards_by_rank():
     ranks = [_take(TokenBudgetBatchSampler(10, plan, seed=1, rank=r, world_size=2), 4) for r in (0, 1)]
     single = _take(TokenBudgetBatchSampler(10, lambda i: (64, 2 * plan(i)[1]), seed=1), 4)
     assert [a + b for a, b in zip(*ranks, strict=True)] == single
+
+
+def test_segments_are_cut_at_bars_padded_and_masked(data):
+    from aurl.data.dataset import SegmentDataset
+    from aurl.data.tokenize import bar_token_ids
+
+    bars = bar_token_ids(data.tokenizer)
+    t = data.tables
+    ds = SegmentDataset(data.pieces("train"), t, bars, 2, 64, train=False)
+    for i in range(len(ds)):
+        item = ds[i]
+        ids, mask = item["input_ids"], item["mask"]
+        real = ids[mask]
+        assert real[0] == t.bos_id and real[1] in bars  # opens on a bar
+        assert int(torch.isin(real, torch.tensor(bars)).sum()) <= 2  # two bars at most
+        assert (ids[~mask] == t.pad_id).all() and int(item["weight"]) == int((item["targets"] >= 0).sum())
+    train = SegmentDataset(data.pieces("train"), t, bars, 2, 64, train=True, augment_cfg=AugmentConfig())
+    assert len(train) > len(ds)  # a training segment starts at every bar
