@@ -82,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, help="keep the smallest set of tokens whose probability reaches p")
     p.add_argument("--seed", type=int, help="random seed; equal seeds give equal samples")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
+    latent = p.add_argument_group("latent models (model.mode vae)")
+    what = latent.add_mutually_exclusive_group()
+    what.add_argument("--mode", choices=["sample"], default="sample", help="sample: z from the prior (default)")
+    what.add_argument("--encode", metavar="FILE", help="reconstruct the first segment of FILE (--num times)")
+    what.add_argument(
+        "--interpolate",
+        nargs=2,
+        metavar=("A", "B"),
+        help="write --steps files along the spherical path from A's encoding to B's",
+    )
+    latent.add_argument("--steps", type=int, help="files written by --interpolate (default 8)")
+    latent.add_argument("--z-temperature", type=float, help="scale of z drawn from the prior (default 1)")
     return parser
 
 
@@ -138,8 +150,9 @@ def _train(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from aurl.generation.generate import generate
 
-    given = {k: getattr(args, k) for k in ("num", "max_tokens", "temperature", "top_k", "top_p", "seed")}
-    samples = generate(args.run, args.out, args.checkpoint, **given)
+    keys = ("num", "max_tokens", "temperature", "top_k", "top_p", "seed", "steps", "z_temperature")
+    given = {k: getattr(args, k) for k in keys}
+    samples = generate(args.run, args.out, args.checkpoint, encode=args.encode, interpolate=args.interpolate, **given)
     print(f"{len(samples)} samples in {samples[0].midi.parent}")
 
 

@@ -215,6 +215,8 @@ class GenerateConfig(Section):
     top_k: int = Field(0, ge=0, description="0 keeps every token")
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
+    z_temperature: float = Field(1.0, gt=0, description="vae: scale of z drawn from the prior")
+    steps: int = Field(8, ge=2, description="vae: files written by an interpolation")
 
 
 class Config(Section):

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from aurl.config import updated
+from aurl.errors import ConfigError
+from aurl.generation.latent import encode_file, slerp
 from aurl.generation.sampler import sample
 from aurl.models.vae import VAE
 from aurl.render import piano_roll
@@ -67,22 +69,37 @@ def generate(
     out_dir: str | Path | None = None,
     checkpoint: str = "best",
     log: Callable[[str], None] = print,
+    encode: str | Path | None = None,
+    interpolate: tuple[str | Path, str | Path] | None = None,
     **overrides: Any,
 ) -> list[Sample]:
     """Sample pieces from a trained run; writes sample_<i>.mid and .png to out_dir.
 
     Settings are the run's `generate` section with any `overrides` (num, max_tokens, temperature,
-    top_k, top_p, seed) applied.
+    top_k, top_p, seed, z_temperature, steps) applied. A VAE run writes from z drawn from its prior,
+    or, with `encode`, reconstructs the first segment of a file (num times), or, with `interpolate`,
+    writes `steps` files along the spherical path between the encodings of two files.
     """
     config, tokenizer, model = load_trained(run_dir, checkpoint)
     settings = updated(config.generate, overrides, "generate")
+    if (encode or interpolate) and not isinstance(model, VAE):
+        raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
     out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(settings.seed)
     eos, bos = tokenizer["EOS_None"], tokenizer["BOS_None"]
-    prompt = torch.full((settings.num, 1), bos, dtype=torch.long)
-    if isinstance(model, VAE):  # a latent model writes from z drawn from its prior N(0, I)
-        model = LatentDecoder(model, torch.randn(settings.num, model.cfg.latent_dim, generator=generator))
+    num = settings.num
+    if isinstance(model, VAE):
+        if interpolate:
+            a, b = (encode_file(path, model, tokenizer, config) for path in interpolate)
+            z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
+        elif encode:
+            z = encode_file(encode, model, tokenizer, config).expand(num, -1)
+        else:  # the prior N(0, I), scaled by z_temperature
+            z = torch.randn(num, model.cfg.latent_dim, generator=generator) * settings.z_temperature
+        num = z.shape[0]
+        model = LatentDecoder(model, z)
+    prompt = torch.full((num, 1), bos, dtype=torch.long)
     seqs = sample(
         model,
         prompt,

@@ -56,7 +56,7 @@ def test_kl_annealing_schedules(anneal, expected):
     assert {s: beta_at(s, cfg) for s in expected} == pytest.approx(expected)
 
 
-def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, tmp_path):
+def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, tmp_path):
     from aurl.config import load_config
     from aurl.generation.generate import generate
     from aurl.training.run import train
@@ -78,3 +78,39 @@ def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, tmp_path):
     assert len(samples) == 2
     for sample in samples:
         symusic.Score(str(sample.midi))
+    # Interpolation: S files; its ends decode exactly as the reconstructions of a and b (greedy decoding).
+    a, b = midi_dir / "piece_0.mid", midi_dir / "piece_1.mid"
+    greedy = {"log": lambda s: None, "max_tokens": 64, "top_k": 1}
+    path = generate(tmp_path, tmp_path / "path", "latest", interpolate=(a, b), steps=4, **greedy)
+    assert len(path) == 4
+    for end, source in ((path[0], a), (path[-1], b)):
+        recon = generate(tmp_path, tmp_path / source.stem, "latest", encode=source, num=1, **greedy)
+        assert end.midi.read_bytes() == recon[0].midi.read_bytes()
+        symusic.Score(str(end.midi))
+
+
+def test_slerp_follows_the_great_circle():
+    from aurl.generation.latent import slerp
+
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert slerp(a, b, 0.0).tolist() == pytest.approx([1.0, 0.0])
+    assert slerp(a, b, 1.0).tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+    assert slerp(a, b, 0.5).tolist() == pytest.approx([math.sqrt(0.5)] * 2)
+
+
+def test_latent_generation_from_the_command_line(prepared, midi_dir, tmp_path):
+    from aurl.cli import main
+
+    run = tmp_path / "run"
+    sets = [f"data.dataset={prepared}", "model.mode=vae", "model.latent_dim=8", "train.max_steps=4"]
+    from tests.conftest import TINY
+
+    args = ["train", "--config", str(TINY), "--run-dir", str(run), "--no-progress"]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
+    a, b = str(midi_dir / "piece_0.mid"), str(midi_dir / "piece_1.mid")
+    common = ["generate", "--run", str(run), "--max-tokens", "32"]
+    assert main([*common, "--interpolate", a, b, "--steps", "3", "--out", str(tmp_path / "i")]) == 0
+    assert len(list((tmp_path / "i").glob("*.mid"))) == 3
+    assert main([*common, "--encode", a, "--num", "2", "--out", str(tmp_path / "e")]) == 0
+    assert main([*common, "--z-temperature", "0.5", "--num", "2", "--out", str(tmp_path / "s")]) == 0
+    assert main([*common, "--encode", str(tmp_path / "missing.mid")]) == 2
