@@ -86,7 +86,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    mode: Literal["transformer", "vae"] = "transformer"
+    mode: Literal["transformer", "vae", "vae_gan"] = "transformer"
     d_model: int = Field(256, ge=8)
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
@@ -208,6 +208,22 @@ class VAEConfig(Section):
     free_bits: float = Field(0.0, ge=0, description="nats per latent dimension the KL may use for free")
 
 
+class GANConfig(Section):
+    """vae_gan: the critic, its own optimizer, and how the adversarial terms enter the generator's loss."""
+
+    critic_d_model: int = Field(128, ge=8)
+    critic_layers: int = Field(2, ge=1)
+    critic_heads: int = Field(4, ge=1)
+    critic_lr: float = Field(2e-4, gt=0)
+    critic_betas: tuple[float, float] = (0.5, 0.9)
+    adv_weight: float = Field(0.1, ge=0, description="weight of the adversarial loss once warmed up")
+    fm_weight: float = Field(1.0, ge=0, description="weight of feature matching against the critic")
+    adv_start: int = Field(100, ge=0, description="step at which the adversarial weight starts to grow from 0")
+    adv_warmup: int = Field(200, ge=1, description="steps for the adversarial weight to reach adv_weight")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 gradient penalty on real sequences (0: off)")
+    gumbel_tau: float = Field(1.0, gt=0, description="Gumbel-softmax temperature of generated sequences")
+
+
 class GenerateConfig(Section):
     num: int = Field(4, ge=1)
     max_tokens: int = Field(1024, ge=1)
@@ -226,6 +242,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     vae: VAEConfig = Field(default_factory=VAEConfig)
+    gan: GANConfig = Field(default_factory=GANConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="after")

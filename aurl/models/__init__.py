@@ -13,6 +13,6 @@ def build_model(cfg: ModelConfig, vocab_size: int, bar_ids: list[int] | None = N
     """The model of `cfg.mode`; bar_ids (the tokenizer's Bar tokens) serve hierarchical attention."""
     if cfg.mode == "transformer":
         return Transformer(cfg, vocab_size, bar_ids)
-    if cfg.mode == "vae":
+    if cfg.mode in ("vae", "vae_gan"):  # vae_gan: the same model, trained against a critic
         return VAE(cfg, vocab_size, bar_ids)
     raise ValueError(f"model.mode {cfg.mode!r} has no model")

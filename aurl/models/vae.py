@@ -32,7 +32,13 @@ class VAE(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
         self.to_latent = nn.Linear(cfg.d_model, 2 * cfg.latent_dim)
         self.from_latent = nn.Linear(cfg.latent_dim, cfg.d_model)
-        nn.init.normal_(self.positions.weight, std=0.02)
+        for layer in (self.positions, self.to_latent):
+            nn.init.normal_(layer.weight, std=0.02)
+        nn.init.zeros_(self.to_latent.bias)
+        # z enters at zero and grows as it proves useful: at PyTorch's default scale its noise (z ~ N(0, 1)
+        # before the encoder has learned anything) drowns the token embeddings and slows learning.
+        nn.init.zeros_(self.from_latent.weight)
+        nn.init.zeros_(self.from_latent.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

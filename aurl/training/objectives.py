@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from aurl.config import Config, VAEConfig
+from aurl.config import Config, GANConfig, VAEConfig
 from aurl.data.dataset import IGNORE_INDEX
+from aurl.models.discriminator import Critic
+
+Objective = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class LanguageModelObjective:
@@ -57,19 +64,23 @@ class VAEObjective:
         """The trainer's step, for the KL annealing schedule."""
         self.step = step
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _vae_terms(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(loss and metrics, decoder logits)."""
         logits, mu, logvar = self.model(batch["input_ids"], batch["mask"])
         targets = batch["targets"]
         recon = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         kl = kl_per_dim(mu.float(), logvar.float())
         beta = beta_at(self.step, self.cfg)
+        valid = targets != IGNORE_INDEX
+        # The ELBO per token: recon is a mean over tokens, so the segment's KL is spread over its tokens
+        # (added whole, it would weigh ~length times too much and collapse the posterior).
         # Free bits: a dimension's KL below the floor costs nothing, so the encoder may use it freely.
-        loss = recon + beta * kl.clamp(min=self.cfg.free_bits).sum()
+        tokens = valid.sum(1).float().mean().clamp(min=1)
+        loss = recon + beta * kl.clamp(min=self.cfg.free_bits).sum() / tokens
         with torch.no_grad():
-            valid = targets != IGNORE_INDEX
             accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
             active = (mu.float().var(0) > 0.01).sum().float() if mu.shape[0] > 1 else torch.zeros(())
-        return {
+        metrics = {
             "loss": loss,
             "recon": recon.detach(),
             "kl": kl.sum().detach(),
@@ -78,11 +89,87 @@ class VAEObjective:
             "active_units": active,
             "accuracy": accuracy,
         }
+        return metrics, logits
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._vae_terms(batch)[0]
 
 
-def build_objective(config: Config, model: nn.Module) -> LanguageModelObjective | VAEObjective:
+class VAEGANObjective(VAEObjective):
+    """The VAE objective plus an adversary (mode vae_gan).
+
+    Each call first takes one critic step (hinge loss, optional R1 penalty, its own AdamW) on real
+    sequences as one-hot vectors against decoded ones as straight-through Gumbel-softmax samples, then
+    returns the generator's loss: reconstruction + beta x KL + w(step) x (adversarial + feature matching),
+    where w grows from 0 after gan.adv_start. Gradients reach the decoder through the relaxed samples.
+    """
+
+    def __init__(self, model: nn.Module, cfg: VAEConfig, gan: GANConfig, vocab_size: int, context: int):
+        super().__init__(model, cfg)
+        self.gan = gan
+        device = next(model.parameters()).device
+        self.critic = Critic(vocab_size, gan.critic_d_model, gan.critic_layers, gan.critic_heads, context).to(device)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=gan.critic_lr, betas=gan.critic_betas)
+
+    def adv_weight(self) -> float:
+        return self.gan.adv_weight * min(1.0, max(0, self.step - self.gan.adv_start) / self.gan.adv_warmup)
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.state_dict(), "critic_opt": self.critic_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+
+    def _critic_step(self, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        r1 = self.gan.r1_gamma > 0
+        # R1 differentiates twice; the fused attention kernels have no double backward, the math one has.
+        with sdpa_kernel(SDPBackend.MATH) if r1 else nullcontext():
+            real_score, _ = self.critic(real.requires_grad_(r1), mask)
+        fake_score, _ = self.critic(fake, mask)
+        loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+        if r1:
+            (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
+            loss = loss + 0.5 * self.gan.r1_gamma * grad.square().sum((1, 2)).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if dist.is_available() and dist.is_initialized():  # the critic is not DDP-wrapped: average by hand
+            for p in self.critic.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= dist.get_world_size()
+        self.critic_opt.step()
+        accuracy = ((real_score > 0).float().mean() + (fake_score < 0).float().mean()) / 2
+        return {"critic_loss": loss.detach(), "critic_accuracy": accuracy.detach()}
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out, logits = self._vae_terms(batch)
+        mask = batch["targets"] != IGNORE_INDEX
+        real = F.one_hot(batch["targets"].clamp(min=0), logits.shape[-1]).float()
+        # Straight-through Gumbel-softmax: one-hot forward, soft gradient backward.
+        fake = F.gumbel_softmax(logits.float(), tau=self.gan.gumbel_tau, hard=True)
+        if torch.is_grad_enabled():
+            out.update(self._critic_step(real, fake.detach(), mask))
+        else:  # evaluation: how well the critic tells them apart, without training it
+            real_score, fake_score = self.critic(real, mask)[0], self.critic(fake, mask)[0]
+            out["critic_accuracy"] = ((real_score > 0).float().mean() + (fake_score < 0).float().mean()) / 2
+        self.critic.requires_grad_(False)  # the generator's terms must not train the critic
+        fake_score, fake_features = self.critic(fake, mask)
+        with torch.no_grad():
+            _, real_features = self.critic(real, mask)
+        self.critic.requires_grad_(True)
+        adversarial = -fake_score.mean()
+        matching = sum(F.mse_loss(f, r) for f, r in zip(fake_features, real_features, strict=True))
+        out["loss"] = out["loss"] + self.adv_weight() * (adversarial + self.gan.fm_weight * matching)
+        out.update(adversarial=adversarial.detach(), feature_matching=matching.detach())
+        return out
+
+
+def build_objective(config: Config, model: nn.Module, vocab_size: int) -> Objective:
     if config.model.mode == "transformer":
         return LanguageModelObjective(model)
     if config.model.mode == "vae":
         return VAEObjective(model, config.vae)
+    if config.model.mode == "vae_gan":
+        return VAEGANObjective(model, config.vae, config.gan, vocab_size, config.model.context)
     raise ValueError(f"model.mode {config.model.mode!r} has no objective")

@@ -142,7 +142,9 @@ def build_trainer(
     )
     if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("warning: this CPU has no bf16 units; bf16 autocast will run far slower than fp32 here")
-    objective = build_objective(config, wrapped)
+    torch.manual_seed(cfg.seed)  # an objective's own modules (the vae_gan critic) start alike on every rank
+    objective = build_objective(config, wrapped, data.tables.vocab_size)
+    torch.manual_seed(cfg.seed + env.rank)
     return Trainer(
         cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps
     )

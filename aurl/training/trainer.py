@@ -164,6 +164,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self.counters = {"skipped_steps": 0, "grad_spikes": 0, "recoveries": 0}
         self.tied = tied_names(unwrap(model))
+        self.step_metrics: dict[str, float] = {}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in unwrap(self.model).parameters())
@@ -196,6 +197,8 @@ class Trainer:
             "best_valid": self.best_valid.state_dict(),
             "plateau": self.plateau.state_dict(),
             "rng": rng,
+            # an objective with state of its own (the vae_gan critic and its optimizer)
+            "objective": self.objective.state_dict() if hasattr(self.objective, "state_dict") else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -210,6 +213,8 @@ class Trainer:
         self.best_valid.load_state_dict(state["best_valid"])
         self.plateau.load_state_dict(state["plateau"])
         self.sampler.load_state_dict({"batches": self.micro_batches})
+        if state["objective"]:
+            self.objective.load_state_dict(state["objective"])
         rng = state["rng"]["ranks"][self.env.rank] if "ranks" in state["rng"] else state["rng"]
         random.setstate(rng["python"])
         state_np = rng["numpy"]
@@ -282,6 +287,7 @@ class Trainer:
         weights = [float(b["weight"].sum()) for b in micro]
         total = float(all_reduce_sum(torch.tensor([sum(weights)], device=self.device), self.env))
         loss_sum = torch.zeros((), device=self.device)
+        extras: dict[str, float] = {}
         for i, batch in enumerate(micro):
             # DDP averages gradients over ranks; scaling by world/total makes the step the mean over
             # every target of every micro-batch on every rank, whatever the padding.
@@ -290,7 +296,12 @@ class Trainer:
                 out = self.objective(self._to_device(batch))
                 self.scaler.scale(out["loss"] * share).backward()
             loss_sum += out["loss"].detach().float() * weights[i]
+            for k, v in out.items():
+                if k != "loss":
+                    extras[k] = extras.get(k, 0.0) + float(v) * weights[i]
         loss = float(all_reduce_sum(loss_sum, self.env)) / max(total, 1.0)
+        # The objective's other metrics (this rank's micro-batches), for the train log.
+        self.step_metrics = {k: v / max(sum(weights), 1.0) for k, v in extras.items()}
         self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
@@ -349,6 +360,7 @@ class Trainer:
         train_metrics: dict[str, float] = {}
         valid: dict[str, float] = {}
         loss_sum, loss_n = 0.0, 0
+        extra_sums: dict[str, float] = {}
         flops_per_token = getattr(unwrap(self.model), "flops_per_token", lambda n: 0.0)
         self.meter.reset()
         try:
@@ -373,6 +385,8 @@ class Trainer:
                     )
                     if stepped:
                         loss_sum, loss_n = loss_sum + loss, loss_n + 1
+                        for k, v in self.step_metrics.items():
+                            extra_sums[k] = extra_sums.get(k, 0.0) + v
                     if prof is not None:
                         prof.step()
                     bar.update()
@@ -383,6 +397,7 @@ class Trainer:
                     if self.step % cfg.log_interval == 0 or final:
                         train_metrics = {
                             "loss": loss_sum / max(1, loss_n),
+                            **{k: v / max(1, loss_n) for k, v in extra_sums.items()},
                             "lr": self.scheduler.get_last_lr()[0],
                             "grad_norm": grad_norm,
                             "epoch": self._epoch(),
@@ -392,7 +407,7 @@ class Trainer:
                             **memory_stats(self.device),
                             **self.counters,
                         }
-                        loss_sum, loss_n = 0.0, 0
+                        loss_sum, loss_n, extra_sums = 0.0, 0, {}
                         if logger:
                             logger.log(self.step, "train", train_metrics)
                         if not self.progress:  # no bar (e.g. a CI log): one key=value line per interval
