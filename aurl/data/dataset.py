@@ -80,6 +80,21 @@ def augment(ids: np.ndarray, tables: TokenTables, cfg: AugmentConfig, rng: np.ra
     return ids
 
 
+def pack(ids: np.ndarray, length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Up to length + 1 framed tokens as an item: input_ids, targets shifted by one (IGNORE_INDEX on the
+    padding) and weight, the number of targets."""
+    n = len(ids)
+    tokens = np.full(length + 1, pad_id, dtype=np.int64)
+    tokens[:n] = ids
+    targets = tokens[1:].copy()
+    targets[n - 1 :] = IGNORE_INDEX
+    return {
+        "input_ids": torch.from_numpy(tokens[:-1]),
+        "targets": torch.from_numpy(targets),
+        "weight": torch.tensor(n - 1, dtype=torch.float32),
+    }
+
+
 @dataclass(frozen=True)
 class Window:
     piece: int
@@ -136,16 +151,7 @@ class WindowDataset(Dataset):
         ids = framed[start : start + length + 1]
         if self.train and self.augment_cfg is not None:
             ids = augment(ids, t, self.augment_cfg, rng)
-        n = len(ids)
-        tokens = np.full(length + 1, t.pad_id, dtype=np.int64)
-        tokens[:n] = ids
-        targets = tokens[1:].copy()
-        targets[n - 1 :] = IGNORE_INDEX
-        return {
-            "input_ids": torch.from_numpy(tokens[:-1]),
-            "targets": torch.from_numpy(targets),
-            "weight": torch.tensor(n - 1, dtype=torch.float32),
-        }
+        return pack(ids, length, t.pad_id)
 
 
 class TokenBudgetBatchSampler(Sampler[list[WindowKey]]):
@@ -238,16 +244,6 @@ class SegmentDataset(Dataset):
         ids = np.concatenate(([t.bos_id], seg, [t.eos_id]))[: self.seq_len + 1]
         if self.train and self.augment_cfg is not None:
             ids = augment(ids, t, self.augment_cfg, np.random.default_rng([self.seed, epoch, index]))
-        n = len(ids)
-        tokens = np.full(self.seq_len + 1, t.pad_id, dtype=np.int64)
-        tokens[:n] = ids
-        targets = tokens[1:].copy()
-        targets[n - 1 :] = IGNORE_INDEX
-        mask = np.zeros(self.seq_len, dtype=bool)
-        mask[:n] = True  # every real token of input_ids, EOS included
-        return {
-            "input_ids": torch.from_numpy(tokens[:-1]),
-            "targets": torch.from_numpy(targets),
-            "weight": torch.tensor(n - 1, dtype=torch.float32),
-            "mask": torch.from_numpy(mask),
-        }
+        item = pack(ids, self.seq_len, t.pad_id)
+        item["mask"] = torch.arange(self.seq_len) < len(ids)  # every real token of input_ids, EOS included
+        return item
