@@ -192,6 +192,7 @@ def train(
             trainer.resume(checkpoint)
             log(f"resumed from {checkpoint} at step {trainer.step}")
         metrics = trainer.fit()
+        barrier(env)  # no rank tears the group down while another still uses it (rank 0 saving)
     finally:
         shutdown(env)
     entropy = data.unigram_entropy("train")
