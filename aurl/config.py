@@ -100,10 +100,16 @@ class ModelConfig(Section):
     window: int = Field(256, ge=1)
     global_positions: Literal["bar", "every"] = "bar"
     global_every: int = Field(64, ge=1)
-    # vae: a bidirectional encoder of encoder_layers pools a segment into a latent z of latent_dim,
-    # projected and added to every position of the causal decoder.
+    # vae: a bidirectional encoder of encoder_layers pools a segment into a latent z of latent_dim that
+    # conditions the causal decoder: added to every position, as latent_prefix vectors before the first
+    # token, or both.
     latent_dim: int = Field(64, ge=1)
     encoder_layers: int = Field(2, ge=1)
+    latent_injection: Literal["add", "prefix", "both"] = "add"
+    latent_prefix: int = Field(1, ge=1, description="prefix vectors z is projected into (injection prefix/both)")
+    # fixed: loss terms weighted as configured; uncertainty: each term L is replaced by exp(-s) L + s / 2
+    # with a learned log-variance s per term (Kendall et al. 2018). The s live in the model's weights.
+    loss_balance: Literal["fixed", "uncertainty"] = "fixed"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -177,6 +183,9 @@ class TrainConfig(Section):
     save_interval: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    # Weight of each token type (the MidiTok prefix: Pitch, Position, Duration, Velocity, Bar ...) in the
+    # next-token / reconstruction cross-entropy; unnamed types weigh 1.
+    token_weights: dict[str, float] = Field(default_factory=dict)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
@@ -191,6 +200,8 @@ class TrainConfig(Section):
             raise ValueError(
                 f"train.precision fp16 needs CUDA but train.device is {self.device}; use bf16 or fp32 there"
             )
+        if any(w < 0 for w in self.token_weights.values()):
+            raise ValueError(f"train.token_weights: weights must be >= 0, got {self.token_weights}")
         c = self.curriculum
         if c.end_len is not None and c.end_len < c.start_len:
             raise ValueError(

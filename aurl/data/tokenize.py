@@ -11,7 +11,7 @@ import miditok
 import numpy as np
 
 from aurl.config import TokenizerConfig
-from aurl.errors import DataError
+from aurl.errors import ConfigError, DataError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -54,6 +54,22 @@ def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
 def bar_token_ids(tokenizer: miditok.MusicTokenizer) -> list[int]:
     """Ids of the tokens that open a bar: the summary positions of hierarchical attention."""
     return [i for token, i in tokenizer.vocab.items() if token.startswith("Bar_")]
+
+
+def token_type_weights(tokenizer: miditok.MusicTokenizer, weights: dict[str, float]) -> np.ndarray:
+    """Loss weight per token id from weights per token type (the part of a token before "_"); 1 elsewhere.
+    Ids beyond the base vocabulary (BPE merges) weigh 1."""
+    types = {token.partition("_")[0] for token in tokenizer.vocab}
+    unknown = sorted(set(weights) - types)
+    if unknown:
+        raise ConfigError(
+            f"train.token_weights: {', '.join(unknown)} not a token type of this tokenizer; "
+            f"types are {', '.join(sorted(types))}"
+        )
+    out = np.ones(len(tokenizer), dtype=np.float32)
+    for token, i in tokenizer.vocab.items():
+        out[i] = weights.get(token.partition("_")[0], 1.0)
+    return out
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -90,17 +90,28 @@ class Transformer(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | WindowKVCache | None = None,
         condition: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (batch, time, vocab) for input_ids (batch, time); with a cache, time continues it."""
+        """Logits (batch, time, vocab) for input_ids (batch, time); with a cache, time continues it.
+
+        condition (batch, d_model) is added at every position; prefix (batch, P, d_model) vectors go
+        before the first token (both e.g. a VAE's latent). Logits are returned for input_ids only.
+        """
         start = cache.length if cache is not None else 0
-        if start + input_ids.shape[1] > self.cfg.context:
+        n_prefix = prefix.shape[1] if prefix is not None else 0
+        if start + n_prefix + input_ids.shape[1] > self.cfg.context:
             raise ValueError(
-                f"sequence of {start + input_ids.shape[1]} tokens exceeds model.context={self.cfg.context}"
+                f"sequence of {start + n_prefix + input_ids.shape[1]} positions exceeds "
+                f"model.context={self.cfg.context}"
             )
-        is_global = self.global_positions(input_ids, start)
+        is_global = self.global_positions(input_ids, start + n_prefix)
         x = self.embed(input_ids)
-        if condition is not None:  # (batch, d_model), e.g. a VAE's latent: added at every position
+        if condition is not None:
             x = x + condition[:, None, :]
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)
+            if is_global is not None:  # under hierarchical attention every token keeps seeing the prefix
+                is_global = torch.cat([is_global.new_ones(x.shape[0], n_prefix), is_global], dim=1)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
@@ -108,5 +119,5 @@ class Transformer(nn.Module):
             else:
                 x = block(x, self.rotary, cache, i, is_global)
         if cache is not None:
-            cache.advance(input_ids.shape[1], is_global)
-        return self.head(self.norm(x))
+            cache.advance(x.shape[1], is_global)
+        return self.head(self.norm(x[:, n_prefix:]))

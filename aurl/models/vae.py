@@ -2,7 +2,9 @@
 
 A bidirectional transformer encoder (torch's nn.TransformerEncoder) reads the segment, mean-pools its
 real tokens and gives the mean and log-variance of a global latent z. The decoder is the causal
-Transformer of mode `transformer`, with z projected to d_model and added at every position.
+Transformer of mode `transformer`, conditioned on z as model.latent_injection says: projected to d_model
+and added at every position ("add"), projected to latent_prefix vectors that precede the first token
+("prefix"; the decoder's context grows by them), or both.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class VAE(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, bar_ids: list[int] | None = None):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
-        self.decoder = Transformer(cfg, vocab_size, bar_ids)
+        n_prefix = cfg.latent_prefix if cfg.latent_injection != "add" else 0
+        self.decoder = Transformer(cfg.model_copy(update={"context": cfg.context + n_prefix}), vocab_size, bar_ids)
         self.positions = nn.Embedding(cfg.context, cfg.d_model)
         layer = nn.TransformerEncoderLayer(
             cfg.d_model,
@@ -31,14 +34,17 @@ class VAE(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
         self.to_latent = nn.Linear(cfg.d_model, 2 * cfg.latent_dim)
-        self.from_latent = nn.Linear(cfg.latent_dim, cfg.d_model)
         for layer in (self.positions, self.to_latent):
             nn.init.normal_(layer.weight, std=0.02)
         nn.init.zeros_(self.to_latent.bias)
+        self.from_latent = nn.Linear(cfg.latent_dim, cfg.d_model) if cfg.latent_injection != "prefix" else None
+        self.to_prefix = nn.Linear(cfg.latent_dim, n_prefix * cfg.d_model) if n_prefix else None
         # z enters at zero and grows as it proves useful: at PyTorch's default scale its noise (z ~ N(0, 1)
         # before the encoder has learned anything) drowns the token embeddings and slows learning.
-        nn.init.zeros_(self.from_latent.weight)
-        nn.init.zeros_(self.from_latent.bias)
+        for layer in (self.from_latent, self.to_prefix):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -65,7 +71,11 @@ class VAE(nn.Module):
 
     def decode(self, input_ids: torch.Tensor, z: torch.Tensor, cache=None) -> torch.Tensor:
         """Next-token logits of the decoder conditioned on z; with a cache, input_ids continue it."""
-        return self.decoder(input_ids, cache, condition=self.from_latent(z))
+        condition = self.from_latent(z) if self.from_latent is not None else None
+        prefix = None
+        if self.to_prefix is not None and (cache is None or cache.length == 0):  # the prefix opens the sequence
+            prefix = self.to_prefix(z).unflatten(-1, (self.cfg.latent_prefix, self.cfg.d_model))
+        return self.decoder(input_ids, cache, condition=condition, prefix=prefix)
 
     def new_cache(self, batch: int, device=None, dtype=None):
         return self.decoder.new_cache(batch, device, dtype)

@@ -15,24 +15,43 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from aurl.config import Config, GANConfig, VAEConfig
 from aurl.data.dataset import IGNORE_INDEX
 from aurl.models.discriminator import Critic
+from aurl.training.distributed import unwrap
 
 Objective = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over unpadded targets; with per-token-id weights, their weighted mean."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), weight=weight, ignore_index=IGNORE_INDEX)
+
+
+def balance(model: nn.Module, losses: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """The loss terms as the model's learned uncertainty weights say (model.loss_balance uncertainty),
+    else unchanged; and the weights to log."""
+    balancer = getattr(unwrap(model), "loss_balance", None)
+    return balancer(losses) if balancer is not None else (losses, {})
 
 
 class LanguageModelObjective:
     """Next-token cross-entropy over unpadded positions (mode: transformer)."""
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    def __init__(self, model: nn.Module, token_weights: torch.Tensor | None = None):
+        self.model, self.token_weights = model, token_weights
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.model(batch["input_ids"])
         targets = batch["targets"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        recon = token_loss(logits, targets, self.token_weights)
+        terms, weights = balance(self.model, {"recon": recon})
         valid = targets != IGNORE_INDEX
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
-        return {"loss": loss, "accuracy": accuracy}
+        out = {"loss": terms["recon"], "accuracy": accuracy, **weights}
+        if weights or self.token_weights is not None:  # then the loss is not the plain cross-entropy
+            out["ce"] = F.cross_entropy(
+                logits.flatten(0, 1).float().detach(), targets.flatten(), ignore_index=IGNORE_INDEX
+            )
+        return out
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -56,8 +75,8 @@ def beta_at(step: int, cfg: VAEConfig) -> float:
 class VAEObjective:
     """Reconstruction cross-entropy + beta x KL, with free bits per dimension (mode: vae)."""
 
-    def __init__(self, model: nn.Module, cfg: VAEConfig):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: nn.Module, cfg: VAEConfig, token_weights: torch.Tensor | None = None):
+        self.model, self.cfg, self.token_weights = model, cfg, token_weights
         self.step = 0
 
     def set_step(self, step: int) -> None:
@@ -68,7 +87,7 @@ class VAEObjective:
         """(loss and metrics, decoder logits)."""
         logits, mu, logvar = self.model(batch["input_ids"], batch["mask"])
         targets = batch["targets"]
-        recon = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        recon = token_loss(logits, targets, self.token_weights)
         kl = kl_per_dim(mu.float(), logvar.float())
         beta = beta_at(self.step, self.cfg)
         valid = targets != IGNORE_INDEX
@@ -76,7 +95,8 @@ class VAEObjective:
         # (added whole, it would weigh ~length times too much and collapse the posterior).
         # Free bits: a dimension's KL below the floor costs nothing, so the encoder may use it freely.
         tokens = valid.sum(1).float().mean().clamp(min=1)
-        loss = recon + beta * kl.clamp(min=self.cfg.free_bits).sum() / tokens
+        terms, weights = balance(self.model, {"recon": recon, "kl": kl.clamp(min=self.cfg.free_bits).sum() / tokens})
+        loss = terms["recon"] + beta * terms["kl"]
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
             active = (mu.float().var(0) > 0.01).sum().float() if mu.shape[0] > 1 else torch.zeros(())
@@ -84,10 +104,11 @@ class VAEObjective:
             "loss": loss,
             "recon": recon.detach(),
             "kl": kl.sum().detach(),
-            "kl_max_dim": kl.max().detach(),
+            **{f"kl_dim/{i:02d}": v for i, v in enumerate(kl.detach())},
             "beta": torch.tensor(beta),
             "active_units": active,
             "accuracy": accuracy,
+            **weights,
         }
         return metrics, logits
 
@@ -104,8 +125,16 @@ class VAEGANObjective(VAEObjective):
     where w grows from 0 after gan.adv_start. Gradients reach the decoder through the relaxed samples.
     """
 
-    def __init__(self, model: nn.Module, cfg: VAEConfig, gan: GANConfig, vocab_size: int, context: int):
-        super().__init__(model, cfg)
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: VAEConfig,
+        gan: GANConfig,
+        vocab_size: int,
+        context: int,
+        token_weights: torch.Tensor | None = None,
+    ):
+        super().__init__(model, cfg, token_weights)
         self.gan = gan
         device = next(model.parameters()).device
         self.critic = Critic(vocab_size, gan.critic_d_model, gan.critic_layers, gan.critic_heads, context).to(device)
@@ -160,16 +189,20 @@ class VAEGANObjective(VAEObjective):
         self.critic.requires_grad_(True)
         adversarial = -fake_score.mean()
         matching = sum(F.mse_loss(f, r) for f, r in zip(fake_features, real_features, strict=True))
-        out["loss"] = out["loss"] + self.adv_weight() * (adversarial + self.gan.fm_weight * matching)
-        out.update(adversarial=adversarial.detach(), feature_matching=matching.detach())
+        terms, weights = balance(self.model, {"feature_matching": matching})
+        out["loss"] = out["loss"] + self.adv_weight() * (adversarial + self.gan.fm_weight * terms["feature_matching"])
+        out.update(adversarial=adversarial.detach(), feature_matching=matching.detach(), **weights)
         return out
 
 
-def build_objective(config: Config, model: nn.Module, vocab_size: int) -> Objective:
+def build_objective(config: Config, model: nn.Module, vocab_size: int, token_weights=None) -> Objective:
+    """The objective of config.model.mode; token_weights (one per token id) weigh the cross-entropy."""
+    if token_weights is not None:
+        token_weights = torch.as_tensor(token_weights, device=next(model.parameters()).device)
     if config.model.mode == "transformer":
-        return LanguageModelObjective(model)
+        return LanguageModelObjective(model, token_weights)
     if config.model.mode == "vae":
-        return VAEObjective(model, config.vae)
+        return VAEObjective(model, config.vae, token_weights)
     if config.model.mode == "vae_gan":
-        return VAEGANObjective(model, config.vae, config.gan, vocab_size, config.model.context)
+        return VAEGANObjective(model, config.vae, config.gan, vocab_size, config.model.context, token_weights)
     raise ValueError(f"model.mode {config.model.mode!r} has no objective")

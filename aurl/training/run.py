@@ -12,7 +12,14 @@ from torch.utils.data import DataLoader
 
 from aurl.config import Config, TrainConfig, load_config
 from aurl.data.dataset import PreparedDataset, SegmentDataset, TokenBudgetBatchSampler, WindowDataset
-from aurl.data.tokenize import bar_token_ids, build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
+from aurl.data.tokenize import (
+    bar_token_ids,
+    build_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    token_type_weights,
+    tokenizer_hash,
+)
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
 from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
@@ -143,7 +150,8 @@ def build_trainer(
     if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("warning: this CPU has no bf16 units; bf16 autocast will run far slower than fp32 here")
     torch.manual_seed(cfg.seed)  # an objective's own modules (the vae_gan critic) start alike on every rank
-    objective = build_objective(config, wrapped, data.tables.vocab_size)
+    weights = token_type_weights(data.tokenizer, cfg.token_weights) if cfg.token_weights else None
+    objective = build_objective(config, wrapped, data.tables.vocab_size, weights)
     torch.manual_seed(cfg.seed + env.rank)
     return Trainer(
         cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps
@@ -174,6 +182,7 @@ def train(
             f"tokenizer: {config.data.dataset} was prepared with other tokenizer settings; "
             "re-run `aurl prepare` with this --config"
         )
+    token_type_weights(data.tokenizer, config.train.token_weights)  # a bad type name fails before any file is written
     run_dir = Path(run_dir)
     checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
     if not resume:

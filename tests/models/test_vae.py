@@ -75,6 +75,8 @@ def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, t
     recon = [m["recon"] for m in log if m["split"] == "valid"]
     assert recon[-1] < recon[0]
     assert {"kl", "active_units", "beta"} <= set(log[-1])
+    kl_dims = [log[-1][f"kl_dim/{i:02d}"] for i in range(8)]  # the whole vector, one scalar per dimension
+    assert sum(kl_dims) == pytest.approx(log[-1]["kl"], rel=1e-4)
     samples = generate(tmp_path, tmp_path / "out", "latest", log=lambda s: None, num=2, max_tokens=64)
     assert len(samples) == 2
     for sample in samples:
@@ -88,6 +90,32 @@ def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, t
         recon = generate(tmp_path, tmp_path / source.stem, "latest", encode=source, num=1, **greedy)
         assert end.midi.read_bytes() == recon[0].midi.read_bytes()
         symusic.Score(str(end.midi))
+
+
+@pytest.mark.parametrize("injection", ["prefix", "both"])
+@pytest.mark.parametrize("attention", ["full", "hierarchical"])
+def test_latent_prefix_conditions_the_decoder_alike_with_and_without_the_cache(injection, attention):
+    from aurl.config import ModelConfig
+    from aurl.models.vae import VAE
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        mode="vae", d_model=32, n_layers=2, n_heads=2, context=24, latent_dim=4, latent_injection=injection,
+        latent_prefix=2, attention=attention, window=4, global_positions="every", global_every=5,
+    )  # fmt: skip
+    model = VAE(cfg, 20).eval()
+    for layer in (model.to_prefix, model.from_latent):  # zero at init: give z a voice
+        if layer is not None:
+            torch.nn.init.normal_(layer.weight)
+    ids, z = torch.randint(3, 20, (2, 24)), torch.randn(2, 4)  # the full context: the prefix comes on top
+    with torch.no_grad():
+        full = model.decode(ids, z)
+        cache = model.new_cache(2)
+        steps = torch.cat([model.decode(ids[:, i : i + 1], z, cache) for i in range(ids.shape[1])], dim=1)
+        other = model.decode(ids, torch.randn(2, 4))
+    assert full.shape == (2, 24, 20)
+    assert torch.allclose(full, steps, atol=1e-4)
+    assert not torch.allclose(full[:, 0], other[:, 0])  # the first token already depends on z
 
 
 def test_slerp_follows_the_great_circle():
