@@ -76,12 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, metavar="DIR", help="run directory written by `aurl train`")
     p.add_argument("--checkpoint", default="best", help="best, latest or step_N (default best)")
     p.add_argument("--num", type=int, help="number of samples (default: generate.num of the run's config)")
-    p.add_argument("--max-tokens", type=int, help="tokens per sample, at most model.context - 1")
+    p.add_argument("--max-tokens", type=int, help="new tokens per sample; may exceed model.context (the window slides)")
+    p.add_argument("--min-tokens", type=int, help="no end token before this many new tokens")
+    p.add_argument("--max-bars", type=int, help="stop a piece when it would begin bar N+1")
     p.add_argument("--temperature", type=float, help="sampling temperature (> 0; lower is more conservative)")
     p.add_argument("--top-k", type=int, help="keep only the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, help="keep the smallest set of tokens whose probability reaches p")
+    p.add_argument("--min-p", type=float, help="drop tokens below min-p x the most likely token's probability")
+    p.add_argument("--repetition-penalty", type=float, help="penalise tokens of the last --repetition-window (> 1)")
+    p.add_argument("--repetition-window", type=int, help="tokens the repetition penalty looks back over (64)")
+    p.add_argument(
+        "--unconstrained",
+        dest="constrained",
+        action="store_const",
+        const=False,
+        help="sample any token, not only those the tokenizer's grammar allows next",
+    )
+    p.add_argument("--batch-size", type=int, help="samples generated together (default 8)")
+    p.add_argument("--primer", metavar="FILE", help="continue the first --primer-bars bars of this MIDI file")
+    p.add_argument("--primer-bars", type=int, help="bars of --primer to continue (default 4)")
     p.add_argument("--seed", type=int, help="random seed; equal seeds give equal samples")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
+    p.add_argument("--wav", action="store_true", help="also render each sample to WAV (see `aurl render`)")
+    p.add_argument("--soundfont", metavar="FILE", help="General MIDI SoundFont for --wav (default TimGM6mb)")
     latent = p.add_argument_group("latent models (model.mode vae)")
     what = latent.add_mutually_exclusive_group()
     what.add_argument("--mode", choices=["sample"], default="sample", help="sample: z from the prior (default)")
@@ -94,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     latent.add_argument("--steps", type=int, help="files written by --interpolate (default 8)")
     latent.add_argument("--z-temperature", type=float, help="scale of z drawn from the prior (default 1)")
+
+    p = sub.add_parser(
+        "render",
+        help="draw MIDI files as piano rolls (PNG) and play them into WAV files",
+        allow_abbrev=False,
+        description="Render MIDI files: a piano-roll PNG (tracks in colours, bar lines) and a WAV through a "
+        "General MIDI SoundFont, peak-normalised. Without --png or --wav, both.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE.mid", help="MIDI files to render")
+    p.add_argument("--png", action="store_true", help="write FILE.png")
+    p.add_argument("--wav", action="store_true", help="write FILE.wav")
+    p.add_argument("--soundfont", metavar="FILE", help="SoundFont (.sf2) for --wav (default TimGM6mb)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: beside each MIDI file)")
     return parser
 
 
@@ -148,15 +178,50 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from aurl.config import GenerateConfig
     from aurl.generation.generate import generate
 
-    keys = ("num", "max_tokens", "temperature", "top_k", "top_p", "seed", "steps", "z_temperature")
+    keys = [name for name in GenerateConfig.model_fields if hasattr(args, name)]
     given = {k: getattr(args, k) for k in keys}
-    samples = generate(args.run, args.out, args.checkpoint, encode=args.encode, interpolate=args.interpolate, **given)
+    samples = generate(
+        args.run,
+        args.out,
+        args.checkpoint,
+        encode=args.encode,
+        interpolate=args.interpolate,
+        primer=args.primer,
+        wav=args.wav,
+        soundfont=args.soundfont,
+        **given,
+    )
     print(f"{len(samples)} samples in {samples[0].midi.parent}")
 
 
-COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate}
+def _render(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from aurl.data.corpus import read_score
+    from aurl.render import piano_roll, render_wav
+
+    png, wav = (args.png, args.wav) if args.png or args.wav else (True, True)
+    failed = []
+    for name in args.files:
+        midi = Path(name)
+        stem = (Path(args.out) if args.out else midi.parent) / midi.stem
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        try:  # one bad file does not stop the others
+            written = [piano_roll(read_score(midi), stem.with_suffix(".png"), midi.name)] if png else []
+            if wav:
+                written.append(render_wav(midi, stem.with_suffix(".wav"), args.soundfont))
+            print("  ".join(str(p) for p in written))
+        except AurlError as err:
+            print(f"aurl render: {err}", file=sys.stderr)
+            failed.append(name)
+    if failed:
+        raise AurlError(f"{len(failed)} of {len(args.files)} files not rendered (see above)")
+
+
+COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "render": _render}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,7 +241,24 @@ class GenerateConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="0 keeps every token")
     top_p: float = Field(1.0, gt=0, le=1)
+    min_p: float = Field(0.0, ge=0, lt=1, description="drop tokens below min_p x the top token's probability")
+    repetition_penalty: float = Field(1.0, ge=1, description="CTRL's penalty on tokens in the recent window")
+    repetition_window: int = Field(64, ge=1, description="tokens the repetition penalty looks back over")
+    min_tokens: int = Field(0, ge=0, description="no end token before this many new tokens")
+    max_bars: int | None = Field(None, ge=1, description="stop a piece before its (max_bars + 1)-th bar")
+    constrained: bool = Field(True, description="sample only tokens the tokenizer's grammar allows next")
+    batch_size: int = Field(8, ge=1, description="pieces sampled together")
+    primer_bars: int = Field(4, ge=1, description="bars of a --primer file the piece continues")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"generate.min_tokens ({self.min_tokens}) must not exceed generate.max_tokens ({self.max_tokens})"
+            )
+        return self
+
     z_temperature: float = Field(1.0, gt=0, description="vae: scale of z drawn from the prior")
     steps: int = Field(8, ge=2, description="vae: files written by an interpolation")
 

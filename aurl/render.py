@@ -1,7 +1,13 @@
-"""Looking at MIDI: piano-roll PNG (matplotlib), one colour per track, with bar lines."""
+"""Looking at and listening to MIDI: piano-roll PNG (matplotlib; one colour per track, bar lines) and
+WAV through a General MIDI SoundFont (tinysoundfont, else FluidSynth's command line)."""
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import subprocess
+import tempfile
+import wave
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +16,19 @@ matplotlib.use("Agg")  # files only; no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import symusic  # noqa: E402
+
+from aurl.errors import AurlError  # noqa: E402
+
+SAMPLE_RATE = 44100
+RELEASE_SECONDS = 1.0  # rendered past the last note-off, so the final notes fade instead of clicking
+PEAK = 0.89  # peak-normalised to -1 dBFS
+# General MIDI SoundFonts looked for when none is given: pretty_midi's wheel carries TimGM6mb, and Debian's
+# fluidsynth package installs it (or FluidR3) under /usr/share/sounds/sf2.
+SYSTEM_SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/FluidR3_GM.sf2")
+
+
+class RenderError(AurlError):
+    pass
 
 
 def bar_starts(score: symusic.Score) -> list[int]:
@@ -58,4 +77,60 @@ def piano_roll(score: symusic.Score, path: str | Path, title: str | None = None)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return path
+
+
+def default_soundfont() -> Path:
+    spec = importlib.util.find_spec("pretty_midi")
+    candidates = [Path(spec.origin).parent / "TimGM6mb.sf2"] if spec and spec.origin else []
+    for path in [*candidates, *map(Path, SYSTEM_SOUNDFONTS)]:
+        if path.is_file():
+            return path
+    raise RenderError(
+        "--wav: no General MIDI SoundFont found; `pip install pretty_midi` (it carries TimGM6mb.sf2) "
+        "or pass --soundfont FILE.sf2"
+    )
+
+
+def _synthesise(midi: Path, soundfont: Path, seconds: float) -> np.ndarray:
+    """(frames, 2) float samples of `midi` played through `soundfont`."""
+    frames = int(seconds * SAMPLE_RATE)
+    if importlib.util.find_spec("tinysoundfont") is not None:
+        import tinysoundfont
+
+        synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
+        synth.sfload(str(soundfont))
+        sequencer = tinysoundfont.Sequencer(synth)
+        sequencer.midi_load(str(midi))
+        return np.frombuffer(synth.generate(frames), dtype=np.float32).reshape(-1, 2)
+    if shutil.which("fluidsynth"):
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "out.raw"
+            command = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-O", "float", "-T", "raw"]
+            subprocess.run([*command, "-F", str(raw), str(soundfont), str(midi)], check=True, capture_output=True)
+            audio = np.fromfile(raw, dtype=np.float32).reshape(-1, 2)
+        return np.pad(audio, ((0, max(0, frames - len(audio))), (0, 0)))[:frames]
+    raise RenderError(
+        "--wav: no SoundFont synth installed; `pip install --no-deps tinysoundfont` "
+        "(or `apt-get install fluidsynth`), then render again"
+    )
+
+
+def render_wav(midi: str | Path, path: str | Path, soundfont: str | Path | None = None) -> Path:
+    """Write `midi` as a 16-bit stereo WAV at 44.1 kHz, as long as the piece plus RELEASE_SECONDS, with its
+    peak normalised to -1 dBFS."""
+    midi, path = Path(midi), Path(path)
+    font = Path(soundfont) if soundfont else default_soundfont()
+    if not font.is_file():
+        raise RenderError(f"{font}: SoundFont not found; pass an existing .sf2 file to --soundfont")
+    seconds = symusic.Score(str(midi)).to("second").end() + RELEASE_SECONDS
+    audio = _synthesise(midi, font, seconds)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 0:
+        audio = audio * (PEAK / peak)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((audio * 32767).astype("<i2").tobytes())
     return path

@@ -14,6 +14,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import symusic
+
 from aurl.errors import DataError
 
 MIDI_SUFFIXES = {".mid", ".midi"}
@@ -112,3 +114,13 @@ def bach_chorales(workers: int = 1, log: Callable[[str], None] = print) -> Path:
 
 
 BUILTINS: dict[str, Callable[[int, Callable[[str], None]], Path]] = {"bach-chorales": bach_chorales}
+
+
+def read_score(path: str | Path) -> symusic.Score:
+    """A user's MIDI file as a Score, or a DataError naming the file and what is wrong with it."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such MIDI file")
+    try:
+        return symusic.Score(str(path))
+    except Exception as err:  # symusic raises several types for unreadable files
+        raise DataError(f"{path}: not a readable MIDI file ({str(err).splitlines()[0][:100]})") from None

@@ -107,10 +107,11 @@ WindowKey = tuple[int, int, int]  # (window index, epoch, length): what the batc
 class WindowDataset(Dataset):
     """Windows (+1 token for the shifted target) over pieces framed as BOS + piece + EOS.
 
-    Training windows start at random (each piece gives one window per seq_len tokens per epoch) and are
-    augmented; evaluation windows tile each piece at fixed starts. A piece shorter than a window is padded
-    and its padding masked out of the loss, never dropped. An item is a pure function of (seed, window,
-    epoch, length), so data order and augmentation replay exactly on resume and on every rank.
+    Training windows (one per seq_len tokens of a piece per epoch) are augmented; the first opens the
+    piece, the others start at random; evaluation windows tile each piece at fixed starts. A piece
+    shorter than a window is padded and its padding masked out of the loss, never dropped. An item is a
+    pure function of (seed, window, epoch, length), so data order and augmentation replay exactly on
+    resume and on every rank.
     Items hold `input_ids`, `targets` (IGNORE_INDEX on padding) and `weight` (the number of targets).
     """
 
@@ -130,8 +131,8 @@ class WindowDataset(Dataset):
         self.windows: list[Window] = []
         for i, piece in enumerate(pieces):
             n = len(piece) + 2
-            if train:
-                self.windows += [Window(i, None)] * math.ceil(n / seq_len)
+            if train:  # one window opens the piece, so samples from BOS learn to start as pieces start
+                self.windows += [Window(i, 0)] + [Window(i, None)] * (math.ceil(n / seq_len) - 1)
             else:
                 self.windows += [Window(i, s) for s in range(0, max(1, n - 1), seq_len)]
 

@@ -13,11 +13,15 @@ import torch
 from torch import nn
 
 from aurl.config import updated
-from aurl.errors import ConfigError
+from aurl.data.corpus import read_score
+from aurl.data.prepare import tokenize_score
+from aurl.data.tokenize import bar_token_ids
+from aurl.errors import ConfigError, DataError
+from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.sampler import sample
 from aurl.models.vae import VAE
-from aurl.render import piano_roll
+from aurl.render import piano_roll, render_wav
 from aurl.training.run import load_trained
 
 
@@ -30,6 +34,7 @@ class Sample:
     pitches: int
     skipped_tokens: int  # tokens MidiTok could not place in the music (wrong type at that point)
     longest_repeat: int  # longest run of one token id repeated back to back
+    wav: Path | None = None
 
 
 def longest_run(ids: list[int]) -> int:
@@ -64,6 +69,29 @@ def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[
     return tokenizer.decode(ids), skipped
 
 
+def primer_tokens(path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int) -> tuple[list[int], symusic.Score]:
+    """The token ids of the first `bars` bars of a MIDI file (bar length from its first time signature,
+    4/4 without one), and those bars as a Score."""
+    score = read_score(path)
+    sig = score.time_signatures[0] if len(score.time_signatures) else None
+    numerator, denominator = (sig.numerator, sig.denominator) if sig is not None else (4, 4)
+    end = bars * numerator * score.ticks_per_quarter * 4 // denominator
+    head = score.clip(0, end)  # notes that start in the bars keep their whole length
+    ids = tokenize_score(tokenizer, head).tolist()
+    if not ids or not any(len(t.notes) for t in head.tracks):
+        raise DataError(f"{path}: no notes in its first {bars} bars to continue; raise --primer-bars")
+    return ids, head
+
+
+def keep_meter(score: symusic.Score, primer: symusic.Score, tokenizer: miditok.MusicTokenizer) -> None:
+    """Give a continuation its primer's tempos and time signatures where the tokens do not carry them."""
+    primer = primer.resample(score.ticks_per_quarter)
+    if not tokenizer.config.use_tempos:
+        score.tempos = primer.tempos
+    if not tokenizer.config.use_time_signatures:
+        score.time_signatures = primer.time_signatures
+
+
 def generate(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -71,59 +99,89 @@ def generate(
     log: Callable[[str], None] = print,
     encode: str | Path | None = None,
     interpolate: tuple[str | Path, str | Path] | None = None,
+    primer: str | Path | None = None,
+    wav: bool = False,
+    soundfont: str | Path | None = None,
     **overrides: Any,
 ) -> list[Sample]:
     """Sample pieces from a trained run; writes sample_<i>.mid and .png to out_dir.
 
-    Settings are the run's `generate` section with any `overrides` (num, max_tokens, temperature,
-    top_k, top_p, seed, z_temperature, steps) applied. A VAE run writes from z drawn from its prior,
-    or, with `encode`, reconstructs the first segment of a file (num times), or, with `interpolate`,
-    writes `steps` files along the spherical path between the encodings of two files.
+    Settings are the run's `generate` section with any `overrides` (see GenerateConfig: num, max_tokens,
+    temperature, top_k, top_p, min_p, repetition_penalty, max_bars, constrained, seed, ...) applied.
+    With `primer`, every piece continues the first primer_bars bars of that MIDI file. A VAE run writes
+    from z drawn from its prior, or, with `encode`, reconstructs the first segment of a file (num times),
+    or, with `interpolate`, writes `steps` files along the spherical path between two files' encodings.
+    With `wav`, each sample is also rendered to sample_<i>.wav through `soundfont` (default TimGM6mb).
     """
     config, tokenizer, model = load_trained(run_dir, checkpoint)
     settings = updated(config.generate, overrides, "generate")
     if (encode or interpolate) and not isinstance(model, VAE):
         raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
+    grammar = Grammar(tokenizer) if settings.constrained else None
+    bos = tokenizer["BOS_None"]
+    prompt, head = [bos], None
+    if primer is not None:
+        ids, head = primer_tokens(primer, tokenizer, settings.primer_bars)
+        prompt += ids
     out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(settings.seed)
-    eos, bos = tokenizer["EOS_None"], tokenizer["BOS_None"]
-    num = settings.num
+    z = None
     if isinstance(model, VAE):
         if interpolate:
             a, b = (encode_file(path, model, tokenizer, config) for path in interpolate)
             z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
         elif encode:
-            z = encode_file(encode, model, tokenizer, config).expand(num, -1)
+            z = encode_file(encode, model, tokenizer, config).expand(settings.num, -1)
         else:  # the prior N(0, I), scaled by z_temperature
-            z = torch.randn(num, model.cfg.latent_dim, generator=generator) * settings.z_temperature
-        num = z.shape[0]
-        model = LatentDecoder(model, z)
-    prompt = torch.full((num, 1), bos, dtype=torch.long)
-    seqs = sample(
-        model,
-        prompt,
-        settings.max_tokens,
-        settings.temperature,
-        settings.top_k,
-        settings.top_p,
-        eos_id=eos,
-        pad_id=tokenizer.pad_token_id,
-        generator=generator,
-    )
-    samples = []
-    for i, row in enumerate(seqs.tolist()):
-        row = row[1 : row.index(eos)] if eos in row else row[1:]
-        score, skipped = tokens_to_score(tokenizer, row)
-        midi = out / f"sample_{i}.mid"
-        score.dump_midi(str(midi))
-        png = piano_roll(score, out / f"sample_{i}.png", title=f"{Path(run_dir).name} sample {i}")
-        pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
-        notes = sum(len(t.notes) for t in score.tracks)
-        repeat = longest_run(row)
-        samples.append(Sample(midi, png, len(row), notes, len(pitches), skipped, repeat))
-        log(
-            f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
-            f"{skipped} skipped tokens, longest repeat {repeat}"
+            z = torch.randn(settings.num, model.cfg.latent_dim, generator=generator) * settings.z_temperature
+    num = z.shape[0] if z is not None else settings.num
+    bars = bar_token_ids(tokenizer)
+    rows: list[list[int]] = []
+    for first in range(0, num, settings.batch_size):
+        n = min(settings.batch_size, num - first)
+        decoder = LatentDecoder(model, z[first : first + n]) if z is not None else model
+        seqs = sample(
+            decoder,
+            torch.tensor([prompt] * n, dtype=torch.long),
+            settings,
+            grammar,
+            eos_id=tokenizer["EOS_None"],
+            pad_id=tokenizer.pad_token_id,
+            bar_id=bars[0] if bars else None,
+            generator=generator,
         )
+        rows += seqs.tolist()
+    title = Path(run_dir).name
+    samples = [_write(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
+    if wav:
+        for s in samples:
+            s.wav = render_wav(s.midi, s.midi.with_suffix(".wav"), soundfont)
     return samples
+
+
+def _write(
+    tokenizer: miditok.MusicTokenizer,
+    row: list[int],
+    stem: Path,
+    primer: symusic.Score | None,
+    title: str,
+    log: Callable[[str], None],
+) -> Sample:
+    """Decode one sampled row (BOS dropped) and write its MIDI file and piano roll."""
+    eos = tokenizer["EOS_None"]
+    row = row[: row.index(eos)] if eos in row else row
+    score, skipped = tokens_to_score(tokenizer, row)
+    if primer is not None:
+        keep_meter(score, primer, tokenizer)
+    midi = stem.with_suffix(".mid")
+    score.dump_midi(str(midi))
+    png = piano_roll(score, stem.with_suffix(".png"), title=f"{title} {stem.name}")
+    pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
+    notes = sum(len(t.notes) for t in score.tracks)
+    repeat = longest_run(row)
+    log(
+        f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
+        f"{skipped} skipped tokens, longest repeat {repeat}"
+    )
+    return Sample(midi, png, len(row), notes, len(pitches), skipped, repeat)

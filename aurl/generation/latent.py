@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import miditok
-import symusic
 import torch
 
 from aurl.config import Config
+from aurl.data.corpus import read_score
 from aurl.data.dataset import SegmentDataset
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import TokenTables, bar_token_ids
@@ -18,13 +18,7 @@ from aurl.models.vae import VAE
 
 def encode_file(path: str | Path, model: VAE, tokenizer: miditok.MusicTokenizer, config: Config) -> torch.Tensor:
     """The latent mean (latent_dim,) of the first segment (data.segment_bars bars) of a MIDI file."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such MIDI file to encode")
-    try:
-        score = symusic.Score(str(path))
-    except Exception as err:  # symusic raises several types for unreadable files
-        raise DataError(f"{path}: not a readable MIDI file ({str(err).splitlines()[0][:100]})") from None
-    ids = tokenize_score(tokenizer, score)
+    ids = tokenize_score(tokenizer, read_score(path))
     if ids.size == 0:
         raise DataError(f"{path}: holds no notes to encode")
     tables = TokenTables.from_tokenizer(tokenizer)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from aurl.config import ModelConfig
-from aurl.generation.sampler import filter_logits, sample
+from aurl.config import GenerateConfig, ModelConfig
+from aurl.generation.sampler import filter_logits, penalise_repeats, sample
 from aurl.models.transformer import Transformer
 
 VOCAB = 50
@@ -37,23 +37,36 @@ def test_cached_logits_equal_full_forward(model):
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_cached_generation_equals_uncached_token_for_token(model):
+def test_cached_generation_equals_uncached_token_for_token_past_the_context(model):
     prompt = torch.randint(0, VOCAB, (4, 3))
-    kwargs = {"temperature": 0.9, "top_k": 20, "top_p": 0.95}
-    with_cache = sample(model, prompt, 40, generator=torch.Generator().manual_seed(5), use_cache=True, **kwargs)
-    without = sample(model, prompt, 40, generator=torch.Generator().manual_seed(5), use_cache=False, **kwargs)
-    assert with_cache.shape == (4, 43)
+    settings = GenerateConfig(max_tokens=150, temperature=0.9, top_k=20, top_p=0.95, min_p=0.02, repetition_penalty=1.3)
+    with_cache = sample(model, prompt, settings, generator=torch.Generator().manual_seed(5), use_cache=True)
+    without = sample(model, prompt, settings, generator=torch.Generator().manual_seed(5), use_cache=False)
+    assert with_cache.shape == (4, 153)  # the context is 64: the window slid twice
     assert torch.equal(with_cache, without)
 
 
-def test_generation_stops_at_the_context_and_pads_after_eos(model):
+def test_generation_pads_after_eos_and_stops_at_a_bar_count(model):
     prompt = torch.zeros(2, 1, dtype=torch.long)
-    out = sample(model, prompt, 500, generator=torch.Generator().manual_seed(0))
-    assert out.shape[1] == model.cfg.context
-    out = sample(model, prompt, 60, eos_id=7, pad_id=0, temperature=5.0, generator=torch.Generator().manual_seed(0))
+    hot = GenerateConfig(max_tokens=60, temperature=5.0)
+    out = sample(model, prompt, hot, eos_id=7, pad_id=0, generator=torch.Generator().manual_seed(0))
     for row in out.tolist():
         if 7 in row:
             assert all(t == 0 for t in row[row.index(7) + 1 :])
+    # token 9 plays "bar": each row holds at most 3 of them and ends with EOS where a 4th would start
+    bars = GenerateConfig(max_tokens=400, temperature=3.0, max_bars=3)
+    prompt = torch.zeros(32, 1, dtype=torch.long)
+    out = sample(model, prompt, bars, eos_id=7, pad_id=0, bar_id=9, generator=torch.Generator().manual_seed(1))
+    for row in out.tolist():
+        assert row.count(9) <= 3
+    assert any(row.count(9) == 3 and 7 in row for row in out.tolist())
+
+
+def test_min_p_and_the_repetition_penalty():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, 1.0, min_p=0.4)).tolist() == [[True, True, False, False]]
+    raw = torch.tensor([[2.0, -1.0, 3.0]])
+    assert penalise_repeats(raw, torch.tensor([[0, 1]]), 2.0).tolist() == [[1.0, -2.0, 3.0]]
 
 
 def test_top_k_and_top_p_keep_the_right_tokens():

@@ -1,0 +1,48 @@
+from collections import Counter
+
+import symusic
+
+from aurl.cli import main
+from aurl.generation.generate import generate, primer_tokens, tokens_to_score
+from aurl.training.run import load_trained
+
+
+def _notes(score: symusic.Score) -> Counter:
+    return Counter((int(n.time), int(n.pitch), int(n.duration)) for t in score.tracks for n in t.notes)
+
+
+def test_a_continuation_holds_the_primer_and_then_new_music(trained_run, midi_dir, tmp_path):
+    _, tokenizer, _ = load_trained(trained_run, "latest")
+    primer = midi_dir / "piece_3.mid"
+    ids, _ = primer_tokens(primer, tokenizer, 2)
+    head = tokens_to_score(tokenizer, ids)[0]  # the primer's bars as the tokenizer sees them
+    expected = _notes(head)
+    quiet = {"log": lambda s: None}
+    samples = generate(trained_run, tmp_path, "latest", primer=primer, primer_bars=2, num=2, max_tokens=200, **quiet)
+    for sample in samples:
+        score = symusic.Score(str(sample.midi))
+        notes = _notes(score)
+        assert not expected - notes  # every primer note is there, unchanged
+        assert sum(notes.values()) > sum(expected.values())  # and the piece goes on
+        assert sample.skipped_tokens == 0
+        assert score.tempos[0].qpm == head.tempos[0].qpm  # the primer's tempo is kept
+        assert score.time_signatures[0] == head.time_signatures[0]
+
+
+def test_pieces_run_past_the_context_and_decode_cleanly(trained_run, tmp_path):
+    # the tiny model's context is 256 tokens; the window slides to write 600
+    samples = generate(trained_run, tmp_path, "latest", num=3, max_tokens=600, min_tokens=400, log=lambda s: None)
+    assert min(s.tokens for s in samples) > 400
+    assert [s.skipped_tokens for s in samples] == [0, 0, 0]
+    assert all(s.notes > 0 for s in samples)
+
+
+def test_generate_command_with_sampling_options_and_wav(trained_run, midi_dir, tmp_path, capsys):
+    args = ["generate", "--run", str(trained_run), "--out", str(tmp_path), "--num", "2", "--max-tokens", "64"]
+    extra = ["--min-p", "0.05", "--repetition-penalty", "1.2", "--max-bars", "2", "--batch-size", "1", "--wav"]
+    assert main([*args, *extra]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"sample_{i}.{ext}" for i in range(2) for ext in ("mid", "png", "wav")
+    ]
+    assert main([*args, "--primer", str(tmp_path / "missing.mid")]) == 2
+    assert "missing.mid: no such MIDI file" in capsys.readouterr().err
