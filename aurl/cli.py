@@ -113,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     latent.add_argument("--z-temperature", type=float, help="scale of z drawn from the prior (default 1)")
 
     p = sub.add_parser(
+        "evaluate",
+        help="measure generated music against reference music, and a model's likelihood",
+        allow_abbrev=False,
+        description="Musical features of each piece, their distributions in GENERATED and --reference "
+        "(overlap and KL of Yang & Lerch 2020), a memorisation check against --train, and with --run "
+        "and --data the model's loss, perplexity and bits per note. Writes report.json, report.md and "
+        "plots to --out.",
+    )
+    p.add_argument("generated", nargs="?", help="folder, glob or builtin:NAME[:SPLIT] of generated MIDI")
+    p.add_argument("--reference", metavar="SOURCE", help="folder, glob or builtin:NAME[:SPLIT] to compare with")
+    p.add_argument("--train", metavar="SOURCE", help="training music for the memorisation check (default --reference)")
+    p.add_argument("--out", default="evaluation", metavar="DIR", help="report folder (default ./evaluation)")
+    p.add_argument("--run", metavar="DIR", help="a transformer run whose likelihood to measure on --data")
+    p.add_argument("--data", metavar="PREPARED", help="prepared dataset for --run")
+    p.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="split of --data (valid)")
+    p.add_argument("--copy-threshold", type=int, help="flag pieces sharing this many notes in one run (48)")
+
+    p = sub.add_parser(
         "render",
         help="draw MIDI files as piano rolls (PNG) and play them into WAV files",
         allow_abbrev=False,
@@ -164,6 +182,11 @@ def _train(args: argparse.Namespace) -> None:
     config = resume_config(args.run_dir, args.overrides) if args.resume else load_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{config.name}"
     main_rank = DistEnv.from_environment().is_main
+    hook = None
+    if config.train.sample_interval:
+        from aurl.evaluation.during_training import TrainingSamples
+
+        hook = TrainingSamples(config, run_dir)
     train(
         config,
         run_dir,
@@ -172,6 +195,7 @@ def _train(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         log=_say if main_rank else (lambda s: None),
         profile_steps=_profile_steps(args.profile_steps),
+        sample_hook=hook,
     )
     if main_rank:
         print(f"run directory: {run_dir}")
@@ -195,6 +219,25 @@ def _generate(args: argparse.Namespace) -> None:
         **given,
     )
     print(f"{len(samples)} samples in {samples[0].midi.parent}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from aurl.evaluation.report import evaluate
+
+    evaluate(
+        args.generated,
+        args.reference,
+        args.out,
+        train=args.train,
+        run=args.run,
+        data=args.data,
+        split=args.split,
+        copy_threshold=args.copy_threshold,
+        log=_say,
+    )
+    print((Path(args.out) / "report.md").read_text(), end="")
 
 
 def _render(args: argparse.Namespace) -> None:
@@ -221,7 +264,7 @@ def _render(args: argparse.Namespace) -> None:
         raise AurlError(f"{len(failed)} of {len(args.files)} files not rendered (see above)")
 
 
-COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "render": _render}
+COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "evaluate": _evaluate, "render": _render}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,6 +178,11 @@ class TrainConfig(Section):
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy under torchrun")
     peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; measured when unset")
     log_interval: int = Field(10, ge=1)
+    # Every sample_interval steps (0: never), sample_count pieces of sample_tokens tokens are written to
+    # RUN/samples/step_N/ (MIDI + PNG), and their musical features and piano roll go to TensorBoard.
+    sample_interval: int = Field(0, ge=0)
+    sample_count: int = Field(2, ge=1)
+    sample_tokens: int = Field(256, ge=1)
     eval_interval: int = Field(200, ge=1)
     eval_batches: int = Field(20, ge=1)
     save_interval: int = Field(500, ge=1)

@@ -22,7 +22,7 @@ from aurl.generation.generate import generate
 from aurl.training.run import train
 
 
-def report(run: Path, seconds: float | None) -> None:
+def report(run: Path, seconds: float | None, preset: Path) -> None:
     config = load_config(run / "config.yaml")
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     valid = [m for m in log if m["split"] == "valid"][-1]
@@ -52,7 +52,8 @@ def report(run: Path, seconds: float | None) -> None:
             )
         rows.append(("valid critic accuracy", f"{valid['critic_accuracy']:.2f}"))
     with tempfile.TemporaryDirectory() as out:
-        samples = generate(run, out, "best", log=lambda s: None, num=4, seed=0)
+        settings = load_config(preset).generate.model_dump()  # the preset's sampling settings as they are now
+        samples = generate(run, out, "best", log=lambda s: None, **{**settings, "num": 4, "seed": 0})
     rows.append(("notes in 4 prior samples", ", ".join(str(s.notes) for s in samples)))
     width = max(len(name) for name, _ in rows)
     print(f"{config.model.mode} preset, run {run}")
@@ -68,13 +69,13 @@ def main() -> None:
     parser.add_argument("--existing", metavar="RUN", help="report on this trained run instead of training")
     args = parser.parse_args()
     if args.existing:
-        return report(Path(args.existing), None)
+        return report(Path(args.existing), None, Path(args.config))
     config = load_config(args.config, [f"data.dataset={args.data}"])
     Path("runs").mkdir(exist_ok=True)
     run = Path(args.run_dir or tempfile.mkdtemp(prefix=f"bench-{config.name}-", dir="runs"))
     start = time.perf_counter()
     train(config, run, overwrite=True, progress=False, log=lambda s: None)
-    report(run, time.perf_counter() - start)
+    report(run, time.perf_counter() - start, Path(args.config))
 
 
 if __name__ == "__main__":

@@ -153,22 +153,23 @@ def generate(
         )
         rows += seqs.tolist()
     title = Path(run_dir).name
-    samples = [_write(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
+    samples = [write_sample(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
     if wav:
         for s in samples:
             s.wav = render_wav(s.midi, s.midi.with_suffix(".wav"), soundfont)
     return samples
 
 
-def _write(
+def write_sample(
     tokenizer: miditok.MusicTokenizer,
     row: list[int],
     stem: Path,
     primer: symusic.Score | None,
     title: str,
-    log: Callable[[str], None],
+    log: Callable[[str], None] | None = print,
 ) -> Sample:
-    """Decode one sampled row (BOS dropped) and write its MIDI file and piano roll."""
+    """Decode one sampled row (BOS dropped) and write its MIDI file and piano roll (stem.mid, stem.png);
+    a primer's tempos and time signatures are kept where the tokens do not carry them."""
     eos = tokenizer["EOS_None"]
     row = row[: row.index(eos)] if eos in row else row
     score, skipped = tokens_to_score(tokenizer, row)
@@ -180,8 +181,9 @@ def _write(
     pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
     notes = sum(len(t.notes) for t in score.tracks)
     repeat = longest_run(row)
-    log(
-        f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
-        f"{skipped} skipped tokens, longest repeat {repeat}"
-    )
+    if log is not None:
+        log(
+            f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
+            f"{skipped} skipped tokens, longest repeat {repeat}"
+        )
     return Sample(midi, png, len(row), notes, len(pitches), skipped, repeat)

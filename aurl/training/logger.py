@@ -1,10 +1,11 @@
-"""Where training metrics go: metrics.jsonl (one JSON object per line) and TensorBoard scalars."""
+"""Where training metrics go: metrics.jsonl (one JSON object per line), TensorBoard scalars and images."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -23,6 +24,10 @@ class MetricsLogger:
         self.jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
         for name, value in metrics.items():
             self.tb.add_scalar(f"{split}/{name}", value, step)
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """An (height, width, channels) image to TensorBoard's Images tab."""
+        self.tb.add_image(tag, image, step, dataformats="HWC")
 
     def close(self) -> None:
         self.jsonl.close()

@@ -27,7 +27,7 @@ from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting
 from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.objectives import build_objective
-from aurl.training.trainer import Trainer, pick_device, seed_everything
+from aurl.training.trainer import SampleHook, Trainer, pick_device, seed_everything
 
 CONFIG_FILE = "config.yaml"
 
@@ -94,6 +94,7 @@ def build_trainer(
     progress: bool = True,
     log: Callable[[str], None] = print,
     profile_steps: tuple[int, int] | None = None,
+    sample_hook: SampleHook | None = None,
 ) -> Trainer:
     """Windows, sampler and loaders over `data`, the model (checkpointed, compiled, wrapped as the config
     says), its objective, and the Trainer around them."""
@@ -153,8 +154,23 @@ def build_trainer(
     weights = token_type_weights(data.tokenizer, cfg.token_weights) if cfg.token_weights else None
     objective = build_objective(config, wrapped, data.tables.vocab_size, weights)
     torch.manual_seed(cfg.seed + env.rank)
+    if sample_hook is not None and env.enabled and cfg.strategy == "fsdp":
+        log("samples during training: not under FSDP (one rank cannot run a sharded model alone); skipped")
+        sample_hook = None
     return Trainer(
-        cfg, wrapped, objective, train_loader, valid_loader, run_dir, device, env, peak, progress, log, profile_steps
+        cfg,
+        wrapped,
+        objective,
+        train_loader,
+        valid_loader,
+        run_dir,
+        device,
+        env,
+        peak,
+        progress,
+        log,
+        profile_steps,
+        sample_hook,
     )
 
 
@@ -166,8 +182,12 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     profile_steps: tuple[int, int] | None = None,
+    sample_hook: SampleHook | None = None,
 ) -> dict[str, float]:
     """Train a model as the config says (or continue the run in run_dir with resume=True).
+
+    With a sample_hook (aurl.evaluation.during_training.TrainingSamples) and train.sample_interval set,
+    pieces are written and measured as training goes.
 
     Returns the final train/valid metrics, the train split's unigram entropy and the parameter count.
     Under torchrun every rank calls this; rank 0 alone writes files and prints.
@@ -196,7 +216,7 @@ def train(
             (run_dir / CONFIG_FILE).write_text(config.to_yaml())
             save_tokenizer(data.tokenizer, run_dir)
         barrier(env)  # the run directory exists before any rank goes on
-        trainer = build_trainer(config, data, run_dir, env, device, progress, log, profile_steps)
+        trainer = build_trainer(config, data, run_dir, env, device, progress, log, profile_steps, sample_hook)
         if checkpoint is not None:
             trainer.resume(checkpoint)
             log(f"resumed from {checkpoint} at step {trainer.step}")

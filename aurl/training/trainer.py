@@ -46,6 +46,8 @@ from aurl.training.logger import MetricsLogger
 from aurl.training.monitor import SpikeDetector, ThroughputMeter, memory_stats
 
 Objective = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+# (step, unwrapped model) → (metrics, images (H, W, 3) uint8) of pieces it wrote: see evaluation/during_training.py
+SampleHook = Callable[[int, nn.Module], tuple[dict[str, float], dict[str, np.ndarray]]]
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -138,8 +140,10 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] = print,
         profile_steps: tuple[int, int] | None = None,
+        sample_hook: SampleHook | None = None,
     ):
         self.cfg, self.model, self.objective = cfg, model, objective
+        self.sample_hook = sample_hook if (env or DistEnv()).is_main else None  # rank 0 writes the samples
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.sampler: TokenBudgetBatchSampler = train_loader.batch_sampler
         self.run_dir, self.device, self.env = run_dir, device, env or DistEnv()
@@ -424,7 +428,10 @@ class Trainer:
                         stop = self._after_eval(valid)
                         if logger:
                             logger.log(self.step, "valid", valid)
-                        self.log(f"step {self.step}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in valid.items()))
+                        shown = {k: v for k, v in valid.items() if "/" not in k}  # not every latent dimension
+                        self.log(f"step {self.step}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in shown.items()))
+                    if self.sample_hook and cfg.sample_interval and (self.step % cfg.sample_interval == 0 or final):
+                        self._samples(logger)
                     if improved or final or stop or self.step % cfg.save_interval == 0:
                         self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved)
                     if final or stop:
@@ -434,6 +441,15 @@ class Trainer:
             if logger:
                 logger.close()
         return {**{f"train_{k}": v for k, v in train_metrics.items()}, **{f"valid_{k}": v for k, v in valid.items()}}
+
+    def _samples(self, logger: MetricsLogger | None) -> None:
+        """Let the sample hook write pieces from the current weights; log what it measured of them."""
+        metrics, images = self.sample_hook(self.step, unwrap(self.model))
+        self.model.train()
+        if logger:
+            logger.log(self.step, "samples", metrics)
+            for tag, image in images.items():
+                logger.image(self.step, f"samples/{tag}", image)
 
     def _epoch(self) -> float:
         return self.windows_seen / self.sampler.num_windows

@@ -1,0 +1,192 @@
+"""`aurl evaluate` as a function: features of a generated and a reference set, their comparison, the
+memorisation check, optionally the model's likelihood; written as report.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from aurl.config import DataConfig  # noqa: E402
+from aurl.data.corpus import BUILTIN_PREFIX, read_score, resolve_source, split_of  # noqa: E402
+from aurl.errors import AurlError, DataError  # noqa: E402
+from aurl.evaluation.compare import compare_sets  # noqa: E402
+from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, Notes, piece_features  # noqa: E402
+from aurl.evaluation.memorisation import NGRAM, TrainingIndex, note_sequence  # noqa: E402
+
+COPY_THRESHOLD = 48  # notes in one run shared with a training piece: more is flagged as copying
+
+
+def midi_files(source: str, log: Callable[[str], None] = print) -> list[Path]:
+    """The MIDI files of a folder, glob, file or `builtin:NAME[:train|valid|test]` (the split by the same
+    hash as `aurl prepare`, with the default fractions)."""
+    split = None
+    if source.startswith(BUILTIN_PREFIX) and source.count(":") == 2:
+        source, split = source.rsplit(":", 1)
+        if split not in ("train", "valid", "test"):
+            raise DataError(f"{source}:{split}: unknown split; use train, valid or test")
+    files = resolve_source(source, log=log)
+    if split is not None:
+        d = DataConfig()
+        files = [f for f in files if split_of(f.name, d.valid_fraction, d.test_fraction) == split]
+    return [f.path for f in files]
+
+
+def load_set(source: str, log: Callable[[str], None]) -> tuple[list[dict], list[np.ndarray], list[str]]:
+    """(features of each readable piece, its note sequence, the files that failed and why)."""
+    features, sequences, failed = [], [], []
+    for path in midi_files(source, log):
+        try:
+            score = read_score(path)
+        except AurlError as err:  # keep going past a bad file; it is reported
+            failed.append(str(err))
+            continue
+        row = piece_features(score)
+        row["file"] = str(path)
+        row["id"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        features.append(row)
+        sequences.append(note_sequence(Notes.of(score)))
+    if not features:
+        raise DataError(f"{source}: no readable MIDI file to evaluate")
+    return features, sequences, failed
+
+
+def _plots(generated: list[dict], reference: list[dict], out: Path) -> list[Path]:
+    """Histograms of every scalar feature in both sets, and the two sets' mean pitch-class histograms."""
+    cols = 4
+    rows = math.ceil(len(SCALAR_FEATURES) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows))
+    for ax, name in zip(axes.flat, SCALAR_FEATURES, strict=False):
+        for label, rows_ in (("generated", generated), ("reference", reference)):
+            values = [r[name] for r in rows_ if not math.isnan(r[name])]
+            if values:
+                ax.hist(values, bins=15, alpha=0.55, density=True, label=label)
+        ax.set_title(name, fontsize="small")
+    for ax in list(axes.flat)[len(SCALAR_FEATURES) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    features_png = out / "features.png"
+    fig.savefig(features_png, dpi=80)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    for offset, (label, rows_) in zip((-0.2, 0.2), (("generated", generated), ("reference", reference)), strict=True):
+        mean = np.mean([r["pitch_class_histogram"] for r in rows_], axis=0)
+        ax.bar(np.arange(12) + offset, mean, width=0.4, label=label)
+    ax.set_xticks(range(12), names)
+    ax.set_ylabel("share of notes")
+    ax.legend()
+    fig.tight_layout()
+    classes_png = out / "pitch_classes.png"
+    fig.savefig(classes_png, dpi=80)
+    plt.close(fig)
+    return [features_png, classes_png]
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# aurl evaluation\n"]
+    if "comparison" in report:
+        lines.append(f"generated: `{report['generated']}` ({report['generated_pieces']} pieces)  ")
+        lines.append(f"reference: `{report['reference']}` ({report['reference_pieces']} pieces)\n")
+        lines.append("| feature | generated mean ± std | reference mean ± std | overlap | KL |")
+        lines.append("|---|---|---|---|---|")
+        for name, row in report["comparison"].items():
+            if name in SCALAR_FEATURES:
+                g = f"{row['generated_mean']:.3f} ± {row['generated_std']:.3f}"
+                r = f"{row['reference_mean']:.3f} ± {row['reference_std']:.3f}"
+            else:
+                g = r = "(histogram)"
+            lines.append(f"| {name} | {g} | {r} | {row['overlap']:.3f} | {row['kl']:.3f} |")
+        m = report["memorisation"]
+        lines.append(
+            f"\nmemorisation against `{m['train']}`: longest run of notes shared with one training piece, median "
+            f"{m['median_longest_run']:.0f}, max {m['max_longest_run']}; {NGRAM}-note n-grams found in training: "
+            f"{m['mean_ngram_share']:.1%}; flagged (a run of {m['threshold']} notes or more): {len(m['flagged'])}"
+        )
+        lines += [f"- {flagged}" for flagged in m["flagged"]]
+    if report.get("likelihood"):
+        lk = report["likelihood"]
+        lines.append(
+            f"\nlikelihood on the {lk['split']} split ({lk['pieces']} pieces, {lk['tokens']} tokens, {lk['notes']} "
+            f"notes): {lk['loss_nats_per_token']:.4f} nats/token, perplexity {lk['perplexity']:.3f}, "
+            f"{lk['bits_per_note']:.3f} bits/note"
+        )
+    if report["failed"]:
+        lines.append("\nfiles that could not be read:")
+        lines += [f"- {f}" for f in report["failed"]]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    generated: str | None = None,
+    reference: str | None = None,
+    out_dir: str | Path = "evaluation",
+    train: str | None = None,
+    run: str | Path | None = None,
+    data: str | Path | None = None,
+    split: str = "valid",
+    copy_threshold: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a generated set against a reference set (and/or a run's likelihood on prepared data).
+
+    Memorisation is checked against `train` (default: the reference set); a piece sharing copy_threshold
+    notes (default COPY_THRESHOLD) in one run with a training piece is flagged. Writes report.json, report.md,
+    features.png and pitch_classes.png to out_dir and returns the report.
+    """
+    if generated is None and run is None:
+        raise DataError("nothing to evaluate: pass GENERATED (with --reference) or --run with --data")
+    copy_threshold = COPY_THRESHOLD if copy_threshold is None else copy_threshold
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"failed": []}
+    if run is not None:
+        if data is None:
+            raise DataError("--run needs --data PREPARED: the prepared dataset to measure the likelihood on")
+        from aurl.evaluation.likelihood import likelihood  # torch and the model only when asked for
+
+        report["likelihood"] = likelihood(run, data, split)
+    if generated is not None:
+        if reference is None:
+            raise DataError("GENERATED needs --reference SOURCE: the music to compare it with")
+        gen, gen_seqs, gen_failed = load_set(generated, log)
+        ref, ref_seqs, ref_failed = load_set(reference, log)
+        report["failed"] = gen_failed + ref_failed
+        train_seqs = ref_seqs if train is None else load_set(train, log)[1]
+        index = TrainingIndex(train_seqs)
+        runs = [index.longest_shared_run(s) for s in gen_seqs]
+        shares = [index.ngram_share(s) for s in gen_seqs]
+        report.update(
+            generated=generated,
+            reference=reference,
+            generated_pieces=len(gen),
+            reference_pieces=len(ref),
+            comparison=compare_sets(gen, ref, SCALAR_FEATURES + HISTOGRAM_FEATURES),
+            memorisation={
+                "train": train or reference,
+                "threshold": copy_threshold,
+                "median_longest_run": float(np.median(runs)),
+                "max_longest_run": int(max(runs)),
+                "mean_ngram_share": float(np.mean(shares)),
+                "flagged": [
+                    f"{g['file']}: {n} notes in one run" for g, n in zip(gen, runs, strict=True) if n >= copy_threshold
+                ],
+            },
+            pieces=[
+                {**g, "longest_shared_run": n, "ngram_share": s} for g, n, s in zip(gen, runs, shares, strict=True)
+            ],
+            plots=[str(p) for p in _plots(gen, ref, out)],
+        )
+    (out / "report.md").write_text(_markdown(report))
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    return report
