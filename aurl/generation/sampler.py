@@ -40,7 +40,7 @@ def penalise_repeats(logits: torch.Tensor, recent: torch.Tensor, penalty: float)
     return torch.where(seen, scaled, logits)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(
     model: nn.Module,
     prompt: torch.Tensor,
