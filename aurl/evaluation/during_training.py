@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from aurl.config import Config
-from aurl.data.tokenize import bar_token_ids, build_tokenizer
+from aurl.data.tokenize import build_tokenizer
 from aurl.evaluation.features import SCALAR_FEATURES, piece_features
-from aurl.generation.generate import LatentDecoder, write_sample
+from aurl.generation.generate import sample_pieces, write_sample
 from aurl.generation.grammar import Grammar
-from aurl.generation.sampler import sample
 from aurl.models.vae import VAE
 
 
@@ -32,24 +31,20 @@ class TrainingSamples:
             update={"num": config.train.sample_count, "max_tokens": config.train.sample_tokens}
         )
         self.grammar = Grammar(self.tokenizer) if self.settings.constrained else None
-        bars = bar_token_ids(self.tokenizer)
-        self.bar_id = bars[0] if bars else None
 
     def __call__(self, step: int, model: nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        n, tok = self.settings.num, self.tokenizer
         device = next(model.parameters()).device
         generator = torch.Generator(device).manual_seed(self.settings.seed)  # the same draws at every step
+        z = None
         if isinstance(model, VAE):
-            z = torch.randn(n, model.cfg.latent_dim, generator=generator, device=device)
-            model = LatentDecoder(model, z)
-        prompt = torch.full((n, 1), tok["BOS_None"], dtype=torch.long, device=device)
+            z = torch.randn(self.settings.num, model.cfg.latent_dim, generator=generator, device=device)
         grammar = self.grammar.to(device) if self.grammar is not None else None
-        rows = sample(model, prompt, self.settings, grammar, tok["EOS_None"], tok.pad_token_id, self.bar_id, generator)
+        rows = sample_pieces(model, self.tokenizer, self.settings, grammar, generator, [self.tokenizer["BOS_None"]], z)
         out = self.run_dir / "samples" / f"step_{step}"
         out.mkdir(parents=True, exist_ok=True)
         samples = [
-            write_sample(tok, row[1:], out / f"sample_{i}", None, f"step {step}", None)
-            for i, row in enumerate(rows.tolist())
+            write_sample(self.tokenizer, row[1:], out / f"sample_{i}", None, f"step {step}", None)
+            for i, row in enumerate(rows)
         ]
         features = [piece_features(symusic.Score(str(s.midi))) for s in samples]
         metrics = {name: _mean([f[name] for f in features]) for name in SCALAR_FEATURES}

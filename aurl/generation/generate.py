@@ -12,7 +12,7 @@ import symusic
 import torch
 from torch import nn
 
-from aurl.config import updated
+from aurl.config import GenerateConfig, updated
 from aurl.data.corpus import read_score
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
@@ -92,6 +92,38 @@ def keep_meter(score: symusic.Score, primer: symusic.Score, tokenizer: miditok.M
         score.time_signatures = primer.time_signatures
 
 
+def sample_pieces(
+    model: nn.Module,
+    tokenizer: miditok.MusicTokenizer,
+    settings: GenerateConfig,
+    grammar: Grammar | None,
+    generator: torch.Generator,
+    prompt: list[int],
+    z: torch.Tensor | None = None,
+) -> list[list[int]]:
+    """Token rows (prompt first) of settings.num pieces, or of one piece per row of a VAE's z, sampled
+    settings.batch_size at a time on the model's device."""
+    device = next(model.parameters()).device
+    num = z.shape[0] if z is not None else settings.num
+    bars = bar_token_ids(tokenizer)
+    rows: list[list[int]] = []
+    for first in range(0, num, settings.batch_size):
+        n = min(settings.batch_size, num - first)
+        decoder = LatentDecoder(model, z[first : first + n]) if z is not None else model
+        seqs = sample(
+            decoder,
+            torch.tensor([prompt] * n, dtype=torch.long, device=device),
+            settings,
+            grammar,
+            eos_id=tokenizer["EOS_None"],
+            pad_id=tokenizer.pad_token_id,
+            bar_id=bars[0] if bars else None,
+            generator=generator,
+        )
+        rows += seqs.tolist()
+    return rows
+
+
 def generate(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -135,23 +167,7 @@ def generate(
             z = encode_file(encode, model, tokenizer, config).expand(settings.num, -1)
         else:  # the prior N(0, I), scaled by z_temperature
             z = torch.randn(settings.num, model.cfg.latent_dim, generator=generator) * settings.z_temperature
-    num = z.shape[0] if z is not None else settings.num
-    bars = bar_token_ids(tokenizer)
-    rows: list[list[int]] = []
-    for first in range(0, num, settings.batch_size):
-        n = min(settings.batch_size, num - first)
-        decoder = LatentDecoder(model, z[first : first + n]) if z is not None else model
-        seqs = sample(
-            decoder,
-            torch.tensor([prompt] * n, dtype=torch.long),
-            settings,
-            grammar,
-            eos_id=tokenizer["EOS_None"],
-            pad_id=tokenizer.pad_token_id,
-            bar_id=bars[0] if bars else None,
-            generator=generator,
-        )
-        rows += seqs.tolist()
+    rows = sample_pieces(model, tokenizer, settings, grammar, generator, prompt, z)
     title = Path(run_dir).name
     samples = [write_sample(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
     if wav:
