@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="SOURCE", help="folder, glob or builtin:NAME[:SPLIT] to compare with")
     p.add_argument("--train", metavar="SOURCE", help="training music for the memorisation check (default --reference)")
     p.add_argument("--out", default="evaluation", metavar="DIR", help="report folder (default ./evaluation)")
-    p.add_argument("--run", metavar="DIR", help="a transformer run whose likelihood to measure on --data")
+    p.add_argument("--run", metavar="DIR", help="a run whose likelihood (a VAE: its bound) to measure on --data")
     p.add_argument("--data", metavar="PREPARED", help="prepared dataset for --run")
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="split of --data (valid)")
     p.add_argument("--copy-threshold", type=int, help="flag pieces sharing this many notes in one run (48)")

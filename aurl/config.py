@@ -38,6 +38,9 @@ class TokenizerConfig(Section):
     use_pitch_bends: bool = False
     num_tempos: int = Field(32, ge=1)
     tempo_range: tuple[int, int] = (40, 250)
+    # Learn a BPE vocabulary of this many ids on the training split at `aurl prepare` (MidiTok's train;
+    # merges stay within a bar). None: the base vocabulary only.
+    bpe_vocab_size: int | None = Field(None, ge=1)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -1,3 +1,4 @@
+import json
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,26 @@ def test_train_flags_that_contradict_are_refused(tmp_path, capsys):
     assert "--run-dir" in _error_line(capsys)
     assert main(["train", "--config", str(TINY), "--profile-steps", "5:2"]) == 2
     assert "--profile-steps" in _error_line(capsys)
+
+
+def test_a_bpe_vocabulary_from_prepare_to_generate_and_evaluate(midi_dir, tmp_path, capsys):
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "samples"
+    common = ["--config", str(TINY), "--set", "data.valid_fraction=0.2", "--set", "tokenizer.bpe_vocab_size=600"]
+    assert main(["prepare", str(midi_dir), "--out", str(data), "--no-progress", *common]) == 0
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert 486 < manifest["vocab_size"] <= 600  # 486 base tokens, then merges learned from the data
+    train = ["train", *common, "--set", f"data.dataset={data}", "--set", "train.max_steps=10"]
+    assert main([*train, "--run-dir", str(run), "--no-progress"]) == 0
+    assert "augment: off" in capsys.readouterr().out
+    args = ["generate", "--run", str(run), "--out", str(out), "--num", "3", "--max-tokens", "150", "--max-bars", "4"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(" 0 skipped tokens") == 3, printed
+    for i in range(3):
+        assert len(symusic.Score(str(out / f"sample_{i}.mid")).tracks[0].notes) > 0
+    assert main(["evaluate", str(out), "--reference", str(midi_dir), "--run", str(run), "--data", str(data)]) == 0
+    assert "bits/note" in capsys.readouterr().out
+    # a dataset trains only with the BPE setting it was prepared with
+    other = ["--set", "tokenizer.bpe_vocab_size=700", "--run-dir", str(tmp_path / "other"), "--no-progress"]
+    assert main([*train, *other]) == 2
+    assert "prepared with other tokenizer settings" in _error_line(capsys)

@@ -25,7 +25,15 @@ from tqdm import tqdm
 
 from aurl.config import Config
 from aurl.data.corpus import SourceFile, resolve_source, split_of
-from aurl.data.tokenize import build_tokenizer, save_tokenizer, token_dtype, tokenizer_hash
+from aurl.data.tokenize import (
+    build_tokenizer,
+    encode_bpe,
+    learn_bpe,
+    save_tokenizer,
+    settings_hash,
+    token_dtype,
+    tokenizer_hash,
+)
 from aurl.errors import DataError
 
 FORMAT_VERSION = 1
@@ -176,9 +184,11 @@ def prepare(
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     files = resolve_source(source, workers, log)
     tokenizer = build_tokenizer(config.tokenizer)
-    thash = tokenizer_hash(tokenizer)
-    dtype = token_dtype(len(tokenizer))
-    old_entries, old_rejected, old_tokens = _load_previous(out, thash)
+    bpe = config.tokenizer.bpe_vocab_size
+    # A learned vocabulary depends on every training file, so with BPE everything is tokenized again.
+    old_entries, old_rejected, old_tokens = (
+        _load_previous(out, tokenizer_hash(tokenizer)) if bpe is None else ({}, {}, None)
+    )
     report = PrepareReport(out=out, found=len(files))
 
     arrays: dict[str, np.ndarray] = {}
@@ -212,10 +222,15 @@ def prepare(
             report.tokenized += 1
 
     ordered = sorted(entries.values(), key=lambda e: e["name"])
+    for entry in ordered:
+        entry["split"] = split_of(entry["name"], config.data.valid_fraction, config.data.test_fraction)
+    if bpe is not None and ordered:  # learned on the training split only, so validation stays unseen
+        learn_bpe(tokenizer, [arrays[e["name"]] for e in ordered if e["split"] == "train"], bpe)
+        arrays = {name: encode_bpe(tokenizer, ids) for name, ids in arrays.items()}
+    dtype = token_dtype(len(tokenizer))
     offset = 0
     for entry in ordered:
         entry["offset"], entry["length"] = offset, int(arrays[entry["name"]].size)
-        entry["split"] = split_of(entry["name"], config.data.valid_fraction, config.data.test_fraction)
         offset += entry["length"]
         report.splits[entry["split"]] += 1
     report.tokens = offset
@@ -237,7 +252,8 @@ def prepare(
         save_tokenizer(tokenizer, out)
     manifest = {
         "format_version": FORMAT_VERSION,
-        "tokenizer_hash": thash,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "settings_hash": settings_hash(config.tokenizer),
         "tokenization": type(tokenizer).__name__,
         "vocab_size": len(tokenizer),
         "dtype": dtype.str,

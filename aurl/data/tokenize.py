@@ -18,12 +18,18 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
     beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
-    params = cfg.model_dump(exclude={"kind", "extra", "beat_res"})
+    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size"})
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
-        return getattr(miditok, cfg.kind)(tok_cfg)
+        tokenizer = getattr(miditok, cfg.kind)(tok_cfg)
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         raise DataError(f"tokenizer: MidiTok rejected these settings ({err}); fix the tokenizer section") from None
+    if cfg.bpe_vocab_size is not None and cfg.bpe_vocab_size <= len(tokenizer.vocab):
+        raise ConfigError(
+            f"tokenizer.bpe_vocab_size: {cfg.bpe_vocab_size} must exceed the {len(tokenizer.vocab)} base tokens; "
+            "raise it or set it to null"
+        )
+    return tokenizer
 
 
 def tokenizer_hash(tokenizer: miditok.MusicTokenizer) -> str:
@@ -33,7 +39,52 @@ def tokenizer_hash(tokenizer: miditok.MusicTokenizer) -> str:
         "vocab": tokenizer.vocab,
         "config": tokenizer.config.to_dict(serialize=True),
     }
+    if tokenizer.is_trained:
+        state["learned"] = tokenizer.vocab_model
+    return _digest(state)
+
+
+def settings_hash(cfg: TokenizerConfig) -> str:
+    """Identity of the tokenizer settings: a learned (BPE) vocabulary also depends on the data, so a
+    prepared dataset records this beside its tokenizer's own hash, and training compares this one."""
+    base = tokenizer_hash(build_tokenizer(cfg))
+    return base if cfg.bpe_vocab_size is None else _digest({"base": base, "bpe_vocab_size": cfg.bpe_vocab_size})
+
+
+def _digest(state: dict) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def learn_bpe(tokenizer: miditok.MusicTokenizer, pieces: list[np.ndarray], vocab_size: int) -> None:
+    """Train the tokenizer's BPE model in place on base-token pieces, split per bar as MidiTok does."""
+    if not pieces:
+        raise DataError("tokenizer.bpe_vocab_size: no training-split file to learn BPE merges from; add files")
+    words = []
+    for ids in pieces:  # what MidiTok's own TokTrainingIterator yields for a file
+        seq = miditok.TokSequence(ids=[int(i) for i in ids])
+        tokenizer.complete_sequence(seq)
+        bars = [bar.ids for bar in seq.split_per_bars() if len(bar)]
+        words.append(tokenizer._ids_to_bytes(bars, as_one_str=True))
+    tokenizer.train(vocab_size, model="BPE", iterator=words)
+
+
+def encode_bpe(tokenizer: miditok.MusicTokenizer, ids: np.ndarray) -> np.ndarray:
+    seq = miditok.TokSequence(ids=[int(i) for i in ids])
+    tokenizer.encode_token_ids(seq)
+    return np.asarray(seq.ids, dtype=token_dtype(len(tokenizer)))
+
+
+def base_tokens(tokenizer: miditok.MusicTokenizer) -> list[list[str]]:
+    """The base tokens each id stands for: one, or the run a learned (BPE) id merges (none for the bare
+    word-start mark of MidiTok's pre-tokenizer, an id its encodings never use)."""
+    if not tokenizer.is_trained:
+        return [[tokenizer[i]] for i in range(len(tokenizer))]
+    out = []
+    for i in range(len(tokenizer)):
+        seq = miditok.TokSequence(ids=[i], are_ids_encoded=True)
+        tokenizer.decode_token_ids(seq)
+        out.append(seq.tokens)
+    return out
 
 
 def save_tokenizer(tokenizer: miditok.MusicTokenizer, folder: Path) -> None:
@@ -52,8 +103,9 @@ def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
 
 
 def bar_token_ids(tokenizer: miditok.MusicTokenizer) -> list[int]:
-    """Ids of the tokens that open a bar: the summary positions of hierarchical attention."""
-    return [i for token, i in tokenizer.vocab.items() if token.startswith("Bar_")]
+    """Ids of the tokens that open a bar (learned ids too: BPE merges start at a bar, never cross one):
+    the summary positions of hierarchical attention, and what generation counts bars by."""
+    return [i for i, run in enumerate(base_tokens(tokenizer)) if run and run[0].startswith("Bar_")]
 
 
 def token_type_weights(tokenizer: miditok.MusicTokenizer, weights: dict[str, float]) -> np.ndarray:
@@ -91,8 +143,8 @@ class TokenTables:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: miditok.MusicTokenizer) -> TokenTables:
-        vocab: dict[str, int] = tokenizer.vocab
-        size = len(vocab)
+        vocab: dict[str, int] = tokenizer.vocab  # base tokens; learned (BPE) ids come after them
+        size = len(tokenizer)
         pitch = np.full(size, -1, dtype=np.int64)
         pitch_id = np.full(128, -1, dtype=np.int64)
         velocity_bin = np.full(size, -1, dtype=np.int64)

@@ -1,4 +1,9 @@
-"""How likely a trained model finds held-out music: loss, perplexity and bits per note."""
+"""How likely a trained model finds held-out music: loss, perplexity and bits per note.
+
+A transformer gives the exact negative log-likelihood. A VAE gives an upper bound, the negative ELBO
+(Kingma & Welling 2014): reconstruction cross-entropy with z drawn from the encoder's posterior, plus the
+whole KL to the prior (no beta, no free bits), per bar-aligned segment as the model was trained.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, WindowDataset
-from aurl.data.tokenize import tokenizer_hash
+from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, SegmentDataset, WindowDataset
+from aurl.data.tokenize import bar_token_ids, tokenizer_hash
 from aurl.errors import ConfigError
 from aurl.training.run import load_trained
 
@@ -17,16 +22,15 @@ from aurl.training.run import load_trained
 @torch.no_grad()
 def likelihood(
     run_dir: str | Path, data_dir: str | Path, split: str = "valid", checkpoint: str = "best", batch: int = 8
-) -> dict[str, float]:
-    """Negative log-likelihood of a split of a prepared dataset under a transformer run.
+) -> dict[str, float | int | str | bool]:
+    """Negative log-likelihood (a VAE: its upper bound) of a split of a prepared dataset under a run.
 
-    The split's pieces are tiled into windows of data.seq_len tokens (as validation does). Bits per note
-    divide the total by the notes of the source MIDI files, so tokenizations that spend more or fewer
-    tokens per note compare fairly.
+    A transformer reads the split's pieces tiled into windows of data.seq_len tokens (as validation
+    does); a VAE reads them as validation segments of data.segment_bars bars. Bits per note divide the
+    total by the notes of the source MIDI files, so tokenizations that spend more or fewer tokens per
+    note compare fairly.
     """
     config, tokenizer, model = load_trained(run_dir, checkpoint)
-    if config.model.mode != "transformer":
-        raise ConfigError(f"{run_dir}: likelihood needs a transformer run; a {config.model.mode} run gives a bound")
     data = PreparedDataset(data_dir)
     if tokenizer_hash(tokenizer) != data.tokenizer_hash:
         raise ConfigError(
@@ -34,25 +38,43 @@ def likelihood(
         )
     pieces = data.pieces(split)
     notes = sum(e["notes"] for e in data.manifest["files"] if e["split"] == split)
-    windows = WindowDataset(pieces, data.tables, config.data.seq_len, train=False)
-    nll, tokens = 0.0, 0
-    for first in range(0, len(windows), batch):
-        items = [windows[i] for i in range(first, min(first + batch, len(windows)))]
-        ids = torch.stack([it["input_ids"] for it in items])
-        targets = torch.stack([it["targets"] for it in items])
-        logits = model(ids)
+    latent = config.model.mode != "transformer"
+    if latent:
+        bars = bar_token_ids(tokenizer)
+        items = SegmentDataset(pieces, data.tables, bars, config.data.segment_bars, config.data.seq_len, False)
+        generator = torch.Generator().manual_seed(0)  # one posterior sample per segment, the same every time
+    else:
+        items = WindowDataset(pieces, data.tables, config.data.seq_len, train=False)
+    nll, kl, tokens = 0.0, 0.0, 0
+    for first in range(0, len(items), batch):
+        chunk = [items[i] for i in range(first, min(first + batch, len(items)))]
+        ids = torch.stack([it["input_ids"] for it in chunk])
+        targets = torch.stack([it["targets"] for it in chunk])
+        if latent:
+            mu, logvar = model.encode(ids, torch.stack([it["mask"] for it in chunk]))
+            z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
+            logits = model.decode(ids, z)
+            kl += float(0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum())
+        else:
+            logits = model(ids)
         nll += float(
             F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         )
         tokens += int((targets != IGNORE_INDEX).sum())
-    loss = nll / max(1, tokens)
-    return {
+    total = nll + kl
+    loss = total / max(1, tokens)
+    out = {
         "split": split,
         "pieces": len(pieces),
         "tokens": tokens,
         "notes": notes,
+        "bound": latent,
         "loss_nats_per_token": loss,
         "perplexity": math.exp(loss),
         "bits_per_token": loss / math.log(2),
-        "bits_per_note": nll / math.log(2) / max(1, notes),
+        "bits_per_note": total / math.log(2) / max(1, notes),
     }
+    if latent:  # a segment longer than seq_len is cut: its tail is in no count (nor are tokens before bar 1)
+        every = sum(len(p) for p in pieces) + len(items)  # each token once, plus each segment's EOS
+        out.update(kl_nats_per_segment=kl / len(items), segments=len(items), tokens_not_scored=every - tokens)
+    return out

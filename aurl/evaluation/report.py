@@ -116,11 +116,18 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += [f"- {flagged}" for flagged in m["flagged"]]
     if report.get("likelihood"):
         lk = report["likelihood"]
+        at_most = "at most " if lk["bound"] else ""
         lines.append(
-            f"\nlikelihood on the {lk['split']} split ({lk['pieces']} pieces, {lk['tokens']} tokens, {lk['notes']} "
-            f"notes): {lk['loss_nats_per_token']:.4f} nats/token, perplexity {lk['perplexity']:.3f}, "
-            f"{lk['bits_per_note']:.3f} bits/note"
+            f"\n{'likelihood bound (negative ELBO)' if lk['bound'] else 'likelihood'} on the {lk['split']} split "
+            f"({lk['pieces']} pieces, {lk['tokens']} tokens, {lk['notes']} notes): {at_most}"
+            f"{lk['loss_nats_per_token']:.4f} nats/token, perplexity {at_most}{lk['perplexity']:.3f}, "
+            f"{at_most}{lk['bits_per_note']:.3f} bits/note"
         )
+        if lk["bound"]:
+            lines.append(
+                f"(KL {lk['kl_nats_per_segment']:.2f} nats per segment over {lk['segments']} segments; "
+                f"{lk['tokens_not_scored']} tokens beyond data.seq_len or before the first bar not scored)"
+            )
     if report["failed"]:
         lines.append("\nfiles that could not be read:")
         lines += [f"- {f}" for f in report["failed"]]

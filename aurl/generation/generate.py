@@ -117,7 +117,7 @@ def sample_pieces(
             grammar,
             eos_id=tokenizer["EOS_None"],
             pad_id=tokenizer.pad_token_id,
-            bar_id=bars[0] if bars else None,
+            bar_ids=bars,
             generator=generator,
         )
         rows += seqs.tolist()

@@ -6,6 +6,11 @@ type, a Position that does not move forward within a bar, a note repeated at the
 with no sounding NoteOn. `Grammar` mirrors those rules as lookup tables over the vocabulary and a little
 state per sequence, so the mask of allowed next tokens is a handful of tensor gathers per step: every
 sample it allows decodes with zero errors.
+
+A learned (BPE) id stands for a run of base tokens. A run comes from the training data, so its inside
+already obeys the rules; what the grammar checks is where the run meets the state: its first token's type,
+its first Position against the current one, the pitches it begins before its first time step against
+those already begun, and the notes it ends against those sounding. The state then advances token by token.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import miditok
 import torch
 
+from aurl.data.tokenize import base_tokens
 from aurl.errors import ConfigError
 
 NOTE_ON = ("Pitch", "NoteOn", "PitchDrum", "DrumOn")
@@ -21,6 +27,12 @@ TIME_RESET = ("TimeShift", "Time-Shift", "Rest")  # tokens that move time on and
 # Types that continue a note already begun: a piece never opens with them.
 CONTINUATION = ("Velocity", "Duration", *NOTE_OFF)
 SPECIAL = ("PAD", "BOS", "EOS", "MASK")
+
+
+def _pad(rows: list[list[int]]) -> torch.Tensor:
+    """Ragged lists of ints as one tensor, -1 where a row is short (at least one column)."""
+    width = max(1, *(len(r) for r in rows))
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 class Grammar:
@@ -39,18 +51,17 @@ class Grammar:
                 "set generate.constrained=false"
             )
         cfg = tokenizer.config
-        if tokenizer.is_trained or cfg.use_pitch_intervals or cfg.additional_params.get("max_duration"):
+        if cfg.use_pitch_intervals or cfg.additional_params.get("max_duration"):
             raise ConfigError(
-                "generate.constrained: BPE/Unigram vocabularies, pitch intervals and max_duration are not "
-                "covered by the grammar; set generate.constrained=false"
+                "generate.constrained: pitch intervals and max_duration are not covered by the grammar; "
+                "set generate.constrained=false"
             )
-        vocab: dict[str, int] = tokenizer.vocab
-        size = len(tokenizer)
+        vocab: dict[str, int] = tokenizer.vocab  # the base tokens
         types = sorted({token.partition("_")[0] for token in vocab})
         index = {t: i for i, t in enumerate(types)}
         self.types = types
-        self.type_of = torch.zeros(size, dtype=torch.long)
-        self.value = torch.full((size,), -1, dtype=torch.long)
+        self.type_of = torch.zeros(len(vocab), dtype=torch.long)
+        self.value = torch.full((len(vocab),), -1, dtype=torch.long)
         for token, i in vocab.items():
             kind, _, value = token.partition("_")
             self.type_of[i] = index[kind]
@@ -73,7 +84,6 @@ class Grammar:
         self.time_sig = index.get("TimeSig", -1)
         self.bos, self.eos, self.pad = (index[k] for k in ("BOS", "EOS", "PAD"))
         self.eos_id, self.pad_id = vocab["EOS_None"], vocab["PAD_None"]
-        self.bar_id = vocab.get("Bar_None")
         self.track_duplicates = cfg.remove_duplicated_notes
         # MIDILike counts a note never switched off as an error: such pieces end only once all are off.
         self.track_sounding = self.rules == "note_off" and cfg.using_note_duration_tokens
@@ -92,7 +102,53 @@ class Grammar:
         allowed[self.bos, [index[t] for t in opening]] = True
         allowed[self.eos, self.pad] = allowed[self.pad, self.pad] = True
         self.allowed = allowed
+        self._runs([[vocab[t] for t in run] for run in base_tokens(tokenizer)])
         self.to(device)
+
+    def _runs(self, runs: list[list[int]]) -> None:
+        """Tables over every id (base or learned) of the run of base ids it stands for: what meets the state."""
+        self.run = _pad(runs)
+        self.run_length = torch.tensor([len(r) for r in runs])
+        self.first = self.run[:, 0].clamp(min=0)
+        first_position, position_at_start, position_exempt = [], [], []
+        head_pitch, head_program, off_pitch, off_program = [], [], [], []
+        for run in runs:
+            fp, at_start, exempt = -1, False, False
+            began, ended, program, reset = [], [], -1, False
+            sounding_here = set()
+            for j, t in enumerate(run):
+                if self.is_bar[t]:
+                    break  # a new bar: positions start again
+                if self.is_position[t] and fp < 0:
+                    fp, at_start = int(self.value[t]), j == 0
+                    before = [int(self.type_of[u]) for u in run[max(0, j - 2) : j]]
+                    exempt = before[-1:] == [self.rest] or before == [self.rest, self.time_sig]
+            for t in run:
+                if self.is_program[t]:
+                    program = int(self.value[t]) + 1
+                if self.is_time_reset[t] or (self.rules == "onset" and (self.is_bar[t] or self.is_position[t])):
+                    reset = True
+                if self.is_note_on[t]:
+                    sounding_here.add((program, int(self.pitch[t])))
+                    if not reset:
+                        began.append((program, int(self.pitch[t])))
+                if self.is_note_off[t] and (program, int(self.pitch[t])) not in sounding_here:
+                    ended.append((program, int(self.pitch[t])))
+            first_position.append(fp)
+            position_at_start.append(at_start)
+            position_exempt.append(exempt)
+            head_program.append([p for p, _ in began])
+            head_pitch.append([q for _, q in began])
+            off_program.append([p for p, _ in ended])
+            off_pitch.append([q for _, q in ended])
+        self.first_position = torch.tensor(first_position)
+        self.position_at_start = torch.tensor(position_at_start)
+        self.position_exempt = torch.tensor(position_exempt)
+        # Pitches a run begins before its first time step, and notes it ends that it did not begin, with the
+        # program index they sound in (-1: whichever program the state is in); -1 pads.
+        self.head_pitch, self.head_program = _pad(head_pitch), _pad(head_program)
+        self.off_pitch, self.off_program = _pad(off_pitch), _pad(off_program)
+        self.single = self.run_length == 1  # base tokens: the closing phase uses these alone
 
     def to(self, device: torch.device | str) -> Grammar:
         for name, value in vars(self).items():
@@ -115,48 +171,68 @@ class Grammar:
             state["sounding"] = torch.zeros(batch, 130, 128, dtype=torch.long, device=device)
         return state
 
+    def _lookup(
+        self, table: torch.Tensor, state: dict[str, torch.Tensor], programs: torch.Tensor, pitches: torch.Tensor
+    ):
+        """table (batch, 130, 128) read at each id's (program, pitch) pairs → (batch, ids, pairs); programs
+        of -1 read the state's program. Padding pairs read False / 0."""
+        rows = torch.arange(table.shape[0], device=table.device)[:, None, None]
+        program = torch.where(programs < 0, state["program"][:, None, None], programs)
+        return table[rows, program, pitches.clamp(min=0)] * (pitches >= 0)
+
     def mask(self, state: dict[str, torch.Tensor], closing: bool = False) -> torch.Tensor:
         """(batch, vocab) True where a token may come next. `closing`: the token budget is spent, so only
         what switches sounding notes off (and then EOS) may follow."""
-        ok = self.allowed[state["prev"]][:, self.type_of]
-        rows = torch.arange(ok.shape[0], device=ok.device)
+        first = self.first
+        ok = self.allowed[state["prev"]][:, self.type_of[first]] & (self.run_length > 0)
         if self.rules == "onset":
             # Positions move forward within a bar, except right after a Rest (MidiTok's own exception).
             after_rest = (state["prev"] == self.rest) | (
                 (state["prev"] == self.time_sig) & (state["prev2"] == self.rest)
             )
-            backwards = self.value[None, :] <= state["position"][:, None]
-            ok &= ~(self.is_position & backwards & ~after_rest[:, None])
+            backwards = (self.first_position[None, :] <= state["position"][:, None]) & (self.first_position >= 0)
+            exempt = self.position_exempt | (self.position_at_start & after_rest[:, None])
+            ok &= ~(backwards & ~exempt)
         if self.track_duplicates:
-            taken = state["onset"][rows, state["program"]][:, self.pitch]
-            ok &= ~(self.is_note_on & taken)
+            taken = self._lookup(state["onset"], state, self.head_program[None], self.head_pitch[None])
+            ok &= ~taken.any(-1)
         if self.track_sounding:
             sounding = state["sounding"] > 0
-            ok &= ~(self.is_note_off & ~sounding[rows, state["program"]][:, self.pitch])
+            on = self._lookup(sounding, state, self.off_program[None], self.off_pitch[None])
+            ok &= ~(~on & (self.off_pitch >= 0)).any(-1)  # every note a token ends is sounding
             ok[:, self.eos_id] &= ~sounding.flatten(1).any(1)
-            if closing:  # no new notes, programs only with notes to end, time moves on once at most
-                busy_programs = sounding.any(2)[:, self.program_index]
+            if closing:  # base tokens only: no new notes, programs only with notes to end, time moves on once
+                busy_programs = sounding.any(2)[:, self.program_index[first]]
                 after_time = torch.isin(state["prev"], self.type_of[self.is_time])
-                closed = ok & ~self.is_note_on & ~(self.is_program & ~busy_programs)
-                closed &= ~(self.is_time & after_time[:, None])
+                closed = ok & self.single & ~self.is_note_on[first] & ~(self.is_program[first] & ~busy_programs)
+                closed &= ~(self.is_time[first] & after_time[:, None])
                 # a Program with nothing sounding was chosen just before the budget ran out: it needs its note
-                ok = torch.where(closed.any(1, keepdim=True), closed, ok)
+                ok = torch.where(closed.any(1, keepdim=True), closed, ok & self.single)
         return ok
 
     def update(self, state: dict[str, torch.Tensor], token: torch.Tensor) -> None:
-        """Advance the state of each sequence by its next token (batch,)."""
+        """Advance the state of each sequence by its next token (batch,), base token by base token."""
+        run = self.run[token]
+        for j in range(int(self.run_length[token].max())):
+            self._advance(state, run[:, j])
+
+    def _advance(self, state: dict[str, torch.Tensor], token: torch.Tensor) -> None:
+        """One base token per row; rows holding -1 (their run has ended) stay as they are."""
+        active = token >= 0
+        token = token.clamp(min=0)
         rows = torch.arange(token.shape[0], device=token.device)
-        state["prev2"], state["prev"] = state["prev"], self.type_of[token]
-        bar, position = self.is_bar[token], self.is_position[token]
+        state["prev2"] = torch.where(active, state["prev"], state["prev2"])
+        state["prev"] = torch.where(active, self.type_of[token], state["prev"])
+        bar, position = self.is_bar[token] & active, self.is_position[token] & active
         state["position"] = torch.where(bar, -1, torch.where(position, self.value[token], state["position"]))
-        state["program"] = torch.where(self.is_program[token], self.value[token] + 1, state["program"])
-        pitch, on = self.pitch[token], self.is_note_on[token]
+        state["program"] = torch.where(self.is_program[token] & active, self.value[token] + 1, state["program"])
+        pitch, on = self.pitch[token], self.is_note_on[token] & active
         if self.track_duplicates:
             reset = self.is_time_reset[token] | (bar | position if self.rules == "onset" else False)
-            state["onset"][reset] = False
+            state["onset"][reset & active] = False
             state["onset"][rows, state["program"], pitch] |= on
         if self.track_sounding:
-            change = on.long() - self.is_note_off[token].long()
+            change = on.long() - (self.is_note_off[token] & active).long()
             state["sounding"][rows, state["program"], pitch] += change
 
     def replay(self, state: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:

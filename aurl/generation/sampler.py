@@ -48,23 +48,25 @@ def sample(
     grammar: Grammar | None = None,
     eos_id: int | None = None,
     pad_id: int = 0,
-    bar_id: int | None = None,
+    bar_ids: list[int] | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> torch.Tensor:
     """prompt (batch, P), starting with BOS → (batch, P + about settings.max_tokens) tokens.
 
-    A row ends at eos_id (then pads with pad_id), before its (max_bars + 1)-th bar_id, or at the token
-    budget. With a grammar, only tokens it allows are sampled. When the tokens in the model's window reach
-    its context, the window slides: the last half of the context is read again into a fresh cache
-    (rotary positions are relative, so the model sees a window like those it trained on).
+    A row ends at eos_id (then pads with pad_id), before the token that would open its (max_bars + 1)-th
+    bar (one of bar_ids), or at the token budget. With a grammar, only tokens it allows are sampled. When
+    the tokens in the model's window reach its context, the window slides: the last half of the context
+    is read again into a fresh cache (rotary positions are relative, so the model sees a window like
+    those it trained on).
     """
     model.eval()
     context = model.cfg.context
     batch = prompt.shape[0]
     seq = prompt
     done = torch.zeros(batch, dtype=torch.bool, device=prompt.device)
-    bars = (prompt == bar_id).sum(1) if bar_id is not None else None
+    opening = torch.tensor(bar_ids, device=prompt.device) if bar_ids else None
+    bars = torch.isin(prompt, opening).sum(1) if opening is not None else None
     state = None
     if grammar is not None:
         state = grammar.start(batch)
@@ -90,7 +92,7 @@ def sample(
         probs = filter_logits(logits, settings.temperature, settings.top_k, settings.top_p, settings.min_p).softmax(-1)
         nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         if bars is not None and settings.max_bars is not None and eos_id is not None:
-            opens = nxt == bar_id
+            opens = torch.isin(nxt, opening)
             nxt = torch.where(opens & (bars >= settings.max_bars), eos_id, nxt)
             bars.add_(opens)
         nxt = torch.where(done, pad_id, nxt)

@@ -14,11 +14,10 @@ from aurl.config import Config, TrainConfig, load_config
 from aurl.data.dataset import PreparedDataset, SegmentDataset, TokenBudgetBatchSampler, WindowDataset
 from aurl.data.tokenize import (
     bar_token_ids,
-    build_tokenizer,
     load_tokenizer,
     save_tokenizer,
+    settings_hash,
     token_type_weights,
-    tokenizer_hash,
 )
 from aurl.errors import CheckpointError, ConfigError
 from aurl.models import build_model
@@ -116,14 +115,16 @@ def build_trainer(
             log(f"batch probe: micro-batch {micro} fits in memory; accumulating {accum} per step")
     elif cfg.batch_probe:
         log(f"batch probe needs CUDA; on {device.type} the token-budget rule sets the batch")
+    augment = config.data.augment
+    if data.tokenizer.is_trained:  # a learned id holds pitches inside it: no lookup can transpose it
+        augment = None
+        log("data.augment: off, BPE token ids cannot be transposed by lookup")
     if config.model.mode == "transformer":
-        train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, config.data.augment, cfg.seed)
+        train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, cfg.seed)
         valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
     else:  # latent modes learn from bar-aligned segments
         bars, n = bar_token_ids(data.tokenizer), config.data.segment_bars
-        train_set = SegmentDataset(
-            data.pieces("train"), data.tables, bars, n, seq_len, True, config.data.augment, cfg.seed
-        )
+        train_set = SegmentDataset(data.pieces("train"), data.tables, bars, n, seq_len, True, augment, cfg.seed)
         valid_set = SegmentDataset(data.pieces("valid"), data.tables, bars, n, seq_len, False)
     plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
     sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
@@ -197,7 +198,7 @@ def train(
             "data.dataset: not set; prepare data with `aurl prepare SOURCE --out DIR`, then --set data.dataset=DIR"
         )
     data = PreparedDataset(config.data.dataset)
-    if tokenizer_hash(build_tokenizer(config.tokenizer)) != data.tokenizer_hash:
+    if settings_hash(config.tokenizer) != data.manifest.get("settings_hash", data.tokenizer_hash):
         raise ConfigError(
             f"tokenizer: {config.data.dataset} was prepared with other tokenizer settings; "
             "re-run `aurl prepare` with this --config"

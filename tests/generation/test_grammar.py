@@ -3,11 +3,14 @@ import pytest
 import torch
 
 from aurl.config import GenerateConfig, ModelConfig
+from aurl.data.prepare import tokenize_score
+from aurl.data.tokenize import learn_bpe
 from aurl.errors import ConfigError
 from aurl.generation.generate import tokens_to_score
 from aurl.generation.grammar import Grammar
 from aurl.generation.sampler import sample
 from aurl.models.transformer import Transformer
+from tests.conftest import make_midi
 
 TOKENIZERS = {
     "REMI": lambda: miditok.REMI(
@@ -38,6 +41,18 @@ def test_constrained_samples_decode_with_zero_skipped_tokens(kind):
     assert [skipped for _, skipped in samples] == [0] * len(samples)
     assert sum(len(t.notes) for score, _ in samples for t in score.tracks) > 0
     # the same model without the grammar writes tokens MidiTok has to skip: the test can fail
+    assert sum(skipped for _, skipped in _random_samples(tokenizer, None)) > 0
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
+def test_bpe_samples_decode_with_zero_skipped_tokens(kind, tmp_path):
+    tokenizer = TOKENIZERS[kind]()
+    pieces = [tokenize_score(tokenizer, make_midi(tmp_path / f"{i}.mid", i, bars=8)) for i in range(6)]
+    learn_bpe(tokenizer, pieces, len(tokenizer) + 150)
+    assert tokenizer.is_trained and len(tokenizer) > len(tokenizer.vocab)
+    samples = _random_samples(tokenizer, Grammar(tokenizer))
+    assert [skipped for _, skipped in samples] == [0] * len(samples)
+    assert sum(len(t.notes) for score, _ in samples for t in score.tracks) > 0
     assert sum(skipped for _, skipped in _random_samples(tokenizer, None)) > 0
 
 

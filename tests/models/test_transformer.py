@@ -66,7 +66,7 @@ def test_generation_pads_after_eos_and_stops_at_a_bar_count(model):
     # token 9 plays "bar": each row holds at most 3 of them and ends with EOS where a 4th would start
     bars = GenerateConfig(max_tokens=400, temperature=3.0, max_bars=3)
     prompt = torch.zeros(32, 1, dtype=torch.long)
-    out = sample(model, prompt, bars, eos_id=7, pad_id=0, bar_id=9, generator=torch.Generator().manual_seed(1))
+    out = sample(model, prompt, bars, eos_id=7, pad_id=0, bar_ids=[9], generator=torch.Generator().manual_seed(1))
     for row in out.tolist():
         assert row.count(9) <= 3
     assert any(row.count(9) == 3 and 7 in row for row in out.tolist())

@@ -77,6 +77,13 @@ def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, t
     assert {"kl", "active_units", "beta"} <= set(log[-1])
     kl_dims = [log[-1][f"kl_dim/{i:02d}"] for i in range(8)]  # the whole vector, one scalar per dimension
     assert sum(kl_dims) == pytest.approx(log[-1]["kl"], rel=1e-4)
+    # its likelihood bound (negative ELBO) on held-out pieces falls as it learns
+    from aurl.evaluation.likelihood import likelihood
+
+    early, late = (likelihood(tmp_path, prepared, "valid", step) for step in ("step_15", "step_30"))
+    assert early["bound"] and late["kl_nats_per_segment"] > 0
+    assert late["bits_per_note"] < early["bits_per_note"]
+    assert late["tokens"] + late["tokens_not_scored"] == sum(len(p) for p in _valid(prepared)) + late["segments"]
     samples = generate(tmp_path, tmp_path / "out", "latest", log=lambda s: None, num=2, max_tokens=64)
     assert len(samples) == 2
     for sample in samples:
@@ -215,3 +222,9 @@ def test_vae_gan_trains_and_resumes_exactly(prepared, tmp_path):
     resumed.fit()
     again = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [m["loss"] for m in again if m["split"] == "train"] == [m["loss"] for m in train_log[6:]]
+
+
+def _valid(prepared):
+    from aurl.data.dataset import PreparedDataset
+
+    return PreparedDataset(prepared).pieces("valid")
