@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", help="a run whose likelihood (a VAE: its bound) to measure on --data")
     p.add_argument("--data", metavar="PREPARED", help="prepared dataset for --run")
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"], help="split of --data (valid)")
-    p.add_argument("--copy-threshold", type=int, help="flag pieces sharing this many notes in one run (48)")
+    p.add_argument("--copy-threshold", type=int, help="flag pieces sharing this many notes in one run (32)")
 
     p = sub.add_parser(
         "render",

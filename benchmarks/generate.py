@@ -7,7 +7,10 @@ those 4,096 positions; aurl's rotary positions have none. Every row samples exac
 held off) with temperature 1, top-k 0, on this machine's threads. Rows without the cache whose estimated
 time exceeds --max-seconds are not run, and say so.
 
-Run: .venv/bin/pip install -e ".[bench]"; .venv/bin/python benchmarks/generate.py
+With --bpe DIR (a dataset prepared with tokenizer.bpe_vocab_size), a second table gives the grammar's
+cost per token for that learned vocabulary, on a model of the same shape over it.
+
+Run: .venv/bin/pip install -e ".[bench]"; .venv/bin/python benchmarks/generate.py [--bpe DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 import torch
 
 from aurl.config import GenerateConfig, ModelConfig, load_config
-from aurl.data.tokenize import build_tokenizer
+from aurl.data.tokenize import build_tokenizer, load_tokenizer
 from aurl.generation.grammar import Grammar
 from aurl.generation.sampler import sample
 from aurl.models.transformer import Transformer
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-seconds", type=float, default=150, help="skip no-cache rows estimated longer")
+    parser.add_argument("--bpe", metavar="DIR", help="a prepared dataset whose BPE tokenizer to measure too")
     args = parser.parse_args()
     tokenizer = build_tokenizer(load_config("configs/demo.yaml").tokenizer)
     vocab, bos, eos = len(tokenizer), tokenizer["BOS_None"], tokenizer["EOS_None"]
@@ -102,6 +106,24 @@ def main() -> None:
                 flush=True,
             )
     print("tokens/s = batch x new tokens / wall seconds; grammar cost = extra time per token with constraints on")
+    if args.bpe:
+        bpe_grammar_cost(load_tokenizer(args.bpe), args.lengths, args.batches)
+
+
+def bpe_grammar_cost(tokenizer, lengths: list[int], batches: list[int]) -> None:
+    vocab, bos, eos = len(tokenizer), tokenizer["BOS_None"], tokenizer["EOS_None"]
+    model, grammar = aurl_model(vocab), Grammar(tokenizer)
+    longest = int(grammar.run_length.max())
+    print(f"\nBPE vocabulary of {vocab} ids ({len(tokenizer.vocab)} base; a learned id holds up to {longest})")
+    print("| tokens | batch | aurl cache | aurl cache + grammar | grammar cost |")
+    print("|---|---|---|---|---|")
+    run_aurl(model, bos, eos, 16, 1, True, grammar)  # warm-up
+    for n in lengths:
+        for batch in batches:
+            cached = run_aurl(model, bos, eos, n, batch, True, None)
+            constrained = run_aurl(model, bos, eos, n, batch, True, grammar)
+            cost = cached / constrained - 1
+            print(f"| {n} | {batch} | {cached:,.0f} | {constrained:,.0f} | {cost:+.1%} |", flush=True)
 
 
 if __name__ == "__main__":

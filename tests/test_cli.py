@@ -141,8 +141,9 @@ def test_a_bpe_vocabulary_from_prepare_to_generate_and_evaluate(midi_dir, tmp_pa
     assert "augment: off" in capsys.readouterr().out
     args = ["generate", "--run", str(run), "--out", str(out), "--num", "3", "--max-tokens", "150", "--max-bars", "4"]
     assert main(args) == 0
+    assert main([*args, "--primer", str(midi_dir / "piece_3.mid"), "--primer-bars", "2"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count(" 0 skipped tokens") == 3, printed
+    assert printed.count(" 0 skipped tokens") == 6, printed
     for i in range(3):
         assert len(symusic.Score(str(out / f"sample_{i}.mid")).tracks[0].notes) > 0
     assert main(["evaluate", str(out), "--reference", str(midi_dir), "--run", str(run), "--data", str(data)]) == 0

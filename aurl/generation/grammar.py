@@ -110,6 +110,7 @@ class Grammar:
         self.run = _pad(runs)
         self.run_length = torch.tensor([len(r) for r in runs])
         self.first = self.run[:, 0].clamp(min=0)
+        self.first_type = self.type_of[self.first]
         first_position, position_at_start, position_exempt = [], [], []
         head_pitch, head_program, off_pitch, off_program = [], [], [], []
         for run in runs:
@@ -184,7 +185,7 @@ class Grammar:
         """(batch, vocab) True where a token may come next. `closing`: the token budget is spent, so only
         what switches sounding notes off (and then EOS) may follow."""
         first = self.first
-        ok = self.allowed[state["prev"]][:, self.type_of[first]] & (self.run_length > 0)
+        ok = self.allowed[state["prev"]][:, self.first_type] & (self.run_length > 0)
         if self.rules == "onset":
             # Positions move forward within a bar, except right after a Rest (MidiTok's own exception).
             after_rest = (state["prev"] == self.rest) | (
