@@ -3,7 +3,7 @@ import torch
 
 from aurl.config import GenerateConfig, ModelConfig
 from aurl.generation.sampler import filter_logits, penalise_repeats, sample
-from aurl.models.layers import RMSNorm
+from aurl.models.layers import Linear, RMSNorm
 from aurl.models.transformer import Transformer
 
 VOCAB = 50
@@ -33,6 +33,21 @@ def test_rms_norm_matches_torchs():
         theirs.weight.copy_(ours.weight)
     x = torch.randn(3, 5, 24) * 4
     torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 48), (3, 1, 48), (2, 5, 48), (8, 16, 48)])
+def test_linear_decoding_path_equals_f_linear(shape):
+    layer, threads = Linear(48, 96, bias=False), torch.get_num_threads()
+    x = torch.randn(shape)
+    expected = torch.nn.functional.linear(x, layer.weight)
+    try:
+        torch.set_num_threads(2)  # the row blocks need two threads
+        with torch.no_grad():
+            out = layer(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert out.shape == expected.shape and out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_output_embedding_is_tied_to_the_input(model):
