@@ -27,6 +27,7 @@ TIME_RESET = ("TimeShift", "Time-Shift", "Rest")  # tokens that move time on and
 # Types that continue a note already begun: a piece never opens with them.
 CONTINUATION = ("Velocity", "Duration", *NOTE_OFF)
 SPECIAL = ("PAD", "BOS", "EOS", "MASK")
+SPARE = 129  # program slot 129 of the per-program tables is never a program: padding writes land there
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:
@@ -106,49 +107,67 @@ class Grammar:
         self.to(device)
 
     def _runs(self, runs: list[list[int]]) -> None:
-        """Tables over every id (base or learned) of the run of base ids it stands for: what meets the state."""
-        self.run = _pad(runs)
+        """Tables over every id (base or learned) of the run of base ids it stands for: what it needs of
+        the state (mask) and what it does to it (update), so both cost the same for a run of any length.
+        Programs are indices (program + 1, drums 0), or -1 for whichever program the state is in."""
         self.run_length = torch.tensor([len(r) for r in runs])
-        self.first = self.run[:, 0].clamp(min=0)
+        self.first = torch.tensor([r[0] if r else 0 for r in runs])
         self.first_type = self.type_of[self.first]
-        first_position, position_at_start, position_exempt = [], [], []
-        head_pitch, head_program, off_pitch, off_program = [], [], [], []
+        self.last_type = torch.tensor([int(self.type_of[r[-1]]) if r else self.pad for r in runs])
+        self.last2_type = torch.tensor([int(self.type_of[r[-2]]) if len(r) > 1 else -1 for r in runs])
+        columns: dict[str, list] = {k: [] for k in ("first_position", "position_at_start", "position_exempt")}
+        columns.update({k: [] for k in ("position_after", "program_after", "resets", "began", "tail", "ended")})
+        columns["delta"] = []
         for run in runs:
-            fp, at_start, exempt = -1, False, False
-            began, ended, program, reset = [], [], -1, False
-            sounding_here = set()
+            first_position, at_start, exempt, position, program = -1, False, False, -2, -1
+            resets, began, tail, ended, delta, sounding_here = False, [], [], [], [], set()
             for j, t in enumerate(run):
-                if self.is_bar[t]:
-                    break  # a new bar: positions start again
-                if self.is_position[t] and fp < 0:
-                    fp, at_start = int(self.value[t]), j == 0
-                    before = [int(self.type_of[u]) for u in run[max(0, j - 2) : j]]
-                    exempt = before[-1:] == [self.rest] or before == [self.rest, self.time_sig]
-            for t in run:
                 if self.is_program[t]:
                     program = int(self.value[t]) + 1
+                if self.is_bar[t]:
+                    position = -1
+                if self.is_position[t]:
+                    position = int(self.value[t])
+                    if first_position < 0 and not any(self.is_bar[u] for u in run[:j]):
+                        # the first Position before any Bar must move forward from the state's, unless a Rest
+                        # (or a Rest and a TimeSig) comes just before it: MidiTok's own exception
+                        first_position, at_start = position, j == 0
+                        before = [int(self.type_of[u]) for u in run[max(0, j - 2) : j]]
+                        exempt = before[-1:] == [self.rest] or before == [self.rest, self.time_sig]
                 if self.is_time_reset[t] or (self.rules == "onset" and (self.is_bar[t] or self.is_position[t])):
-                    reset = True
+                    resets, tail = True, []
+                note = (program, int(self.pitch[t]))
                 if self.is_note_on[t]:
-                    sounding_here.add((program, int(self.pitch[t])))
-                    if not reset:
-                        began.append((program, int(self.pitch[t])))
-                if self.is_note_off[t] and (program, int(self.pitch[t])) not in sounding_here:
-                    ended.append((program, int(self.pitch[t])))
-            first_position.append(fp)
-            position_at_start.append(at_start)
-            position_exempt.append(exempt)
-            head_program.append([p for p, _ in began])
-            head_pitch.append([q for _, q in began])
-            off_program.append([p for p, _ in ended])
-            off_pitch.append([q for _, q in ended])
-        self.first_position = torch.tensor(first_position)
-        self.position_at_start = torch.tensor(position_at_start)
-        self.position_exempt = torch.tensor(position_exempt)
-        # Pitches a run begins before its first time step, and notes it ends that it did not begin, with the
-        # program index they sound in (-1: whichever program the state is in); -1 pads.
-        self.head_pitch, self.head_program = _pad(head_pitch), _pad(head_program)
-        self.off_pitch, self.off_program = _pad(off_pitch), _pad(off_program)
+                    tail.append(note)
+                    delta.append((*note, 1))
+                    sounding_here.add(note)
+                    if not resets:
+                        began.append(note)
+                if self.is_note_off[t]:
+                    delta.append((*note, -1))
+                    if note not in sounding_here:
+                        ended.append(note)
+            for key, value in zip(
+                columns,
+                (first_position, at_start, exempt, position, program, resets, began, tail, ended, delta),
+                strict=True,
+            ):
+                columns[key].append(value)
+        for key in ("first_position", "position_at_start", "position_exempt", "position_after", "program_after"):
+            setattr(self, key, torch.tensor(columns[key]))
+        self.resets = torch.tensor(columns["resets"])  # the run starts a new onset: the begun pitches clear
+        # (program, pitch) pairs, -1 padded: begun before the run's first time step (checked against the
+        # state's onset), begun after its last one (the new onset), ended without being begun in the run
+        # (must be sounding), and every switch on (+1) or off (-1).
+        self.began_program = _pad([[p for p, _ in r] for r in columns["began"]])
+        self.began_pitch = _pad([[q for _, q in r] for r in columns["began"]])
+        self.tail_program = _pad([[p for p, _ in r] for r in columns["tail"]])
+        self.tail_pitch = _pad([[q for _, q in r] for r in columns["tail"]])
+        self.ended_program = _pad([[p for p, _ in r] for r in columns["ended"]])
+        self.ended_pitch = _pad([[q for _, q in r] for r in columns["ended"]])
+        self.delta_program = _pad([[p for p, _, _ in r] for r in columns["delta"]])
+        self.delta_pitch = _pad([[q for _, q, _ in r] for r in columns["delta"]])
+        self.delta = _pad([[d for _, _, d in r] for r in columns["delta"]]) * (self.delta_pitch >= 0)
         self.single = self.run_length == 1  # base tokens: the closing phase uses these alone
 
     def to(self, device: torch.device | str) -> Grammar:
@@ -195,12 +214,12 @@ class Grammar:
             exempt = self.position_exempt | (self.position_at_start & after_rest[:, None])
             ok &= ~(backwards & ~exempt)
         if self.track_duplicates:
-            taken = self._lookup(state["onset"], state, self.head_program[None], self.head_pitch[None])
+            taken = self._lookup(state["onset"], state, self.began_program[None], self.began_pitch[None])
             ok &= ~taken.any(-1)
         if self.track_sounding:
             sounding = state["sounding"] > 0
-            on = self._lookup(sounding, state, self.off_program[None], self.off_pitch[None])
-            ok &= ~(~on & (self.off_pitch >= 0)).any(-1)  # every note a token ends is sounding
+            on = self._lookup(sounding, state, self.ended_program[None], self.ended_pitch[None])
+            ok &= ~(~on & (self.ended_pitch >= 0)).any(-1)  # every note a token ends is sounding
             ok[:, self.eos_id] &= ~sounding.flatten(1).any(1)
             if closing:  # base tokens only: no new notes, programs only with notes to end, time moves on once
                 busy_programs = sounding.any(2)[:, self.program_index[first]]
@@ -212,29 +231,30 @@ class Grammar:
         return ok
 
     def update(self, state: dict[str, torch.Tensor], token: torch.Tensor) -> None:
-        """Advance the state of each sequence by its next token (batch,), base token by base token."""
-        run = self.run[token]
-        for j in range(int(self.run_length[token].max())):
-            self._advance(state, run[:, j])
-
-    def _advance(self, state: dict[str, torch.Tensor], token: torch.Tensor) -> None:
-        """One base token per row; rows holding -1 (their run has ended) stay as they are."""
-        active = token >= 0
-        token = token.clamp(min=0)
-        rows = torch.arange(token.shape[0], device=token.device)
-        state["prev2"] = torch.where(active, state["prev"], state["prev2"])
-        state["prev"] = torch.where(active, self.type_of[token], state["prev"])
-        bar, position = self.is_bar[token] & active, self.is_position[token] & active
-        state["position"] = torch.where(bar, -1, torch.where(position, self.value[token], state["position"]))
-        state["program"] = torch.where(self.is_program[token] & active, self.value[token] + 1, state["program"])
-        pitch, on = self.pitch[token], self.is_note_on[token] & active
+        """Advance the state of each sequence by its next token (batch,): by the whole run of a learned id."""
+        rows = torch.arange(token.shape[0], device=token.device)[:, None]
+        last2 = self.last2_type[token]
+        state["prev2"] = torch.where(last2 >= 0, last2, state["prev"])
+        state["prev"] = self.last_type[token]
+        position = self.position_after[token]
+        state["position"] = torch.where(position == -2, state["position"], position)
+        before, program = state["program"], self.program_after[token]
+        state["program"] = torch.where(program >= 0, program, before)
         if self.track_duplicates:
-            reset = self.is_time_reset[token] | (bar | position if self.rules == "onset" else False)
-            state["onset"][reset & active] = False
-            state["onset"][rows, state["program"], pitch] |= on
+            state["onset"][self.resets[token]] = False
+            pitch = self.tail_pitch[token]
+            # padding writes to program slot SPARE, which nothing reads
+            where = torch.where(pitch >= 0, self._program(self.tail_program[token], before), SPARE)
+            state["onset"][rows, where, pitch.clamp(min=0)] = True
         if self.track_sounding:
-            change = on.long() - (self.is_note_off[token] & active).long()
-            state["sounding"][rows, state["program"], pitch] += change
+            where = self._program(self.delta_program[token], before)
+            index = (rows.expand_as(where), where, self.delta_pitch[token].clamp(min=0))
+            state["sounding"].index_put_(index, self.delta[token], accumulate=True)
+
+    @staticmethod
+    def _program(programs: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Program indices of a run's notes: their own, or (-1) the state's program before the run."""
+        return torch.where(programs < 0, current[:, None], programs)
 
     def replay(self, state: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
         """Advance the state over tokens (batch, time) already in the sequences, e.g. a primer."""
