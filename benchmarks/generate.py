@@ -16,7 +16,10 @@ Run: .venv/bin/pip install -e ".[bench]"; .venv/bin/python benchmarks/generate.p
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-seconds", type=float, default=150, help="skip no-cache rows estimated longer")
     parser.add_argument("--bpe", metavar="DIR", help="a prepared dataset whose BPE tokenizer to measure too")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each cached row, interleaved; medians")
     args = parser.parse_args()
     tokenizer = build_tokenizer(load_config("configs/demo.yaml").tokenizer)
     vocab, bos, eos = len(tokenizer), tokenizer["BOS_None"], tokenizer["EOS_None"]
@@ -89,14 +93,17 @@ def main() -> None:
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     for n in args.lengths:
         for batch in args.batches:
-            cached = run_aurl(ours, bos, eos, n, batch, True, None)
-            constrained = run_aurl(ours, bos, eos, n, batch, True, grammar)
+            cached, constrained, hf = medians(
+                args.repeats,
+                partial(run_aurl, ours, bos, eos, n, batch, True, None),
+                partial(run_aurl, ours, bos, eos, n, batch, True, grammar),
+                partial(run_hf, theirs, bos, n, batch),
+            )
             # Without a cache step t reads t tokens: time grows with n^2. Estimate from a short run first.
             probe = min(n, 128)
             probe_rate = run_aurl(ours, bos, eos, probe, batch, False, None)
             estimate = batch * probe / probe_rate * (n / probe) ** 2
             uncached = run_aurl(ours, bos, eos, n, batch, False, None) if estimate <= args.max_seconds else None
-            hf = run_hf(theirs, bos, n, batch)
             no_cache = f"{uncached:,.0f}" if uncached else f"not run (~{estimate:,.0f} s)"
             ratio = f"{cached / uncached:.1f}x" if uncached else "-"
             cost = f"{cached / constrained - 1:+.1%}"
@@ -105,12 +112,22 @@ def main() -> None:
                 f"| {hf:,.0f} | {cached / hf:.2f}x |",
                 flush=True,
             )
-    print("tokens/s = batch x new tokens / wall seconds; grammar cost = extra time per token with constraints on")
+    print(
+        f"tokens/s = batch x new tokens / wall seconds (cached rows: median of {args.repeats}, interleaved); "
+        "grammar cost = extra time per token with constraints on"
+    )
     if args.bpe:
-        bpe_grammar_cost(load_tokenizer(args.bpe), args.lengths, args.batches)
+        bpe_grammar_cost(load_tokenizer(args.bpe), args.lengths, args.batches, args.repeats)
 
 
-def bpe_grammar_cost(tokenizer, lengths: list[int], batches: list[int]) -> None:
+def medians(repeats: int, *runs: Callable[[], float]) -> list[float]:
+    """The median of each measurement over `repeats` rounds, each round running all of them in turn, so a
+    slow spell of this shared machine falls on every column alike."""
+    rounds = [[run() for run in runs] for _ in range(repeats)]
+    return [statistics.median(column) for column in zip(*rounds, strict=True)]
+
+
+def bpe_grammar_cost(tokenizer, lengths: list[int], batches: list[int], repeats: int) -> None:
     vocab, bos, eos = len(tokenizer), tokenizer["BOS_None"], tokenizer["EOS_None"]
     model, grammar = aurl_model(vocab), Grammar(tokenizer)
     longest = int(grammar.run_length.max())
@@ -120,8 +137,11 @@ def bpe_grammar_cost(tokenizer, lengths: list[int], batches: list[int]) -> None:
     run_aurl(model, bos, eos, 16, 1, True, grammar)  # warm-up
     for n in lengths:
         for batch in batches:
-            cached = run_aurl(model, bos, eos, n, batch, True, None)
-            constrained = run_aurl(model, bos, eos, n, batch, True, grammar)
+            cached, constrained = medians(
+                repeats,
+                partial(run_aurl, model, bos, eos, n, batch, True, None),
+                partial(run_aurl, model, bos, eos, n, batch, True, grammar),
+            )
             cost = cached / constrained - 1
             print(f"| {n} | {batch} | {cached:,.0f} | {constrained:,.0f} | {cost:+.1%} |", flush=True)
 

@@ -220,7 +220,11 @@ class SegmentDataset(Dataset):
         train: bool,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
+        whole: bool = False,
     ):
+        """whole (evaluation only): every token in some item, as a likelihood needs. The tokens before the
+        first bar make a segment of their own, and a segment longer than seq_len continues in the next
+        items instead of being cut."""
         if not bar_ids:
             raise DataError("segments need a tokenizer with Bar tokens (REMI); choose tokenizer.kind REMI")
         self.pieces, self.tables, self.seq_len = pieces, tables, seq_len
@@ -229,8 +233,14 @@ class SegmentDataset(Dataset):
         for i, piece in enumerate(pieces):
             starts = np.flatnonzero(np.isin(piece, bar_ids)).tolist() + [len(piece)]
             step = 1 if train else bars
-            for k in range(0, max(1, len(starts) - 1), step):
-                self.segments.append((i, starts[k], starts[min(k + bars, len(starts) - 1)]))
+            spans = [
+                (starts[k], starts[min(k + bars, len(starts) - 1)]) for k in range(0, max(1, len(starts) - 1), step)
+            ]
+            if whole:
+                chunk = seq_len - 1  # BOS + chunk + EOS: seq_len + 1 tokens
+                head = [(0, starts[0])] if starts[0] > 0 else []
+                spans = [(s, min(s + chunk, e)) for a, e in head + spans for s in range(a, max(a + 1, e), chunk)]
+            self.segments += [(i, start, end) for start, end in spans]
         if not self.segments:
             raise DataError("this split of the dataset holds no bars to cut into segments")
 

@@ -2,7 +2,8 @@
 
 A transformer gives the exact negative log-likelihood. A VAE gives an upper bound, the negative ELBO
 (Kingma & Welling 2014): reconstruction cross-entropy with z drawn from the encoder's posterior, plus the
-whole KL to the prior (no beta, no free bits), per bar-aligned segment as the model was trained.
+whole KL to the prior (no beta, no free bits), per bar-aligned segment as the model was trained; a
+segment longer than data.seq_len is coded as several, so every token is counted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def likelihood(
     latent = config.model.mode != "transformer"
     if latent:
         bars = bar_token_ids(tokenizer)
-        items = SegmentDataset(pieces, data.tables, bars, config.data.segment_bars, config.data.seq_len, False)
+        items = SegmentDataset(
+            pieces, data.tables, bars, config.data.segment_bars, config.data.seq_len, False, whole=True
+        )
         generator = torch.Generator().manual_seed(0)  # one posterior sample per segment, the same every time
     else:
         items = WindowDataset(pieces, data.tables, config.data.seq_len, train=False)
@@ -74,7 +77,6 @@ def likelihood(
         "bits_per_token": loss / math.log(2),
         "bits_per_note": total / math.log(2) / max(1, notes),
     }
-    if latent:  # a segment longer than seq_len is cut: its tail is in no count (nor are tokens before bar 1)
-        every = sum(len(p) for p in pieces) + len(items)  # each token once, plus each segment's EOS
-        out.update(kl_nats_per_segment=kl / len(items), segments=len(items), tokens_not_scored=every - tokens)
+    if latent:
+        out.update(kl_nats_per_segment=kl / len(items), segments=len(items))
     return out

@@ -127,10 +127,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{at_most}{lk['bits_per_note']:.3f} bits/note"
         )
         if lk["bound"]:
-            lines.append(
-                f"(KL {lk['kl_nats_per_segment']:.2f} nats per segment over {lk['segments']} segments; "
-                f"{lk['tokens_not_scored']} tokens beyond data.seq_len or before the first bar not scored)"
-            )
+            lines.append(f"(KL {lk['kl_nats_per_segment']:.2f} nats per segment, {lk['segments']} segments)")
     if report["failed"]:
         lines.append("\nfiles that could not be read:")
         lines += [f"- {f}" for f in report["failed"]]
