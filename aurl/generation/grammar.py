@@ -10,7 +10,8 @@ sample it allows decodes with zero errors.
 A learned (BPE) id stands for a run of base tokens. A run comes from the training data, so its inside
 already obeys the rules; what the grammar checks is where the run meets the state: its first token's type,
 its first Position against the current one, the pitches it begins before its first time step against
-those already begun, and the notes it ends against those sounding. The state then advances token by token.
+those already begun, and the notes it ends against those sounding. The state then moves by the run's
+summary (its last types, position and program, the onset it leaves, the notes it switches on and off).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
     """Ragged lists of ints as one tensor, -1 where a row is short (at least one column)."""
     width = max(1, *(len(r) for r in rows))
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _pairs(rows: list[list[tuple]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per id, the programs and the pitches of its (program, pitch, ...) entries, -1 padded."""
+    return _pad([[e[0] for e in r] for r in rows]), _pad([[e[1] for e in r] for r in rows])
 
 
 class Grammar:
@@ -115,60 +121,55 @@ class Grammar:
         self.first_type = self.type_of[self.first]
         self.last_type = torch.tensor([int(self.type_of[r[-1]]) if r else self.pad for r in runs])
         self.last2_type = torch.tensor([int(self.type_of[r[-2]]) if len(r) > 1 else -1 for r in runs])
-        columns: dict[str, list] = {k: [] for k in ("first_position", "position_at_start", "position_exempt")}
-        columns.update({k: [] for k in ("position_after", "program_after", "resets", "began", "tail", "ended")})
-        columns["delta"] = []
-        for run in runs:
-            first_position, at_start, exempt, position, program = -1, False, False, -2, -1
-            resets, began, tail, ended, delta, sounding_here = False, [], [], [], [], set()
-            for j, t in enumerate(run):
-                if self.is_program[t]:
-                    program = int(self.value[t]) + 1
-                if self.is_bar[t]:
-                    position = -1
-                if self.is_position[t]:
-                    position = int(self.value[t])
-                    if first_position < 0 and not any(self.is_bar[u] for u in run[:j]):
-                        # the first Position before any Bar must move forward from the state's, unless a Rest
-                        # (or a Rest and a TimeSig) comes just before it: MidiTok's own exception
-                        first_position, at_start = position, j == 0
-                        before = [int(self.type_of[u]) for u in run[max(0, j - 2) : j]]
-                        exempt = before[-1:] == [self.rest] or before == [self.rest, self.time_sig]
-                if self.is_time_reset[t] or (self.rules == "onset" and (self.is_bar[t] or self.is_position[t])):
-                    resets, tail = True, []
-                note = (program, int(self.pitch[t]))
-                if self.is_note_on[t]:
-                    tail.append(note)
-                    delta.append((*note, 1))
-                    sounding_here.add(note)
-                    if not resets:
-                        began.append(note)
-                if self.is_note_off[t]:
-                    delta.append((*note, -1))
-                    if note not in sounding_here:
-                        ended.append(note)
-            for key, value in zip(
-                columns,
-                (first_position, at_start, exempt, position, program, resets, began, tail, ended, delta),
-                strict=True,
-            ):
-                columns[key].append(value)
-        for key in ("first_position", "position_at_start", "position_exempt", "position_after", "program_after"):
-            setattr(self, key, torch.tensor(columns[key]))
-        self.resets = torch.tensor(columns["resets"])  # the run starts a new onset: the begun pitches clear
+        first_position, at_start, exempt, position, program, resets, began, tail, ended, delta = zip(
+            *(self._summary(run) for run in runs), strict=True
+        )
+        self.first_position, self.position_at_start = torch.tensor(first_position), torch.tensor(at_start)
+        self.position_exempt = torch.tensor(exempt)
+        self.position_after = torch.tensor(position)  # -2: unchanged, -1: a new bar, else the last Position
+        self.program_after = torch.tensor(program)  # -1: unchanged
+        self.resets = torch.tensor(resets)  # the run starts a new onset: the begun pitches clear
         # (program, pitch) pairs, -1 padded: begun before the run's first time step (checked against the
         # state's onset), begun after its last one (the new onset), ended without being begun in the run
         # (must be sounding), and every switch on (+1) or off (-1).
-        self.began_program = _pad([[p for p, _ in r] for r in columns["began"]])
-        self.began_pitch = _pad([[q for _, q in r] for r in columns["began"]])
-        self.tail_program = _pad([[p for p, _ in r] for r in columns["tail"]])
-        self.tail_pitch = _pad([[q for _, q in r] for r in columns["tail"]])
-        self.ended_program = _pad([[p for p, _ in r] for r in columns["ended"]])
-        self.ended_pitch = _pad([[q for _, q in r] for r in columns["ended"]])
-        self.delta_program = _pad([[p for p, _, _ in r] for r in columns["delta"]])
-        self.delta_pitch = _pad([[q for _, q, _ in r] for r in columns["delta"]])
-        self.delta = _pad([[d for _, _, d in r] for r in columns["delta"]]) * (self.delta_pitch >= 0)
+        self.began_program, self.began_pitch = _pairs(began)
+        self.tail_program, self.tail_pitch = _pairs(tail)
+        self.ended_program, self.ended_pitch = _pairs(ended)
+        self.delta_program, self.delta_pitch = _pairs(delta)
+        self.delta = _pad([[d for *_, d in r] for r in delta]) * (self.delta_pitch >= 0)
         self.single = self.run_length == 1  # base tokens: the closing phase uses these alone
+
+    def _summary(self, run: list[int]) -> tuple:
+        """What one run of base ids needs of the state and does to it (see _runs), walked token by token."""
+        first_position, at_start, exempt, position, program = -1, False, False, -2, -1
+        resets, began, tail, ended, delta, sounding_here = False, [], [], [], [], set()
+        for j, t in enumerate(run):
+            if self.is_program[t]:
+                program = int(self.value[t]) + 1
+            if self.is_bar[t]:
+                position = -1
+            if self.is_position[t]:
+                position = int(self.value[t])
+                if first_position < 0 and not any(self.is_bar[u] for u in run[:j]):
+                    # the first Position before any Bar must move forward from the state's, unless a Rest
+                    # (or a Rest and a TimeSig) comes just before it: MidiTok's own exception
+                    first_position, at_start = position, j == 0
+                    before = [int(self.type_of[u]) for u in run[max(0, j - 2) : j]]
+                    exempt = before[-1:] == [self.rest] or before == [self.rest, self.time_sig]
+            if self.is_time_reset[t] or (self.rules == "onset" and (self.is_bar[t] or self.is_position[t])):
+                resets, tail = True, []
+            note = (program, int(self.pitch[t]))
+            if self.is_note_on[t]:
+                tail.append(note)
+                delta.append((*note, 1))
+                sounding_here.add(note)
+                if not resets:
+                    began.append(note)
+            if self.is_note_off[t]:
+                delta.append((*note, -1))
+                if note not in sounding_here:
+                    ended.append(note)
+        return first_position, at_start, exempt, position, program, resets, began, tail, ended, delta
 
     def to(self, device: torch.device | str) -> Grammar:
         for name, value in vars(self).items():

@@ -34,9 +34,18 @@ def _random_samples(tokenizer, grammar, seed=0):
     return [tokens_to_score(tokenizer, row[1:]) for row in seqs.tolist()]
 
 
+def _with_bpe(tokenizer, folder):
+    """The tokenizer with 150 BPE ids learned on six synthetic pieces."""
+    pieces = [tokenize_score(tokenizer, make_midi(folder / f"{i}.mid", i, bars=8)) for i in range(6)]
+    learn_bpe(tokenizer, pieces, len(tokenizer) + 150)
+    assert tokenizer.is_trained and len(tokenizer) > len(tokenizer.vocab)
+    return tokenizer, pieces
+
+
+@pytest.mark.parametrize("bpe", [False, True])
 @pytest.mark.parametrize("kind", sorted(TOKENIZERS))
-def test_constrained_samples_decode_with_zero_skipped_tokens(kind):
-    tokenizer = TOKENIZERS[kind]()
+def test_constrained_samples_decode_with_zero_skipped_tokens(kind, bpe, tmp_path):
+    tokenizer = _with_bpe(TOKENIZERS[kind](), tmp_path)[0] if bpe else TOKENIZERS[kind]()
     samples = _random_samples(tokenizer, Grammar(tokenizer))
     assert [skipped for _, skipped in samples] == [0] * len(samples)
     assert sum(len(t.notes) for score, _ in samples for t in score.tracks) > 0
@@ -45,23 +54,9 @@ def test_constrained_samples_decode_with_zero_skipped_tokens(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(TOKENIZERS))
-def test_bpe_samples_decode_with_zero_skipped_tokens(kind, tmp_path):
-    tokenizer = TOKENIZERS[kind]()
-    pieces = [tokenize_score(tokenizer, make_midi(tmp_path / f"{i}.mid", i, bars=8)) for i in range(6)]
-    learn_bpe(tokenizer, pieces, len(tokenizer) + 150)
-    assert tokenizer.is_trained and len(tokenizer) > len(tokenizer.vocab)
-    samples = _random_samples(tokenizer, Grammar(tokenizer))
-    assert [skipped for _, skipped in samples] == [0] * len(samples)
-    assert sum(len(t.notes) for score, _ in samples for t in score.tracks) > 0
-    assert sum(skipped for _, skipped in _random_samples(tokenizer, None)) > 0
-
-
-@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
 def test_a_learned_id_moves_the_state_as_its_base_tokens_do(kind, tmp_path):
     base = TOKENIZERS[kind]()
-    tokenizer = TOKENIZERS[kind]()
-    pieces = [tokenize_score(tokenizer, make_midi(tmp_path / f"{i}.mid", i, bars=8)) for i in range(6)]
-    learn_bpe(tokenizer, pieces, len(tokenizer) + 150)
+    tokenizer, pieces = _with_bpe(TOKENIZERS[kind](), tmp_path)
     merged, plain = Grammar(tokenizer), Grammar(base)
     ids = torch.tensor(pieces[0].tolist())
     encoded = encode_bpe(tokenizer, pieces[0]).tolist()
