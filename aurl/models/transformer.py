@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aurl.config import ModelConfig
-from aurl.models.layers import Block, KVCache, Linear, RMSNorm, Rotary, WindowKVCache
+from aurl.models.layers import Block, KVCache, Linear, Rotary, WindowKVCache
 
 
 class Transformer(nn.Module):
@@ -28,7 +28,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(cfg.d_model, cfg.n_heads, hidden, cfg.dropout, window) for _ in range(cfg.n_layers)
         )
-        self.norm = RMSNorm(cfg.d_model)
+        self.norm = nn.RMSNorm(cfg.d_model)
         self.head = Linear(cfg.d_model, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied: the output layer reads tokens the way the input writes them
         self.checkpoint_every = 0  # recompute every n-th block's activations in backward (0: never)
