@@ -142,15 +142,15 @@ class Grammar:
     def _summary(self, run: list[int]) -> tuple:
         """What one run of base ids needs of the state and does to it (see _runs), walked token by token."""
         first_position, at_start, exempt, position, program = -1, False, False, -2, -1
-        resets, began, tail, ended, delta, sounding_here = False, [], [], [], [], set()
+        resets, began, tail, ended, delta, sounding_here, bar_seen = False, [], [], [], [], set(), False
         for j, t in enumerate(run):
             if self.is_program[t]:
                 program = int(self.value[t]) + 1
             if self.is_bar[t]:
-                position = -1
+                position, bar_seen = -1, True  # positions start again: later ones need nothing of the state
             if self.is_position[t]:
                 position = int(self.value[t])
-                if first_position < 0 and not any(self.is_bar[u] for u in run[:j]):
+                if first_position < 0 and not bar_seen:
                     # the first Position before any Bar must move forward from the state's, unless a Rest
                     # (or a Rest and a TimeSig) comes just before it: MidiTok's own exception
                     first_position, at_start = position, j == 0
@@ -195,11 +195,10 @@ class Grammar:
     def _lookup(
         self, table: torch.Tensor, state: dict[str, torch.Tensor], programs: torch.Tensor, pitches: torch.Tensor
     ):
-        """table (batch, 130, 128) read at each id's (program, pitch) pairs → (batch, ids, pairs); programs
-        of -1 read the state's program. Padding pairs read False / 0."""
+        """table (batch, 130, 128) read at each id's (program, pitch) pairs (ids, pairs) → (batch, ids, pairs).
+        Padding pairs read False / 0."""
         rows = torch.arange(table.shape[0], device=table.device)[:, None, None]
-        program = torch.where(programs < 0, state["program"][:, None, None], programs)
-        return table[rows, program, pitches.clamp(min=0)] * (pitches >= 0)
+        return table[rows, self._program(programs[None], state["program"]), pitches.clamp(min=0)] * (pitches >= 0)
 
     def mask(self, state: dict[str, torch.Tensor], closing: bool = False) -> torch.Tensor:
         """(batch, vocab) True where a token may come next. `closing`: the token budget is spent, so only
@@ -215,11 +214,11 @@ class Grammar:
             exempt = self.position_exempt | (self.position_at_start & after_rest[:, None])
             ok &= ~(backwards & ~exempt)
         if self.track_duplicates:
-            taken = self._lookup(state["onset"], state, self.began_program[None], self.began_pitch[None])
+            taken = self._lookup(state["onset"], state, self.began_program, self.began_pitch)
             ok &= ~taken.any(-1)
         if self.track_sounding:
             sounding = state["sounding"] > 0
-            on = self._lookup(sounding, state, self.ended_program[None], self.ended_pitch[None])
+            on = self._lookup(sounding, state, self.ended_program, self.ended_pitch)
             ok &= ~(~on & (self.ended_pitch >= 0)).any(-1)  # every note a token ends is sounding
             ok[:, self.eos_id] &= ~sounding.flatten(1).any(1)
             if closing:  # base tokens only: no new notes, programs only with notes to end, time moves on once
@@ -254,8 +253,8 @@ class Grammar:
 
     @staticmethod
     def _program(programs: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """Program indices of a run's notes: their own, or (-1) the state's program before the run."""
-        return torch.where(programs < 0, current[:, None], programs)
+        """Program indices of runs' notes: their own, or (-1) the state's program, current (batch,)."""
+        return torch.where(programs < 0, current.view(-1, *(1,) * (programs.dim() - 1)), programs)
 
     def replay(self, state: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
         """Advance the state over tokens (batch, time) already in the sequences, e.g. a primer."""
