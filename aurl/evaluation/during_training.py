@@ -18,7 +18,7 @@ from aurl.data.tokenize import build_tokenizer, load_tokenizer
 from aurl.evaluation.features import SCALAR_FEATURES, piece_features
 from aurl.generation.generate import sample_pieces, write_sample
 from aurl.generation.grammar import Grammar
-from aurl.models.vae import VAE
+from aurl.modes import MODES
 
 
 class TrainingSamples:
@@ -26,6 +26,7 @@ class TrainingSamples:
 
     def __init__(self, config: Config, run_dir: str | Path):
         self.run_dir = Path(run_dir)
+        self.mode = MODES[config.model.mode]
         self.settings = config.generate.model_copy(
             update={"num": config.train.sample_count, "max_tokens": config.train.sample_tokens}
         )
@@ -39,11 +40,10 @@ class TrainingSamples:
             self.grammar = Grammar(self.tokenizer) if self.settings.constrained else None
         device = next(model.parameters()).device
         generator = torch.Generator(device).manual_seed(self.settings.seed)  # the same draws at every step
-        z = None
-        if isinstance(model, VAE):
-            z = torch.randn(self.settings.num, model.cfg.latent_dim, generator=generator, device=device)
+        z = self.mode.prior(model, self.settings.num, generator, 1.0)
         grammar = self.grammar.to(device) if self.grammar is not None else None
-        rows = sample_pieces(model, self.tokenizer, self.settings, grammar, generator, [self.tokenizer["BOS_None"]], z)
+        bos = [self.tokenizer["BOS_None"]]
+        rows = sample_pieces(model, self.mode, self.tokenizer, self.settings, grammar, generator, bos, z)
         out = self.run_dir / "samples" / f"step_{step}"
         out.mkdir(parents=True, exist_ok=True)
         samples = [

@@ -12,11 +12,12 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.utils.data import default_collate
 
-from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, SegmentDataset, WindowDataset
-from aurl.data.tokenize import bar_token_ids, tokenizer_hash
+from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
+from aurl.data.tokenize import tokenizer_hash
 from aurl.errors import ConfigError
+from aurl.modes import MODES
 from aurl.training.run import load_trained
 
 
@@ -37,38 +38,22 @@ def likelihood(
         raise ConfigError(
             f"{data_dir}: prepared with another tokenizer than {run_dir}; prepare it with the run's config"
         )
-    pieces = data.pieces(split)
+    mode = MODES[config.model.mode]
+    latent = mode.latent
+    items = mode.evaluation_items(config, data, split)
     notes = sum(e["notes"] for e in data.manifest["files"] if e["split"] == split)
-    latent = config.model.mode != "transformer"
-    if latent:
-        bars = bar_token_ids(tokenizer)
-        items = SegmentDataset(
-            pieces, data.tables, bars, config.data.segment_bars, config.data.seq_len, False, whole=True
-        )
-        generator = torch.Generator().manual_seed(0)  # one posterior sample per segment, the same every time
-    else:
-        items = WindowDataset(pieces, data.tables, config.data.seq_len, train=False)
+    generator = torch.Generator().manual_seed(0)  # a VAE's one posterior sample per segment, the same every time
     nll, kl, tokens = 0.0, 0.0, 0
     for first in range(0, len(items), batch):
-        chunk = [items[i] for i in range(first, min(first + batch, len(items)))]
-        ids = torch.stack([it["input_ids"] for it in chunk])
-        targets = torch.stack([it["targets"] for it in chunk])
-        if latent:
-            mu, logvar = model.encode(ids, torch.stack([it["mask"] for it in chunk]))
-            z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
-            logits = model.decode(ids, z)
-            kl += float(0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum())
-        else:
-            logits = model(ids)
-        nll += float(
-            F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-        )
-        tokens += int((targets != IGNORE_INDEX).sum())
+        chunk = default_collate([items[i] for i in range(first, min(first + batch, len(items)))])
+        chunk_nll, chunk_kl = mode.negative_log_likelihood(model, chunk, generator)
+        nll, kl = nll + chunk_nll, kl + chunk_kl
+        tokens += int((chunk["targets"] != IGNORE_INDEX).sum())
     total = nll + kl
     loss = total / max(1, tokens)
     out = {
         "split": split,
-        "pieces": len(pieces),
+        "pieces": len(data.pieces(split)),
         "tokens": tokens,
         "notes": notes,
         "bound": latent,

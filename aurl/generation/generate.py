@@ -20,7 +20,7 @@ from aurl.errors import ConfigError, DataError
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.sampler import sample
-from aurl.models.vae import VAE
+from aurl.modes import MODES, LanguageModelMode
 from aurl.render import piano_roll, render_wav
 from aurl.training.run import load_trained
 
@@ -43,20 +43,6 @@ def longest_run(ids: list[int]) -> int:
         run = run + 1 if i and token == ids[i - 1] else 1
         best = max(best, run)
     return best
-
-
-class LatentDecoder(nn.Module):
-    """A VAE's decoder with its latent fixed, in the shape the sampler drives: (ids, cache) → logits."""
-
-    def __init__(self, vae: VAE, z: torch.Tensor):
-        super().__init__()
-        self.vae, self.z, self.cfg = vae, z, vae.cfg
-
-    def new_cache(self, batch: int):
-        return self.vae.new_cache(batch)
-
-    def forward(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
-        return self.vae.decode(input_ids, self.z, cache)
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
@@ -94,6 +80,7 @@ def keep_meter(score: symusic.Score, primer: symusic.Score, tokenizer: miditok.M
 
 def sample_pieces(
     model: nn.Module,
+    mode: LanguageModelMode,
     tokenizer: miditok.MusicTokenizer,
     settings: GenerateConfig,
     grammar: Grammar | None,
@@ -101,15 +88,15 @@ def sample_pieces(
     prompt: list[int],
     z: torch.Tensor | None = None,
 ) -> list[list[int]]:
-    """Token rows (prompt first) of settings.num pieces, or of one piece per row of a VAE's z, sampled
-    settings.batch_size at a time on the model's device."""
+    """Token rows (prompt first) of settings.num pieces, or of one piece per row of a latent model's z,
+    sampled settings.batch_size at a time on the model's device."""
     device = next(model.parameters()).device
     num = z.shape[0] if z is not None else settings.num
     bars = bar_token_ids(tokenizer)
     rows: list[list[int]] = []
     for first in range(0, num, settings.batch_size):
         n = min(settings.batch_size, num - first)
-        decoder = LatentDecoder(model, z[first : first + n]) if z is not None else model
+        decoder = mode.decoder(model, z[first : first + n] if z is not None else None)
         seqs = sample(
             decoder,
             torch.tensor([prompt] * n, dtype=torch.long, device=device),
@@ -146,8 +133,9 @@ def generate(
     With `wav`, each sample is also rendered to sample_<i>.wav through `soundfont` (default TimGM6mb).
     """
     config, tokenizer, model = load_trained(run_dir, checkpoint)
+    mode = MODES[config.model.mode]
     settings = updated(config.generate, overrides, "generate")
-    if (encode or interpolate) and not isinstance(model, VAE):
+    if (encode or interpolate) and not mode.latent:
         raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
     grammar = Grammar(tokenizer) if settings.constrained else None
     bos = tokenizer["BOS_None"]
@@ -158,16 +146,14 @@ def generate(
     out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(settings.seed)
-    z = None
-    if isinstance(model, VAE):
-        if interpolate:
-            a, b = (encode_file(path, model, tokenizer, config) for path in interpolate)
-            z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
-        elif encode:
-            z = encode_file(encode, model, tokenizer, config).expand(settings.num, -1)
-        else:  # the prior N(0, I), scaled by z_temperature
-            z = torch.randn(settings.num, model.cfg.latent_dim, generator=generator) * settings.z_temperature
-    rows = sample_pieces(model, tokenizer, settings, grammar, generator, prompt, z)
+    if interpolate:
+        a, b = (encode_file(path, model, tokenizer, config) for path in interpolate)
+        z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
+    elif encode:
+        z = encode_file(encode, model, tokenizer, config).expand(settings.num, -1)
+    else:
+        z = mode.prior(model, settings.num, generator, settings.z_temperature)
+    rows = sample_pieces(model, mode, tokenizer, settings, grammar, generator, prompt, z)
     title = Path(run_dir).name
     samples = [write_sample(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
     if wav:

@@ -11,14 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# The terms each mode balances. The vae_gan's adversarial hinge term can be negative: it keeps its
-# warm-up weight.
-BALANCED_TERMS = {
-    "transformer": ("recon",),
-    "vae": ("recon", "kl"),
-    "vae_gan": ("recon", "kl", "feature_matching"),
-}
-
 
 class LossBalance(nn.Module):
     def __init__(self, terms: tuple[str, ...]):

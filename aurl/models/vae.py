@@ -80,8 +80,24 @@ class VAE(nn.Module):
     def new_cache(self, batch: int, device=None, dtype=None):
         return self.decoder.new_cache(batch, device, dtype)
 
+    def conditioned(self, z: torch.Tensor) -> LatentDecoder:
+        """The decoder with z fixed, in the shape the sampler drives: (ids, cache) → logits."""
+        return LatentDecoder(self, z)
+
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(logits, mu, logvar): reconstruct input_ids from z drawn by the reparameterisation trick."""
         mu, logvar = self.encode(input_ids, mask)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         return self.decode(input_ids, z), mu, logvar
+
+
+class LatentDecoder(nn.Module):
+    def __init__(self, vae: VAE, z: torch.Tensor):
+        super().__init__()
+        self.vae, self.z, self.cfg = vae, z, vae.cfg
+
+    def new_cache(self, batch: int):
+        return self.vae.new_cache(batch)
+
+    def forward(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        return self.vae.decode(input_ids, self.z, cache)

@@ -1,4 +1,4 @@
-"""One objective per model mode: turns a batch into the loss to minimise and the metrics to log."""
+"""The objectives of the model modes (chosen in aurl.modes): a batch → the loss to minimise and metrics to log."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from aurl.config import Config, GANConfig, VAEConfig
+from aurl.config import GANConfig, VAEConfig
 from aurl.data.dataset import IGNORE_INDEX
 from aurl.models.discriminator import Critic
 from aurl.training.distributed import unwrap
@@ -193,16 +193,3 @@ class VAEGANObjective(VAEObjective):
         out["loss"] = out["loss"] + self.adv_weight() * (adversarial + self.gan.fm_weight * terms["feature_matching"])
         out.update(adversarial=adversarial.detach(), feature_matching=matching.detach(), **weights)
         return out
-
-
-def build_objective(config: Config, model: nn.Module, vocab_size: int, token_weights=None) -> Objective:
-    """The objective of config.model.mode; token_weights (one per token id) weigh the cross-entropy."""
-    if token_weights is not None:
-        token_weights = torch.as_tensor(token_weights, device=next(model.parameters()).device)
-    if config.model.mode == "transformer":
-        return LanguageModelObjective(model, token_weights)
-    if config.model.mode == "vae":
-        return VAEObjective(model, config.vae, token_weights)
-    if config.model.mode == "vae_gan":
-        return VAEGANObjective(model, config.vae, config.gan, vocab_size, config.model.context, token_weights)
-    raise ValueError(f"model.mode {config.model.mode!r} has no objective")

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aurl.config import Config, TrainConfig, load_config
-from aurl.data.dataset import PreparedDataset, SegmentDataset, TokenBudgetBatchSampler, WindowDataset
+from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler
 from aurl.data.tokenize import (
     bar_token_ids,
     load_tokenizer,
@@ -20,12 +20,11 @@ from aurl.data.tokenize import (
     token_type_weights,
 )
 from aurl.errors import CheckpointError, ConfigError
-from aurl.models import build_model
+from aurl.modes import MODES, LanguageModelMode, build_model, build_objective
 from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
 from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting_batch
 from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
-from aurl.training.objectives import build_objective
 from aurl.training.trainer import SampleHook, Trainer, pick_device, seed_everything
 
 CONFIG_FILE = "config.yaml"
@@ -69,17 +68,42 @@ def _activation_checkpointing(model: torch.nn.Module, cfg: TrainConfig, batch: i
     return 0
 
 
-def probe_micro_batch(model: torch.nn.Module, vocab: int, seq_len: int, cfg: TrainConfig, device: torch.device) -> int:
-    """CUDA: the largest micro-batch whose training step stays within probe_memory_fraction of the device."""
-    limit = cfg.probe_memory_fraction * torch.cuda.get_device_properties(device).total_memory
+class CudaMemory:
+    """The device memory counters the batch probe reads (a test passes a stand-in)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def total(self) -> int:
+        return torch.cuda.get_device_properties(self.device).total_memory
+
+    def reset(self) -> None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device)
+
+
+def probe_micro_batch(
+    model: torch.nn.Module,
+    mode: LanguageModelMode,
+    item: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    device: torch.device,
+    memory: CudaMemory | None = None,
+) -> int:
+    """The largest micro-batch of copies of a training item whose forward and backward (as the mode runs
+    them) stay within probe_memory_fraction of the device's memory."""
+    memory = memory or CudaMemory(device)
+    limit = cfg.probe_memory_fraction * memory.total()
 
     def fits(batch: int) -> bool:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        x = torch.randint(0, vocab, (batch, seq_len), device=device)
-        model(x).float().logsumexp(-1).mean().backward()
+        memory.reset()
+        copies = {k: v.expand(batch, *v.shape).to(device) for k, v in item.items()}
+        mode.logits(model, copies).float().logsumexp(-1).mean().backward()
         model.zero_grad(set_to_none=True)
-        return torch.cuda.max_memory_allocated(device) <= limit
+        return memory.peak() <= limit
 
     return largest_fitting_batch(fits, cfg.max_batch, cfg.min_batch)
 
@@ -101,12 +125,18 @@ def build_trainer(
     seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
     torch.use_deterministic_algorithms(cfg.deterministic)
     seq_len = config.data.seq_len
+    mode = MODES[config.model.mode]
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)).to(device)
     torch.manual_seed(cfg.seed + env.rank)
+    augment = config.data.augment
+    if data.tokenizer.is_trained:  # a learned id holds pitches inside it: no lookup can transpose it
+        augment = None
+        log("data.augment: off, BPE token ids cannot be transposed by lookup")
+    train_set, valid_set = mode.datasets(config, data, augment)
     batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     if cfg.batch_probe and device.type == "cuda":
-        micro = probe_micro_batch(model, data.tables.vocab_size, seq_len, cfg, device)
+        micro = probe_micro_batch(model, mode, train_set[0], cfg, device)
         if micro < batch:  # the same tokens per step: smaller micro-batches, more of them
             accum = cfg.grad_accum * math.ceil(batch / micro)
             cfg = cfg.model_copy(
@@ -115,17 +145,6 @@ def build_trainer(
             log(f"batch probe: micro-batch {micro} fits in memory; accumulating {accum} per step")
     elif cfg.batch_probe:
         log(f"batch probe needs CUDA; on {device.type} the token-budget rule sets the batch")
-    augment = config.data.augment
-    if data.tokenizer.is_trained:  # a learned id holds pitches inside it: no lookup can transpose it
-        augment = None
-        log("data.augment: off, BPE token ids cannot be transposed by lookup")
-    if config.model.mode == "transformer":
-        train_set = WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, cfg.seed)
-        valid_set = WindowDataset(data.pieces("valid"), data.tables, seq_len, False)
-    else:  # latent modes learn from bar-aligned segments
-        bars, n = bar_token_ids(data.tokenizer), config.data.segment_bars
-        train_set = SegmentDataset(data.pieces("train"), data.tables, bars, n, seq_len, True, augment, cfg.seed)
-        valid_set = SegmentDataset(data.pieces("valid"), data.tables, bars, n, seq_len, False)
     plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
     sampler = TokenBudgetBatchSampler(len(train_set), plan, cfg.seed, env.rank, env.world_size)
     # Own generators: creating a loader's iterator must not draw from the global RNG that dropout uses,

@@ -45,3 +45,49 @@ def test_batch_probe_backs_off_on_out_of_memory():
     assert largest_fitting_batch(try_batch, 64, 1) == 8
     assert tried == [64, 32, 16, 8]
     assert largest_fitting_batch(lambda b: False, 64, 4) == 4
+
+
+class SimulatedMemory:
+    """Stands in for CUDA's counters: 1 GB in all, 64 MB per window the last forward saw; a forward of
+    more than 12 windows runs out of memory (raised by the model's forward hook below)."""
+
+    def __init__(self):
+        self.windows = 0
+
+    def total(self) -> int:
+        return 2**30
+
+    def reset(self) -> None:
+        self.windows = 0
+
+    def peak(self) -> int:
+        return self.windows * 2**26
+
+
+@pytest.mark.parametrize("mode", ["transformer", "vae", "vae_gan"])
+def test_batch_probe_runs_each_mode_and_backs_off_on_out_of_memory(mode, prepared, tiny_config):
+    from aurl.config import load_config
+    from aurl.data.dataset import PreparedDataset
+    from aurl.data.tokenize import bar_token_ids
+    from aurl.modes import MODES, build_model
+    from aurl.training.run import probe_micro_batch
+    from tests.conftest import TINY
+
+    config = load_config(TINY, [f"model.mode={mode}", "model.latent_dim=8", "train.max_batch=64"])
+    data = PreparedDataset(prepared)
+    model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer))
+    train_set, _ = MODES[mode].datasets(config, data, None)
+    memory, seen = SimulatedMemory(), []
+
+    def forward_hook(module, args, output):
+        windows = args[0].shape[0]
+        seen.append(windows)
+        if windows > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        memory.windows = windows
+
+    model.register_forward_hook(forward_hook)
+    cfg = config.train.model_copy(update={"probe_memory_fraction": 0.5})  # 512 MB: 8 windows
+    assert probe_micro_batch(model, MODES[mode], train_set[0], cfg, torch.device("cpu"), memory) == 8
+    assert seen == [64, 32, 16, 8]
+    assert all(p.grad is None for p in model.parameters())  # probing leaves no gradients behind

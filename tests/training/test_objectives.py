@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from aurl.config import ModelConfig
 from aurl.data.tokenize import build_tokenizer, token_type_weights
 from aurl.errors import ConfigError
-from aurl.models import build_model
 from aurl.models.balance import LossBalance
+from aurl.modes import build_model
 from aurl.training.objectives import LanguageModelObjective
 
 

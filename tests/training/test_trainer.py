@@ -45,7 +45,7 @@ def test_corrupt_checkpoint_is_refused(trained_run, tmp_path):
 
 
 def test_checkpoint_from_another_model_is_refused(trained_run, tmp_path):
-    from aurl.models import build_model
+    from aurl.modes import build_model
 
     config, tokenizer, _ = load_trained(trained_run, "latest")
     bigger = build_model(config.model.model_copy(update={"d_model": 64}), len(tokenizer))
