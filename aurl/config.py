@@ -22,7 +22,23 @@ class Section(BaseModel):
 class TokenizerConfig(Section):
     """MidiTok tokenization and its parameters; `extra` passes any other miditok.TokenizerConfig field."""
 
-    kind: Literal["REMI", "TSD", "MIDILike"] = "REMI"
+    # MMM: every track tokenized on its own (with `base` inside) and the tracks concatenated, for writing
+    # tracks with the others in view and infilling bars (training tasks: data.tasks).
+    kind: Literal["REMI", "TSD", "MIDILike", "MMM"] = "REMI"
+    base: Literal["REMI"] = Field("REMI", description="MMM: the tokenization inside each track (needs Bar tokens)")
+    # MMM: MidiTok's attribute controls the model learns to follow (inserted at random in training).
+    controls: list[
+        Literal[
+            "bar_density",
+            "bar_polyphony",
+            "bar_pitch_class",
+            "bar_duration",
+            "track_density",
+            "track_polyphony",
+            "track_duration",
+            "track_repetition",
+        ]
+    ] = Field(default_factory=list)
     pitch_range: tuple[int, int] = (21, 109)
     # Positions per beat for note durations/onsets, keyed by a beat range "start-end".
     beat_res: dict[str, int] = Field(default_factory=lambda: {"0-4": 8, "4-12": 4})
@@ -45,6 +61,10 @@ class TokenizerConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerConfig:
+        if self.controls and self.kind != "MMM":
+            raise ValueError("tokenizer.controls need tokenizer.kind MMM (controls live in per-track sequences)")
+        if self.kind == "MMM" and self.bpe_vocab_size is not None:
+            raise ValueError("tokenizer.bpe_vocab_size: not available with tokenizer.kind MMM; set it to null")
         lo, hi = self.pitch_range
         if not 0 <= lo < hi <= 128:
             raise ValueError("tokenizer.pitch_range must be [low, high) with 0 <= low < high <= 128")
@@ -80,11 +100,31 @@ class DataConfig(Section):
     seq_len: int = Field(512, ge=8, description="training window length in tokens")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     segment_bars: int = Field(4, ge=1, description="vae: bars per training segment (cut at Bar tokens)")
+    # Multitrack (tokenizer.kind MMM) task windows: every track of up to window_bars bars (fewer when they
+    # would not fit data.seq_len), each window one task drawn with these weights.
+    window_bars: int = Field(8, ge=1)
+    tasks: dict[Literal["continue", "track", "infill"], float] = Field(
+        default_factory=lambda: {"continue": 0.4, "track": 0.3, "infill": 0.3}
+    )
+    infill_bars: tuple[int, int] = Field((1, 4), description="infill task: bars taken out, [fewest, most]")
+    # Share of the tracks' track-level controls, and of the bars for each bar-level control, drawn
+    # uniformly from [low, high] per window (the ratios of MidiTok's create_random_ac_indexes).
+    control_tracks: tuple[float, float] = (0.0, 1.0)
+    control_bars: tuple[float, float] = (0.0, 1.0)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.valid_fraction + self.test_fraction >= 1:
             raise ValueError("data.valid_fraction + data.test_fraction must be below 1 (nothing left to train)")
+        if any(w < 0 for w in self.tasks.values()) or sum(self.tasks.values()) <= 0:
+            raise ValueError(f"data.tasks: weights must be >= 0 with a positive sum, got {self.tasks}")
+        lo, hi = self.infill_bars
+        if not 1 <= lo <= hi:
+            raise ValueError(f"data.infill_bars must be [fewest, most] with 1 <= fewest <= most, got {[lo, hi]}")
+        for name in ("control_tracks", "control_bars"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi <= 1:
+                raise ValueError(f"data.{name} must be [low, high] with 0 <= low <= high <= 1, got {[lo, hi]}")
         return self
 
 

@@ -15,7 +15,10 @@ from torch.utils.data import Dataset
 
 from aurl.config import AugmentConfig, Config, ModelConfig
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, SegmentDataset, WindowDataset
+from aurl.data.multitrack import is_multitrack
+from aurl.data.tasks import TaskDataset
 from aurl.data.tokenize import bar_token_ids
+from aurl.errors import ConfigError
 from aurl.models.balance import LossBalance
 from aurl.models.transformer import Transformer
 from aurl.models.vae import VAE
@@ -25,7 +28,7 @@ Batch = dict[str, torch.Tensor]
 
 
 class LanguageModelMode:
-    """mode transformer: a decoder-only model over windows of a piece ."""
+    """mode transformer: a decoder-only model over windows of a piece (multitrack: task windows)."""
 
     name = "transformer"
     balanced_terms: tuple[str, ...] = ("recon",)
@@ -39,6 +42,11 @@ class LanguageModelMode:
 
     def datasets(self, config: Config, data: PreparedDataset, augment: AugmentConfig | None) -> tuple[Dataset, Dataset]:
         seed, seq_len = config.train.seed, config.data.seq_len
+        if is_multitrack(data.tokenizer):
+            return (
+                TaskDataset(data.pieces("train"), data.tokenizer, config.data, True, augment, seed),
+                TaskDataset(data.pieces("valid"), data.tokenizer, config.data, False),
+            )
         return (
             WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, seed),
             WindowDataset(data.pieces("valid"), data.tables, seq_len, False),
@@ -46,6 +54,8 @@ class LanguageModelMode:
 
     def evaluation_items(self, config: Config, data: PreparedDataset, split: str) -> Dataset:
         """Items that hold every token of the split once, as a likelihood needs."""
+        if is_multitrack(data.tokenizer):
+            return TaskDataset(data.pieces(split), data.tokenizer, config.data, False)
         return WindowDataset(data.pieces(split), data.tables, config.data.seq_len, train=False)
 
     def logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -79,7 +89,14 @@ class LatentMode(LanguageModelMode):
     def objective(self, config: Config, model: nn.Module, vocab_size: int, weights: torch.Tensor | None) -> Objective:
         return VAEObjective(model, config.vae, weights)
 
+    def _single_stream(self, data: PreparedDataset) -> None:
+        if is_multitrack(data.tokenizer):
+            raise ConfigError(
+                f"model.mode: {self.name} reads single-stream segments; use a tokenizer.kind other than MMM"
+            )
+
     def datasets(self, config: Config, data: PreparedDataset, augment: AugmentConfig | None) -> tuple[Dataset, Dataset]:
+        self._single_stream(data)
         bars, n, seq_len = bar_token_ids(data.tokenizer), config.data.segment_bars, config.data.seq_len
         return (
             SegmentDataset(data.pieces("train"), data.tables, bars, n, seq_len, True, augment, config.train.seed),
@@ -87,6 +104,7 @@ class LatentMode(LanguageModelMode):
         )
 
     def evaluation_items(self, config: Config, data: PreparedDataset, split: str) -> Dataset:
+        self._single_stream(data)
         bars = bar_token_ids(data.tokenizer)
         return SegmentDataset(
             data.pieces(split), data.tables, bars, config.data.segment_bars, config.data.seq_len, False, whole=True

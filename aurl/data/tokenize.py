@@ -11,6 +11,7 @@ import miditok
 import numpy as np
 
 from aurl.config import TokenizerConfig
+from aurl.data.multitrack import CONTROLS, INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -18,7 +19,11 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
     beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
-    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size"})
+    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls"})
+    if cfg.kind == "MMM":
+        params["base_tokenizer"] = cfg.base
+        params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
+        params.update({CONTROLS[name][0]: True for name in cfg.controls})
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
         tokenizer = getattr(miditok, cfg.kind)(tok_cfg)

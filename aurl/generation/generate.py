@@ -14,6 +14,7 @@ from torch import nn
 
 from aurl.config import GenerateConfig, updated
 from aurl.data.corpus import read_score
+from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
@@ -51,6 +52,8 @@ def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[
     ids = [i for i in ids if i not in special]
     if not ids:
         return symusic.Score(tokenizer.time_division), 0
+    if is_multitrack(tokenizer):
+        return tokenizer.decode(ids), Multitrack(tokenizer).errors(ids)
     skipped = round(tokenizer.tokens_errors(ids) * len(ids))
     return tokenizer.decode(ids), skipped
 

@@ -1,0 +1,119 @@
+"""Multitrack (MMM) token sequences: their tracks and bars, attribute controls, and decoding checks.
+
+MidiTok's MMM tokenizes each track on its own, `Track_Start Program_p Bar TimeSig ... Track_End` (REMI
+inside), and concatenates the tracks, so a model writes one track with the others in view. aurl adds
+three special tokens for bar infilling (MMM's scheme): `Infill_Bar` stands where a bar was taken out,
+and each taken bar is written after the last track as `Infill_Start Bar ... Infill_End`.
+
+Attribute controls are MidiTok's (`miditok.attribute_controls`), computed on the notes they describe.
+aurl places them itself, in one fixed place each: track-level ones right after the track's Program
+token, bar-level ones right after the bar's Bar token. They say something about what follows and play
+no part in the music, so decoding ignores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import miditok
+import numpy as np
+from miditok import attribute_controls as ac
+from miditok.utils import get_bars_ticks, get_beats_ticks
+
+INFILL_TOKENS = ("Infill_Bar", "Infill_Start", "Infill_End")
+
+# aurl's name of each control: (MidiTok config flag, MidiTok class, short name for --control).
+CONTROLS: dict[str, tuple[str, type[ac.AttributeControl], str]] = {
+    "bar_density": ("ac_note_density_bar", ac.BarNoteDensity, "density"),
+    "bar_polyphony": ("ac_polyphony_bar", ac.BarOnsetPolyphony, "polyphony"),
+    "bar_pitch_class": ("ac_pitch_class_bar", ac.BarPitchClass, "pitch_class"),
+    "bar_duration": ("ac_note_duration_bar", ac.BarNoteDuration, "duration"),
+    "track_density": ("ac_note_density_track", ac.TrackNoteDensity, "density"),
+    "track_polyphony": ("ac_polyphony_track", ac.TrackOnsetPolyphony, "polyphony"),
+    "track_duration": ("ac_note_duration_track", ac.TrackNoteDuration, "duration"),
+    "track_repetition": ("ac_repetition_track", ac.TrackRepetition, "repetition"),
+}
+
+
+def is_multitrack(tokenizer: miditok.MusicTokenizer) -> bool:
+    return isinstance(tokenizer, miditok.MMM)
+
+
+@dataclass
+class Track:
+    """One track of a multitrack sequence: its header (Track_Start, Program, track-level controls) and
+    its bars, each from its Bar token up to the next bar (bar-level controls included)."""
+
+    header: np.ndarray
+    bars: list[np.ndarray]
+
+    def ids(self, end: int) -> list[int]:
+        return [*self.header.tolist(), *(int(t) for bar in self.bars for t in bar), end]
+
+
+class Multitrack:
+    """Token ids of a multitrack tokenizer's structure, and the controls it was built with."""
+
+    def __init__(self, tokenizer: miditok.MusicTokenizer):
+        vocab = tokenizer.vocab
+        self.tokenizer = tokenizer
+        self.track_start, self.track_end = vocab["Track_Start"], vocab["Track_End"]
+        self.bar = vocab["Bar_None"]
+        self.infill_bar, self.infill_start, self.infill_end = (vocab[t] for t in INFILL_TOKENS)
+        self.bos, self.eos, self.pad = vocab["BOS_None"], vocab["EOS_None"], tokenizer.pad_token_id
+        self.program = {int(t.split("_")[1]): i for t, i in vocab.items() if t.startswith("Program_")}
+        self.is_control = np.zeros(len(tokenizer), dtype=bool)
+        self.is_control[[i for t, i in vocab.items() if t.startswith("AC")]] = True
+        # name → the tokenizer's control object, in the tokenizer's own order
+        self.controls = {name: c for c in tokenizer.attribute_controls for name in _names_of(c)}
+
+    def tracks(self, ids: np.ndarray) -> list[Track]:
+        """The tracks of a piece's ids (Track_Start ... Track_End, repeated)."""
+        ends = np.flatnonzero(ids == self.track_end)
+        out = []
+        for start in np.flatnonzero(ids == self.track_start).tolist():
+            later = ends[ends > start]
+            body = ids[start : int(later[0]) if len(later) else len(ids)]  # an unfinished track runs to the end
+            bar_at = np.flatnonzero(body == self.bar).tolist()
+            first = bar_at[0] if bar_at else len(body)
+            out.append(Track(body[:first], [body[a:b] for a, b in zip(bar_at, [*bar_at[1:], len(body)], strict=True)]))
+        return out
+
+    def measure(self, track: Track, names: list[str]) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]]]:
+        """MidiTok's attribute controls `names` of one track's notes, as token ids: ({track-level name:
+        ids}, {bar-level name: {bar index: ids}}). Bars without notes get no bar-level control (as in
+        MidiTok)."""
+        keep = [t for t in track.ids(self.track_end) if not self.is_control[t]]
+        score = self.tokenizer.decode(keep)
+        if not score.tracks or not len(score.tracks[0].notes):
+            return {}, {}
+        bars = get_bars_ticks(score, only_notes_onsets=True)
+        beats = get_beats_ticks(score, only_notes_onsets=True)
+        bar_index = {tick: i for i, tick in enumerate(bars)}
+        whole: dict[str, list[int]] = {}
+        per_bar: dict[str, dict[int, list[int]]] = {}
+        for name in names:
+            control = self.controls[name]
+            events = control.compute(score.tracks[0], score.ticks_per_quarter, bars, beats, list(range(len(bars))))
+            for event in events:
+                token = self.tokenizer.vocab[f"{event.type_}_{event.value}"]
+                if isinstance(control, ac.BarAttributeControl):
+                    per_bar.setdefault(name, {}).setdefault(bar_index[event.time], []).append(token)
+                else:
+                    whole.setdefault(name, []).append(token)
+        return whole, per_bar
+
+    def errors(self, ids: list[int]) -> int:
+        """Tokens MidiTok could not place in the music: each track's notes checked by the base
+        tokenization's own rules (controls and track markers aside)."""
+        base = self.tokenizer.base_tokenizer
+        errors = 0
+        for track in self.tracks(np.asarray(ids)):
+            body = [self.tokenizer[int(t)] for bar in track.bars for t in bar if not self.is_control[t]]
+            if body:
+                errors += base._tokens_errors(body)
+        return errors
+
+
+def _names_of(control: ac.AttributeControl) -> list[str]:
+    return [name for name, (_, cls, _) in CONTROLS.items() if type(control) is cls]
