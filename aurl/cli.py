@@ -99,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
     p.add_argument("--wav", action="store_true", help="also render each sample to WAV (see `aurl render`)")
     p.add_argument("--soundfont", metavar="FILE", help="General MIDI SoundFont for --wav (default TimGM6mb)")
+    co = p.add_argument_group("co-creation (runs trained with tokenizer.kind MMM)")
+    co.add_argument("--accompany", metavar="SONG", help="keep tracks of SONG note for note and write new ones (--add)")
+    co.add_argument("--keep", metavar="I,J", help="tracks of SONG to keep, 0-based (default: all)")
+    co.add_argument("--add", nargs="+", metavar="PROGRAM", help="new tracks, by General MIDI program 0-127 or 'drums'")
+    co.add_argument("--infill", metavar="SONG", help="rewrite --bars of SONG, keeping everything else note for note")
+    co.add_argument("--bars", metavar="A-B", help="bars to rewrite, 1-based and inclusive, e.g. 9-12")
+    co.add_argument("--track", type=int, metavar="N", help="track to rewrite, 0-based (default: every track)")
+    co.add_argument(
+        "--control",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attribute controls for a track or bars, e.g. --control track=1 density=6, "
+        "--control bars=5-8 polyphony=2-4 (keys: track, bars, density, polyphony, pitch_class, duration, repetition)",
+    )
     latent = p.add_argument_group("latent models (model.mode vae)")
     what = latent.add_mutually_exclusive_group()
     what.add_argument("--mode", choices=["sample"], default="sample", help="sample: z from the prior (default)")
@@ -201,12 +217,63 @@ def _train(args: argparse.Namespace) -> None:
         print(f"run directory: {run_dir}")
 
 
+def _tracks(text: str, flag: str) -> list[int]:
+    words = [w.strip() for w in text.split(",")]
+    if not all(w.isdigit() for w in words):
+        raise AurlError(f"{flag} {text}: expected track numbers separated by commas, e.g. 0,1")
+    return [int(w) for w in words]
+
+
+def _programs(words: list[str]) -> list[int]:
+    out = []
+    for word in words:
+        if word.lower() == "drums":
+            out.append(-1)
+        elif word.isdigit() and int(word) < 128:
+            out.append(int(word))
+        else:
+            raise AurlError(f"--add {word}: a General MIDI program 0-127 or 'drums'")
+    return out
+
+
+def _bars(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and (last or first).isdigit()):
+        raise AurlError(f"--bars {text}: expected A-B (1-based bar numbers), e.g. 9-12")
+    return int(first), int(last or first)
+
+
+def _cocreate(args: argparse.Namespace, given: dict):
+    from aurl.generation.cocreate import accompany, infill
+
+    common = {"out_dir": args.out, "checkpoint": args.checkpoint, "controls": args.control, "wav": args.wav}
+    common |= {"soundfont": args.soundfont, **given}
+    if args.accompany and args.infill:
+        raise AurlError("--accompany and --infill: choose one")
+    if args.accompany:
+        if args.bars or args.track is not None:
+            raise AurlError("--bars and --track go with --infill, not --accompany")
+        keep = _tracks(args.keep, "--keep") if args.keep else None
+        return accompany(args.run, args.accompany, _programs(args.add or []), keep, **common)
+    if args.keep or args.add:
+        raise AurlError("--keep and --add go with --accompany, not --infill")
+    if not args.bars:
+        raise AurlError("--infill needs --bars A-B: the bars to rewrite")
+    return infill(args.run, args.infill, _bars(args.bars), args.track, **common)
+
+
 def _generate(args: argparse.Namespace) -> None:
     from aurl.config import GenerateConfig
     from aurl.generation.generate import generate
 
     keys = [name for name in GenerateConfig.model_fields if hasattr(args, name)]
     given = {k: getattr(args, k) for k in keys}
+    if args.accompany or args.infill:
+        samples = _cocreate(args, given)
+        print(f"{len(samples)} samples in {samples[0].midi.parent}")
+        return
+    if args.control or args.keep or args.add or args.bars or args.track is not None:
+        raise AurlError("--control, --keep, --add, --bars and --track steer --accompany or --infill; give one of them")
     samples = generate(
         args.run,
         args.out,

@@ -13,6 +13,14 @@ from aurl.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 TPQ = 480
+# A multitrack (MMM) tokenization with every attribute control
+MMM = [
+    "tokenizer.kind=MMM",
+    "tokenizer.controls=[bar_density,bar_polyphony,bar_pitch_class,bar_duration,"
+    "track_density,track_polyphony,track_duration,track_repetition]",
+    "data.valid_fraction=0.2",
+    "data.test_fraction=0.1",
+]
 
 
 def make_midi(path: Path, seed: int, bars: int = 12, drums: bool = True) -> symusic.Score:
@@ -82,6 +90,27 @@ def trained_run(prepared, tiny_config, tmp_path_factory) -> Path:
     config = _with_splits(tiny_config).model_copy(deep=True)
     config.data.dataset = str(prepared)
     train(config, run, progress=False, log=lambda s: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def mmm_prepared(midi_dir, tmp_path_factory) -> Path:
+    from aurl.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("mmm")
+    prepare(str(midi_dir), out, load_config(TINY, MMM), progress=False, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mmm_run(mmm_prepared, tmp_path_factory) -> Path:
+    """A tiny multitrack run trained on the task mix with controls."""
+    from aurl.training.run import train
+
+    run = tmp_path_factory.mktemp("runs") / "mmm"
+    sets = [f"data.dataset={mmm_prepared}", "data.seq_len=256", "model.context=512", "data.window_bars=4"]
+    sets += ["train.max_steps=40", "train.batch_tokens=1024", "train.peak_flops=1e11"]
+    train(load_config(TINY, [*MMM, *sets]), run, progress=False, log=lambda s: None)
     return run
 
 

@@ -62,6 +62,7 @@ class Multitrack:
         self.infill_bar, self.infill_start, self.infill_end = (vocab[t] for t in INFILL_TOKENS)
         self.bos, self.eos, self.pad = vocab["BOS_None"], vocab["EOS_None"], tokenizer.pad_token_id
         self.program = {int(t.split("_")[1]): i for t, i in vocab.items() if t.startswith("Program_")}
+        self.programs = set(self.program.values())
         self.is_control = np.zeros(len(tokenizer), dtype=bool)
         self.is_control[[i for t, i in vocab.items() if t.startswith("AC")]] = True
         # name → the tokenizer's control object, in the tokenizer's own order
@@ -76,7 +77,8 @@ class Multitrack:
             body = ids[start : int(later[0]) if len(later) else len(ids)]  # an unfinished track runs to the end
             bar_at = np.flatnonzero(body == self.bar).tolist()
             first = bar_at[0] if bar_at else len(body)
-            out.append(Track(body[:first], [body[a:b] for a, b in zip(bar_at, [*bar_at[1:], len(body)], strict=True)]))
+            bounds = zip(bar_at, [*bar_at[1:], len(body)][: len(bar_at)], strict=True)
+            out.append(Track(body[:first], [body[a:b] for a, b in bounds]))
         return out
 
     def measure(self, track: Track, names: list[str]) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]]]:
@@ -105,13 +107,18 @@ class Multitrack:
 
     def errors(self, ids: list[int]) -> int:
         """Tokens MidiTok could not place in the music: each track's notes checked by the base
-        tokenization's own rules (controls and track markers aside)."""
-        base = self.tokenizer.base_tokenizer
-        errors = 0
-        for track in self.tracks(np.asarray(ids)):
-            body = [self.tokenizer[int(t)] for bar in track.bars for t in bar if not self.is_control[t]]
+        tokenization's own rules (controls aside), plus every token out of MMM's structure (outside a
+        track, a track that does not open with Program then Bar, a Program inside a track)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        inside = np.cumsum(ids == self.track_start) - np.cumsum(np.r_[0, ids[:-1] == self.track_end]) > 0
+        errors = int((~inside).sum())
+        for track in self.tracks(ids):
+            errors += len(track.header) < 2 or int(track.header[1]) not in self.programs
+            errors += int(np.isin(track.header[2:], list(self.programs)).sum())  # header: controls only
+            body = [int(t) for bar in track.bars for t in bar if not self.is_control[t]]
+            errors += int(np.isin(body, list(self.programs)).sum())
             if body:
-                errors += base._tokens_errors(body)
+                errors += self.tokenizer.base_tokenizer._tokens_errors([self.tokenizer[t] for t in body])
         return errors
 
 

@@ -16,8 +16,7 @@ from torch import nn
 from aurl.config import Config
 from aurl.data.tokenize import build_tokenizer, load_tokenizer
 from aurl.evaluation.features import SCALAR_FEATURES, piece_features
-from aurl.generation.generate import sample_pieces, write_sample
-from aurl.generation.grammar import Grammar
+from aurl.generation.generate import grammar_for, sample_pieces, write_sample
 from aurl.modes import MODES
 
 
@@ -31,13 +30,13 @@ class TrainingSamples:
             update={"num": config.train.sample_count, "max_tokens": config.train.sample_tokens}
         )
         if self.settings.constrained:  # a tokenization without a grammar fails now, not after training
-            Grammar(build_tokenizer(config.tokenizer))
+            grammar_for(build_tokenizer(config.tokenizer))
         self.tokenizer, self.grammar = None, None
 
     def __call__(self, step: int, model: nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         if self.tokenizer is None:  # the run's own (with BPE, learned from the data): written before step 1
             self.tokenizer = load_tokenizer(self.run_dir)
-            self.grammar = Grammar(self.tokenizer) if self.settings.constrained else None
+            self.grammar = grammar_for(self.tokenizer) if self.settings.constrained else None
         device = next(model.parameters()).device
         generator = torch.Generator(device).manual_seed(self.settings.seed)  # the same draws at every step
         z = self.mode.prior(model, self.settings.num, generator, 1.0)

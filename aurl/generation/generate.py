@@ -20,6 +20,7 @@ from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
+from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import sample
 from aurl.modes import MODES, LanguageModelMode
 from aurl.render import piano_roll, render_wav
@@ -58,6 +59,11 @@ def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[
     return tokenizer.decode(ids), skipped
 
 
+def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:
+    """The grammar of a tokenizer's sequences (a ConfigError names what has none)."""
+    return MultitrackGrammar(tokenizer) if is_multitrack(tokenizer) else Grammar(tokenizer)
+
+
 def primer_tokens(path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int) -> tuple[list[int], symusic.Score]:
     """The token ids of the first `bars` bars of a MIDI file (bar length from its first time signature,
     4/4 without one), and those bars as a Score."""
@@ -90,6 +96,7 @@ def sample_pieces(
     generator: torch.Generator,
     prompt: list[int],
     z: torch.Tensor | None = None,
+    plan: list[Segment] | None = None,
 ) -> list[list[int]]:
     """Token rows (prompt first) of settings.num pieces, or of one piece per row of a latent model's z,
     sampled settings.batch_size at a time on the model's device."""
@@ -109,6 +116,7 @@ def sample_pieces(
             pad_id=tokenizer.pad_token_id,
             bar_ids=bars,
             generator=generator,
+            plan=plan,
         )
         rows += seqs.tolist()
     return rows
@@ -140,7 +148,9 @@ def generate(
     settings = updated(config.generate, overrides, "generate")
     if (encode or interpolate) and not mode.latent:
         raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
-    grammar = Grammar(tokenizer) if settings.constrained else None
+    if is_multitrack(tokenizer) and settings.max_bars is not None:
+        raise ConfigError("generate.max_bars: a multitrack (MMM) run counts bars per track; leave it unset")
+    grammar = grammar_for(tokenizer) if settings.constrained else None
     bos = tokenizer["BOS_None"]
     prompt, head = [bos], None
     if primer is not None:
@@ -180,6 +190,13 @@ def write_sample(
     score, skipped = tokens_to_score(tokenizer, row)
     if primer is not None:
         keep_meter(score, primer, tokenizer)
+    return save_sample(score, row, skipped, stem, title, log)
+
+
+def save_sample(
+    score: symusic.Score, row: list[int], skipped: int, stem: Path, title: str, log: Callable[[str], None] | None
+) -> Sample:
+    """Write a written piece's MIDI file and piano roll (stem.mid, stem.png) and say what it holds."""
     midi = stem.with_suffix(".mid")
     score.dump_midi(str(midi))
     png = piano_roll(score, stem.with_suffix(".png"), title=f"{title} {stem.name}")

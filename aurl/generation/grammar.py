@@ -47,7 +47,8 @@ class Grammar:
 
     def __init__(self, tokenizer: miditok.MusicTokenizer, device: torch.device | str = "cpu"):
         name = type(tokenizer).__name__
-        errors = type(tokenizer)._tokens_errors
+        rules = self._rules_of(tokenizer)
+        errors = type(rules)._tokens_errors
         if errors is miditok.MusicTokenizer._tokens_errors:
             self.rules = "onset"  # REMI, TSD, Structured: MidiTok's shared checks
         elif errors is miditok.MIDILike._tokens_errors:
@@ -64,16 +65,22 @@ class Grammar:
                 "set generate.constrained=false"
             )
         vocab: dict[str, int] = tokenizer.vocab  # the base tokens
-        types = sorted({token.partition("_")[0] for token in vocab})
+        types = sorted({self._type_name(token) for token in vocab})
         index = {t: i for i, t in enumerate(types)}
-        self.types = types
+        self.types, self.type_index = types, index
         self.type_of = torch.zeros(len(vocab), dtype=torch.long)
         self.value = torch.full((len(vocab),), -1, dtype=torch.long)
+        # Positions in a bar of each TimeSig token (MidiTok: numerator x positions per beat, whatever the
+        # denominator); a Position past its bar's end would put notes in the next bar.
+        self.bar_length = torch.full((len(vocab),), -1, dtype=torch.long)
+        self.default_bar_length = 4 * cfg.max_num_pos_per_beat  # 4/4 until a TimeSig says otherwise
         for token, i in vocab.items():
             kind, _, value = token.partition("_")
-            self.type_of[i] = index[kind]
+            self.type_of[i] = index[self._type_name(token)]
             if kind in ("Position", "Program", *NOTE_ON, *NOTE_OFF):
                 self.value[i] = int(value)
+            if kind == "TimeSig":
+                self.bar_length[i] = int(value.split("/")[0]) * cfg.max_num_pos_per_beat
 
         def ids_of(*kinds: str) -> torch.Tensor:
             return torch.isin(self.type_of, torch.tensor([index[k] for k in kinds if k in index], dtype=torch.long))
@@ -101,7 +108,7 @@ class Grammar:
         real = [t for t in types if t not in SPECIAL]
         allowed = torch.zeros(len(types), len(types), dtype=torch.bool)
         for a in real:
-            for b in tokenizer.tokens_types_graph.get(a, ()):
+            for b in rules.tokens_types_graph.get(a, ()):
                 if b in real:
                     allowed[index[a], index[b]] = True
             allowed[index[a], self.eos] = True
@@ -111,6 +118,15 @@ class Grammar:
         self.allowed = allowed
         self._runs([[vocab[t] for t in run] for run in base_tokens(tokenizer)])
         self.to(device)
+
+    @staticmethod
+    def _rules_of(tokenizer: miditok.MusicTokenizer) -> miditok.MusicTokenizer:
+        """The tokenizer whose type graph and error rules the grammar mirrors."""
+        return tokenizer
+
+    @staticmethod
+    def _type_name(token: str) -> str:
+        return token.partition("_")[0]
 
     def _runs(self, runs: list[list[int]]) -> None:
         """Tables over every id (base or learned) of the run of base ids it stands for: what it needs of
@@ -138,6 +154,9 @@ class Grammar:
         self.delta_program, self.delta_pitch = _pairs(delta)
         self.delta = _pad([[d for *_, d in r] for r in delta]) * (self.delta_pitch >= 0)
         self.single = self.run_length == 1  # base tokens: the closing phase uses these alone
+        # the bar length the run's last TimeSig sets (-1: unchanged)
+        lengths = [[int(self.bar_length[t]) for t in r if self.bar_length[t] >= 0] for r in runs]
+        self.bar_length_after = torch.tensor([found[-1] if found else -1 for found in lengths])
 
     def _summary(self, run: list[int]) -> tuple:
         """What one run of base ids needs of the state and does to it (see _runs), walked token by token."""
@@ -184,6 +203,7 @@ class Grammar:
             "prev": torch.full((batch,), self.bos, dtype=torch.long, device=device),
             "prev2": torch.full((batch,), self.bos, dtype=torch.long, device=device),
             "position": torch.full((batch,), -1, dtype=torch.long, device=device),
+            "bar_length": torch.full((batch,), self.default_bar_length, dtype=torch.long, device=device),
             "program": torch.ones(batch, dtype=torch.long, device=device),  # program index = program + 1
         }
         if self.track_duplicates:  # pitches begun at the current onset, per program (drums at index 0)
@@ -213,6 +233,7 @@ class Grammar:
             backwards = (self.first_position[None, :] <= state["position"][:, None]) & (self.first_position >= 0)
             exempt = self.position_exempt | (self.position_at_start & after_rest[:, None])
             ok &= ~(backwards & ~exempt)
+            ok &= ~(self.first_position[None, :] >= state["bar_length"][:, None])  # within the bar
         if self.track_duplicates:
             taken = self._lookup(state["onset"], state, self.began_program, self.began_pitch)
             ok &= ~taken.any(-1)
@@ -238,6 +259,8 @@ class Grammar:
         state["prev"] = self.last_type[token]
         position = self.position_after[token]
         state["position"] = torch.where(position == -2, state["position"], position)
+        length = self.bar_length_after[token]
+        state["bar_length"] = torch.where(length >= 0, length, state["bar_length"])
         before, program = state["program"], self.program_after[token]
         state["program"] = torch.where(program >= 0, program, before)
         if self.track_duplicates:

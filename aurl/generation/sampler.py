@@ -8,6 +8,7 @@ from torch import nn
 
 from aurl.config import GenerateConfig
 from aurl.generation.grammar import Grammar
+from aurl.generation.multitrack_grammar import Segment
 
 CLOSING_STEPS = 1024  # at most this many tokens past the budget to end sounding notes (MIDILike)
 
@@ -51,6 +52,7 @@ def sample(
     bar_ids: list[int] | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    plan: list[Segment] | None = None,
 ) -> torch.Tensor:
     """prompt (batch, P), starting with BOS → (batch, P + about settings.max_tokens) tokens.
 
@@ -58,7 +60,8 @@ def sample(
     bar (one of bar_ids), or at the token budget. With a grammar, only tokens it allows are sampled. When
     the tokens in the model's window reach its context, the window slides: the last half of the context
     is read again into a fresh cache (rotary positions are relative, so the model sees a window like
-    those it trained on).
+    those it trained on). With a plan (a multitrack grammar's segments), the rows write those segments
+    after the prompt and then end.
     """
     model.eval()
     context = model.cfg.context
@@ -71,6 +74,8 @@ def sample(
     if grammar is not None:
         state = grammar.start(batch)
         grammar.replay(state, prompt[:, 1:])
+        if plan is not None:
+            grammar.plan(state, plan)
 
     def read(ids: torch.Tensor):
         cache = model.new_cache(batch) if use_cache else None

@@ -9,21 +9,9 @@ import pytest
 
 from aurl.config import load_config
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
-from aurl.data.multitrack import CONTROLS, Multitrack
+from aurl.data.multitrack import Multitrack
 from aurl.data.tasks import TaskDataset
-from tests.conftest import TINY
-
-ALL_CONTROLS = "[" + ",".join(CONTROLS) + "]"
-MMM = ["tokenizer.kind=MMM", f"tokenizer.controls={ALL_CONTROLS}", "data.valid_fraction=0.2", "data.test_fraction=0.1"]
-
-
-@pytest.fixture(scope="module")
-def mmm_prepared(midi_dir, tmp_path_factory):
-    from aurl.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("mmm")
-    prepare(str(midi_dir), out, load_config(TINY, MMM), progress=False, log=lambda s: None)
-    return out
+from tests.conftest import MMM, TINY
 
 
 def _dataset(prepared, tasks, controls=None, **data):

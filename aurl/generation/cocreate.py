@@ -1,0 +1,315 @@
+"""Co-creation with a multitrack (MMM) run: accompany a song's tracks with new ones, rewrite some of its
+bars, and steer both with attribute controls.
+
+The song is tokenized as the run's data was, one MMM track per track of the file. What is kept is the
+prompt; what is to be written is a plan of segments (aurl.generation.multitrack_grammar) that the
+grammar holds the sampler to: a new track has exactly the song's bars, each bar with the song's time
+signature and the controls asked for it. The result is the song's own file (its tempos, meter and kept
+tracks untouched, note for note) with the written notes put in, at the file's resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import miditok
+import numpy as np
+import symusic
+import torch
+from miditok.utils import get_bars_ticks
+
+from aurl.config import updated
+from aurl.data.corpus import read_score
+from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
+from aurl.data.prepare import tokenize_score
+from aurl.errors import ConfigError, DataError
+from aurl.generation.controls import ControlRequest, parse_controls
+from aurl.generation.generate import Sample, sample_pieces, save_sample
+from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
+from aurl.modes import MODES
+from aurl.render import render_wav
+from aurl.training.run import load_trained
+
+DRUMS = -1
+
+
+@dataclass
+class Song:
+    """A user's file as the run sees it. Tracks without notes are dropped, so track numbers (0-based)
+    count the tracks that have notes, in file order."""
+
+    path: Path
+    score: symusic.Score
+    tracks: list[Track]
+    time_signatures: list[int]  # the TimeSig token of each bar
+
+    @property
+    def bars(self) -> int:
+        return len(self.time_signatures)
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{i}: {'drums' if t.is_drum else f'program {t.program}'}, {len(t.notes)} notes"
+            for i, t in enumerate(self.score.tracks)
+        )
+
+
+def read_song(path: str | Path, tokenizer: miditok.MusicTokenizer, mt: Multitrack) -> Song:
+    score = read_score(path)
+    score.tracks = [t for t in score.tracks if len(t.notes)]
+    if not score.tracks:
+        raise DataError(f"{path}: holds no notes to work with")
+    tracks = []
+    for track in score.tracks:  # one at a time, so track i of the file is track i of the tokens
+        alone = score.copy()
+        alone.tracks = [track.copy()]
+        found = mt.tracks(tokenize_score(tokenizer, alone).astype(np.int64))
+        if len(found) != 1 or not found[0].bars:
+            raise DataError(f"{path}: a track could not be tokenized (notes outside the run's pitch range?)")
+        tracks.append(found[0])
+    signatures = []
+    for bar in range(max(len(t.bars) for t in tracks)):
+        inside = [t.bars[bar] for t in tracks if bar < len(t.bars) and len(t.bars[bar]) > 1]
+        is_sig = [b[1] for b in inside if mt.tokenizer[int(b[1])].startswith("TimeSig_")]
+        signatures.append(int(is_sig[0]) if is_sig else signatures[-1] if signatures else _first_sig(tracks, mt))
+    return Song(Path(path), score, tracks, signatures)
+
+
+def _first_sig(tracks: list[Track], mt: Multitrack) -> int:
+    return next(int(t) for tr in tracks for bar in tr.bars for t in bar if mt.tokenizer[int(t)].startswith("TimeSig_"))
+
+
+class Session:
+    """A multitrack run loaded for co-creation: its model, tokenizer, grammar and sampling settings."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str, overrides: dict[str, Any], what: str):
+        config, self.tokenizer, self.model = load_trained(run_dir, checkpoint)
+        if not is_multitrack(self.tokenizer):
+            raise ConfigError(f"{run_dir}: {what} needs a run trained with tokenizer.kind MMM (this one is not)")
+        self.run_dir, self.mode = Path(run_dir), MODES[config.model.mode]
+        self.settings = updated(config.generate, overrides, "generate")
+        if self.settings.max_bars is not None:
+            raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
+        self.mt = Multitrack(self.tokenizer)
+        self.grammar = MultitrackGrammar(self.tokenizer)
+        self.generator = torch.Generator().manual_seed(self.settings.seed)
+
+    def write(self, prompts: list[list[int]], plan: list[Segment]) -> list[list[int]]:
+        """The tokens each prompt's row wrote after it (rows with equal prompts are sampled together)."""
+        budget = self.settings.max_tokens * max(1, len(plan))  # max_tokens per segment
+        settings = self.settings.model_copy(update={"max_tokens": budget, "min_tokens": 0, "num": 1})
+        out: list[list[int] | None] = [None] * len(prompts)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(tuple(prompt), []).append(i)
+        for prompt, rows in groups.items():
+            settings.num = len(rows)
+            written = sample_pieces(
+                self.model, self.mode, self.tokenizer, settings, self.grammar, self.generator, list(prompt), plan=plan
+            )
+            for i, row in zip(rows, written, strict=True):
+                out[i] = [t for t in row[len(prompt) :] if t not in (self.mt.pad, self.mt.eos)]
+        return out
+
+    def decoded(self, track: Track, tpq: int) -> symusic.Track:
+        """A track's tokens as notes at a file's resolution."""
+        score = self.tokenizer.decode([t for t in track.ids(self.mt.track_end) if not self.mt.is_control[t]])
+        score = score.resample(tpq, min_dur=1)
+        return score.tracks[0] if score.tracks else symusic.Track()
+
+    def save(self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont) -> Sample:
+        sample = save_sample(score, tokens, self.mt.errors(tokens), stem, self.run_dir.name, log)
+        if wav:
+            sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)
+        return sample
+
+
+def _bar_plan(song: Song, requests: list[ControlRequest], track: int, bars: range) -> dict[int, list[int]]:
+    """Forced tokens after each Bar of a segment covering song bars `bars` (0-based): the requested
+    bar-level controls, in training's order, then the song's time signature."""
+    return {k: [*_control_tokens(requests, track, bar + 1), song.time_signatures[bar]] for k, bar in enumerate(bars)}
+
+
+def _control_tokens(requests: list[ControlRequest], track: int, bar: int | None) -> list[int]:
+    """The tokens of the controls requested for a track (bar None) or one of its bars (1-based)."""
+    chosen: dict[str, list[int]] = {}
+    for request in requests:
+        if request.covers(track, bar):
+            chosen.update(request.tokens)
+    return [t for name in CONTROLS if name in chosen for t in chosen[name]]
+
+
+def _out_dir(run_dir: Path, out_dir: str | Path | None, what: str) -> Path:
+    out = Path(out_dir) if out_dir else run_dir / "samples" / what
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def accompany(
+    run_dir: str | Path,
+    song: str | Path,
+    add: list[int],
+    keep: list[int] | None = None,
+    controls: list[list[str] | str] = (),
+    out_dir: str | Path | None = None,
+    checkpoint: str = "best",
+    log: Callable[[str], None] | None = print,
+    wav: bool = False,
+    soundfont: str | Path | None = None,
+    **overrides: Any,
+) -> list[Sample]:
+    """Keep some tracks of `song` (all by default) note for note and write new ones, one per program in
+    `add` (0-127, or -1 for drums), each with exactly the song's bars. `controls`: --control requests,
+    whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
+    session = Session(run_dir, checkpoint, overrides, "--accompany")
+    mt = session.mt
+    the_song = read_song(song, session.tokenizer, mt)
+    keep = list(range(len(the_song.tracks))) if keep is None else keep
+    for i in keep:
+        if not 0 <= i < len(the_song.tracks):
+            raise ConfigError(f"--keep {i}: {song} has tracks 0-{len(the_song.tracks) - 1} ({the_song.describe()})")
+    if not add:
+        raise ConfigError("--add: name at least one program (0-127) or drums for the new tracks")
+    for program in add:
+        if program not in mt.program:
+            raise ConfigError(f"--add {program}: the run's tokenizer has no such program; use 0-127 or drums")
+    requests = parse_controls(list(controls), session.tokenizer)
+    written = range(len(keep), len(keep) + len(add))
+    for request in requests:
+        if request.track is not None and request.track not in written:
+            raise ConfigError(
+                f"--control track={request.track}: not a track being written; the new tracks are "
+                f"{', '.join(map(str, written))} (kept tracks come first)"
+            )
+        if request.bars is not None and request.bars[1] > the_song.bars:
+            raise ConfigError(f"--control bars={request.bars[0]}-{request.bars[1]}: {song} has {the_song.bars} bars")
+    kept = [the_song.tracks[i] for i in keep]
+    prompt = [mt.bos, *(t for track in kept for t in track.ids(mt.track_end))]
+    plan = [
+        Segment(
+            [mt.track_start, mt.program[program], *_control_tokens(requests, n, None)],
+            the_song.bars,
+            mt.track_end,
+            _bar_plan(the_song, requests, n, range(the_song.bars)),
+        )
+        for n, program in zip(written, add, strict=True)
+    ]
+    rows = session.write([prompt] * session.settings.num, plan)
+    out = _out_dir(session.run_dir, out_dir, "accompany")
+    tpq = the_song.score.ticks_per_quarter
+    samples = []
+    for i, row in enumerate(rows):
+        new = mt.tracks(np.asarray(row, dtype=np.int64))
+        score = the_song.score.copy()
+        score.tracks = [the_song.score.tracks[k].copy() for k in keep] + [session.decoded(t, tpq) for t in new]
+        tokens = [*prompt[1:], *row]
+        samples.append(session.save(score, tokens, out / f"sample_{i}", log, wav, soundfont))
+    return samples
+
+
+def infill(
+    run_dir: str | Path,
+    song: str | Path,
+    bars: tuple[int, int],
+    track: int | None = None,
+    controls: list[list[str] | str] = (),
+    out_dir: str | Path | None = None,
+    checkpoint: str = "best",
+    log: Callable[[str], None] | None = print,
+    wav: bool = False,
+    soundfont: str | Path | None = None,
+    **overrides: Any,
+) -> list[Sample]:
+    """Rewrite bars `bars` (1-based, inclusive) of one track of `song` (every track, one after another,
+    when `track` is None), keeping everything else note for note."""
+    session = Session(run_dir, checkpoint, overrides, "--infill")
+    mt = session.mt
+    the_song = read_song(song, session.tokenizer, mt)
+    first, last = bars
+    if not 1 <= first <= last <= the_song.bars:
+        raise ConfigError(f"--bars {first}-{last}: {song} has bars 1-{the_song.bars}; give A-B within them")
+    if track is not None and not 0 <= track < len(the_song.tracks):
+        raise ConfigError(f"--track {track}: {song} has tracks 0-{len(the_song.tracks) - 1} ({the_song.describe()})")
+    targets = [track] if track is not None else list(range(len(the_song.tracks)))
+    requests = parse_controls(list(controls), session.tokenizer)
+    for request in requests:
+        if request.track is not None and request.track not in targets:
+            raise ConfigError(f"--control track={request.track}: not a track being rewritten ({targets})")
+    span = range(first - 1, last)
+    current = [list(the_song.tracks) for _ in range(session.settings.num)]  # each sample's tracks so far
+    tokens = [[] for _ in current]
+    for target in targets:  # a track at a time, as the model was trained (one holed track per window)
+        prompts, holed = [], []
+        for tracks in current:
+            old = tracks[target]
+            header = np.concatenate([old.header, _control_tokens(requests, target, None)]).astype(np.int64)
+            holes = [np.array([mt.infill_bar])] * len(span)
+            bars_ = [*old.bars[: span.start], *holes, *old.bars[span.stop :]]
+            holed.append(Track(header, bars_))
+            prompts.append(
+                [
+                    mt.bos,
+                    *(t for tr in [*tracks[:target], holed[-1], *tracks[target + 1 :]] for t in tr.ids(mt.track_end)),
+                ]
+            )
+        plan = [
+            Segment(
+                [mt.infill_start, mt.bar], 1, mt.infill_end, _bar_plan(the_song, requests, target, range(bar, bar + 1))
+            )
+            for bar in span
+        ]
+        for i, row in enumerate(session.write(prompts, plan)):
+            fills = _fills(row, mt)
+            old = current[i][target]
+            # a fill the budget cut short leaves its bar as it was
+            new_bars = [fills[k] if k < len(fills) else old.bars[bar] for k, bar in enumerate(span)]
+            filled = Track(holed[i].header, [*old.bars[: span.start], *new_bars, *old.bars[span.stop :]])
+            current[i] = [*current[i][:target], filled, *current[i][target + 1 :]]
+            tokens[i] = [t for tr in current[i] for t in tr.ids(mt.track_end)]
+    out = _out_dir(session.run_dir, out_dir, "infill")
+    score = the_song.score
+    ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
+    start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+    samples = []
+    for i, tracks in enumerate(current):
+        result = score.copy()
+        for target in targets:
+            new = session.decoded(tracks[target], score.ticks_per_quarter).notes
+            kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
+            written = _fitted([n for n in new if start <= n.time < stop], kept)
+            result.tracks[target].notes = symusic.core.NoteTickList(kept + written)
+            result.tracks[target].notes.sort()
+        samples.append(session.save(result, tokens[i], out / f"sample_{i}", log, wav, soundfont))
+    return samples
+
+
+def _fitted(written: list, kept: list) -> list:
+    """Written notes that leave the kept ones intact in a MIDI file, where a note of one pitch ends at
+    the next note-off of that pitch: a written note that starts while a kept note of its pitch sounds is
+    dropped, and every written note ends by the next onset of its pitch."""
+    out = [w for w in written if not any(k.pitch == w.pitch and k.time <= w.time < k.time + k.duration for k in kept)]
+    onsets: dict[int, list[int]] = {}
+    for n in [*kept, *out]:
+        onsets.setdefault(n.pitch, []).append(n.time)
+    for w in out:
+        later = [t for t in onsets[w.pitch] if t > w.time]
+        if later:
+            w.duration = min(w.duration, min(later) - w.time)
+    return out
+
+
+def _fills(row: list[int], mt: Multitrack) -> list[np.ndarray]:
+    """The bars a row wrote, each from Infill_Start (exclusive) to Infill_End (exclusive)."""
+    fills, inside = [], None
+    for t in row:
+        if t == mt.infill_start:
+            inside = []
+        elif t == mt.infill_end and inside is not None:
+            fills.append(np.asarray(inside, dtype=np.int64))
+            inside = None
+        elif inside is not None:
+            inside.append(t)
+    return fills

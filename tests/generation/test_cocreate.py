@@ -1,0 +1,156 @@
+"""Multitrack grammar and co-creation: accompany, infill and attribute controls."""
+
+import numpy as np
+import pytest
+import symusic
+import torch
+from miditok.utils import get_bars_ticks
+
+from aurl.cli import main
+from aurl.config import GenerateConfig, ModelConfig, load_config
+from aurl.data.multitrack import Multitrack
+from aurl.data.tokenize import build_tokenizer
+from aurl.generation.cocreate import Session, accompany, infill, read_song
+from aurl.generation.controls import parse_controls
+from aurl.generation.generate import tokens_to_score
+from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
+from aurl.generation.sampler import sample
+from aurl.models.transformer import Transformer
+from tests.conftest import MMM, TINY
+
+
+def _untrained(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, context=1024), len(tokenizer)).eval()
+
+
+def _notes(track) -> list[tuple[int, int, int, int]]:
+    return [(n.time, n.duration, n.pitch, n.velocity) for n in track.notes]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(load_config(TINY, MMM).tokenizer)
+
+
+def test_an_untrained_model_writes_multitrack_pieces_with_zero_skipped_tokens(tokenizer):
+    mt = Multitrack(tokenizer)
+    model, gen = _untrained(tokenizer), torch.Generator().manual_seed(0)
+    prompt = torch.full((6, 1), mt.bos)
+    args = (tokenizer["EOS_None"], mt.pad)
+    rows = sample(model, prompt, GenerateConfig(max_tokens=600), MultitrackGrammar(tokenizer), *args, generator=gen)
+    samples = [tokens_to_score(tokenizer, row[1:]) for row in rows.tolist()]
+    assert [skipped for _, skipped in samples] == [0] * 6
+    assert sum(len(t.notes) for score, _ in samples for t in score.tracks) > 0
+    for row in rows.tolist():  # drum tracks play drum notes only, the others pitched notes only
+        for track in mt.tracks(np.asarray(row)):
+            kinds = {tokenizer[int(t)].split("_")[0] for bar in track.bars for t in bar}
+            assert not {"Pitch", "PitchDrum"} <= kinds
+    unconstrained = sample(model, prompt, GenerateConfig(max_tokens=200), None, *args, generator=gen)
+    assert sum(mt.errors(row[1:]) for row in unconstrained.tolist()) > 0  # the check can fail
+
+
+def test_a_plan_writes_exactly_its_bars_with_the_requested_controls(tokenizer):
+    """New tracks and infilled bars of an untrained model: exact bar counts, forced controls in place,
+    zero skipped tokens."""
+    mt = Multitrack(tokenizer)
+    grammar = MultitrackGrammar(tokenizer)
+    requests = parse_controls(["track=1 density=2-5 polyphony=1", "bars=2-3 density=4 pitch_class=C,E,G"], tokenizer)
+    sig = tokenizer.vocab["TimeSig_4/4"]
+    track_controls = [*requests[0].tokens["track_density"], *requests[0].tokens["track_polyphony"]]
+    bar_controls = [*requests[1].tokens["bar_density"], *requests[1].tokens["bar_pitch_class"]]
+    plan = [
+        Segment([mt.track_start, mt.program[33], *track_controls], 4, mt.track_end, {1: [*bar_controls, sig]}),
+        Segment([mt.track_start, mt.program[-1]], 4, mt.track_end),
+        Segment([mt.infill_start, mt.bar], 1, mt.infill_end, {0: [*bar_controls, sig]}),
+    ]
+    model, gen = _untrained(tokenizer), torch.Generator().manual_seed(1)
+    prompt = torch.full((4, 1), mt.bos)
+    settings = GenerateConfig(max_tokens=900)
+    rows = sample(model, prompt, settings, grammar, mt.eos, mt.pad, generator=gen, plan=plan).tolist()
+    for row in rows:
+        row = row[1 : row.index(mt.eos)] if mt.eos in row else row[1:]
+        tracks = mt.tracks(np.asarray(row))
+        assert [len(t.bars) for t in tracks] == [4, 4]
+        assert tracks[0].header.tolist() == [mt.track_start, mt.program[33], *track_controls]
+        assert tracks[0].bars[1][1 : 1 + len(bar_controls) + 1].tolist() == [*bar_controls, sig]
+        assert not any(mt.is_control[t] for bar in (0, 2, 3) for t in tracks[0].bars[bar])
+        fill = row[row.index(mt.infill_start) :]
+        assert fill[:2] == [mt.infill_start, mt.bar] and fill[2 : 3 + len(bar_controls)] == [*bar_controls, sig]
+        assert fill[-1] == mt.infill_end and fill.count(mt.bar) == 1
+        assert mt.errors(row[: row.index(mt.infill_start)]) == 0
+
+
+def test_accompaniment_keeps_the_kept_tracks_note_for_note(mmm_run, midi_dir, tmp_path):
+    song = midi_dir / "piece_2.mid"
+    original = symusic.Score(str(song))
+    samples = accompany(
+        mmm_run, song, add=[48, -1], keep=[1], num=2, max_tokens=400, out_dir=tmp_path, checkpoint="latest", log=None
+    )
+    end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
+    for s in samples:
+        out = symusic.Score(str(s.midi))
+        assert _notes(out.tracks[0]) == _notes(original.tracks[1])  # the kept bass, untouched
+        assert [(t.program, t.is_drum) for t in out.tracks[1:]] == [(48, False), (0, True)]
+        assert all(len(t.notes) for t in out.tracks[1:]) and s.skipped_tokens == 0
+        assert max(n.time for t in out.tracks for n in t.notes) < end  # no note starts after the song
+        assert out.tempos[0].qpm == original.tempos[0].qpm
+
+
+def test_new_tracks_have_exactly_the_songs_bars(mmm_run, midi_dir):
+    session = Session(mmm_run, "latest", {"num": 3}, "test")
+    mt = session.mt
+    song = read_song(midi_dir / "piece_4.mid", session.tokenizer, mt)
+    plan = [Segment([mt.track_start, mt.program[0]], song.bars, mt.track_end)]
+    for row in session.write([[mt.bos, *song.tracks[2].ids(mt.track_end)]] * 3, plan):
+        assert [len(t.bars) for t in mt.tracks(np.asarray(row))] == [song.bars]
+
+
+@pytest.mark.parametrize("track", [0, None])
+def test_infilling_rewrites_the_bars_and_keeps_everything_else(mmm_run, midi_dir, tmp_path, track):
+    song = midi_dir / "piece_5.mid"
+    original = symusic.Score(str(song))
+    ticks = get_bars_ticks(original)
+    start, stop = ticks[2], ticks[4]  # bars 3-4
+    samples = infill(mmm_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None)
+    targets = [0] if track == 0 else range(len(original.tracks))
+    for s in samples:
+        out = symusic.Score(str(s.midi))
+        assert s.skipped_tokens == 0 and len(out.tracks) == len(original.tracks)
+        for i, (old, new) in enumerate(zip(original.tracks, out.tracks, strict=True)):
+            outside = [n for n in _notes(old) if not start <= n[0] < stop]
+            assert [n for n in _notes(new) if not start <= n[0] < stop] == outside  # kept note for note
+            if i not in targets:
+                assert _notes(new) == _notes(old)
+    # the rewritten bars hold new music (an untouched span in every sample would mean nothing was written)
+    spans = [[n for n in _notes(symusic.Score(str(s.midi)).tracks[0]) if start <= n[0] < stop] for s in samples]
+    assert any(span != [n for n in _notes(original.tracks[0]) if start <= n[0] < stop] for span in spans)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--infill", "{song}", "--bars", "9-40"], "has bars 1-12"),
+        (["--infill", "{song}", "--bars", "x"], "--bars x: expected A-B"),
+        (["--infill", "{song}", "--bars", "2-3", "--track", "7"], "--track 7: "),
+        (["--accompany", "{song}", "--add", "33", "--keep", "5"], "--keep 5: "),
+        (["--accompany", "{song}", "--add", "piano"], "--add piano: a General MIDI program"),
+        (["--accompany", "{song}", "--add", "33", "--control", "track=1", "loudness=3"], "unknown key 'loudness'"),
+        (["--accompany", "{song}", "--add", "33", "--control", "track=1", "density=2"], "not a track being written"),
+        (["--accompany", "{song}", "--add", "33", "--control", "bars=1-2", "polyphony=9"], "outside 1-6"),
+        (["--accompany", "{song}", "--add", "33", "--control", "bars=2", "repetition=0.5"], "no repetition control"),
+        (["--control", "density=3"], "steer --accompany or --infill"),
+    ],
+)
+def test_bad_cocreation_options_are_one_line_errors(mmm_run, midi_dir, tmp_path, capsys, extra, message):
+    song = str(midi_dir / "piece_1.mid")
+    args = ["generate", "--run", str(mmm_run), "--checkpoint", "latest", "--out", str(tmp_path)]
+    assert main([*args, *(a.format(song=song) for a in extra)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cocreation_needs_a_multitrack_run(trained_run, midi_dir, tmp_path, capsys):
+    args = ["generate", "--run", str(trained_run), "--checkpoint", "latest", "--out", str(tmp_path)]
+    assert main([*args, "--accompany", str(midi_dir / "piece_1.mid"), "--add", "33"]) == 2
+    assert "tokenizer.kind MMM" in capsys.readouterr().err
