@@ -7,7 +7,8 @@ data.seq_len). Each training window is one task, drawn with the weights of data.
 - infill: a span of bars of one track replaced by Infill_Bar placeholders, their content written after
   the last track as Infill_Start bar Infill_End each (MMM's scheme), so both sides are in view.
 Training windows are transposed like single-stream windows, then given attribute controls measured on
-their own notes for a random share of tracks and bars. Every item is a pure function of (seed, window,
+their own notes for a random share of tracks and bars. Controls and placeholders are inputs only: they
+are never targets of the loss. Every item is a pure function of (seed, window,
 epoch, length), so resume and several ranks replay it exactly. Evaluation windows tile each piece by
 bars as plain `continue` windows without controls, so every note is scored once.
 """
@@ -15,6 +16,7 @@ bars as plain `continue` windows without controls, so every note is scored once.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import miditok
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aurl.config import AugmentConfig, DataConfig
-from aurl.data.dataset import WindowKey, augment, pack
+from aurl.data.dataset import IGNORE_INDEX, WindowKey, augment, pack
 from aurl.data.multitrack import CONTROLS, Multitrack, Track
 from aurl.data.tokenize import TokenTables
 from aurl.errors import DataError
@@ -87,6 +89,8 @@ class TaskDataset(Dataset):
         if not pieces:
             raise DataError("this split of the dataset holds no pieces; prepare more files or change the fractions")
         self.mt = Multitrack(tokenizer)
+        self.given = self.mt.is_control.copy()
+        self.given[self.mt.infill_bar] = True
         self.tables = TokenTables.from_tokenizer(tokenizer)
         self.cfg, self.train, self.augment_cfg, self.seed = cfg, train, augment_cfg, seed
         self.controls = [name for name in CONTROLS if name in self.mt.controls] if controls is None else controls
@@ -124,24 +128,40 @@ class TaskDataset(Dataset):
         tracks = self.pieces[piece]
         if not self.train:
             ids = TASKS["continue"].assemble(self._window(tracks, start, n), self.mt, None, self.cfg)
-            return pack(np.asarray(ids[: length + 1]), length, self.mt.pad)
+            return self._pack(ids, length)
         rng = np.random.default_rng([self.seed, epoch, index, length])
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.task_p))]
         bars = max((len(t.bars) for t in tracks), default=1)
         start = start if start is not None else int(rng.integers(0, max(1, bars)))
         build_seed = int(rng.integers(2**32))
         n = self._fitting(tracks, start, n, length)
+        window = self._window(tracks, start, n)
+        if self.augment_cfg is not None:
+            window = self._augmented(window, rng)
+        controls = self._controls(window, rng) if self.controls else None
         while True:  # controls and the task's own tokens may still overflow: fewer bars until it fits
+            shorter = [Track(t.header, t.bars[:n]) for t in window]
+            if controls is not None:
+                shorter = self._controlled(shorter, controls)
             build = np.random.default_rng([build_seed, n])
-            window = self._window(tracks, start, n)
-            if self.augment_cfg is not None:
-                window = self._augmented(window, build)
-            if self.controls:
-                window = self._controlled(window, build)
-            ids = TASKS[task].assemble(window, self.mt, build, self.cfg)
+            ids = TASKS[task].assemble(shorter, self.mt, build, self.cfg)
             if len(ids) <= length + 1 or n == 1:
-                return pack(np.asarray(ids[: length + 1]), length, self.mt.pad)
+                if controls is not None and n < len(window[0].bars):  # track-level controls of the bars kept
+                    for track, chosen in zip(window, controls, strict=True):
+                        chosen.measure(self.mt, Track(track.header, track.bars[:n]), track_only=True)
+                    shorter = self._controlled([Track(t.header, t.bars[:n]) for t in window], controls)
+                    ids = TASKS[task].assemble(shorter, self.mt, build, self.cfg)
+                return self._pack(ids, length)
             n -= 1
+
+    def _pack(self, ids: list[int], length: int) -> dict[str, torch.Tensor]:
+        """The item of a window's ids. Controls and Infill_Bar placeholders are given, never predicted
+        (generation forces them), so they are no targets: the loss is spent on the music."""
+        item = pack(np.asarray(ids[: length + 1]), length, self.mt.pad)
+        given = torch.from_numpy(self.given[item["targets"].clamp(min=0).numpy()]) & (item["targets"] != IGNORE_INDEX)
+        item["targets"][given] = IGNORE_INDEX
+        item["weight"] -= given.sum()
+        return item
 
     @staticmethod
     def _window(tracks: list[Track], start: int, n: int) -> list[Track]:
@@ -158,32 +178,55 @@ class TaskDataset(Dataset):
             k += 1 + len(t.bars)
         return out
 
-    def _controlled(self, window: list[Track], rng: np.random.Generator) -> list[Track]:
-        """Controls measured on each track of the window, kept for a random share of track-level
-        controls and, for each bar-level control, a random share of bars."""
+    def _controls(self, window: list[Track], rng: np.random.Generator) -> list[ChosenControls]:
+        """For each track: a random share of its track-level controls and, for each bar-level control, a
+        random share of its bars, measured on the window's notes."""
         track_names = [name for name in self.controls if name.startswith("track_")]
         bar_names = [name for name in self.controls if name.startswith("bar_")]
         out = []
         for track in window:
             share = rng.uniform(*self.cfg.control_tracks)
-            chosen = set(rng.permutation(track_names)[: round(share * len(track_names))].tolist())
-            bars_of = {
-                name: set(
-                    rng.permutation(len(track.bars))[
-                        : round(rng.uniform(*self.cfg.control_bars) * len(track.bars))
-                    ].tolist()
-                )
-                for name in bar_names
-            }
-            names = [n for n in self.controls if n in chosen or bars_of.get(n)]
-            if not names:
-                out.append(track)
-                continue
-            whole, per_bar = self.mt.measure(track, names)
-            header = np.concatenate([track.header, [t for n in track_names if n in chosen for t in whole.get(n, [])]])
+            chosen = ChosenControls(rng.permutation(track_names)[: round(share * len(track_names))].tolist())
+            for name in bar_names:
+                count = round(rng.uniform(*self.cfg.control_bars) * len(track.bars))
+                chosen.bars[name] = set(rng.permutation(len(track.bars))[:count].tolist())
+            chosen.measure(self.mt, track)
+            out.append(chosen)
+        return out
+
+    @staticmethod
+    def _controlled(window: list[Track], controls: list[ChosenControls]) -> list[Track]:
+        """The window with its chosen controls in place: track-level after the header's Program, bar-level
+        after each Bar."""
+        out = []
+        for track, chosen in zip(window, controls, strict=True):
+            header = [t for name in chosen.track for t in chosen.whole.get(name, [])]
             bars = []
             for j, bar in enumerate(track.bars):
-                extra = [t for n in bar_names if j in bars_of[n] for t in per_bar.get(n, {}).get(j, [])]
+                extra = [
+                    t
+                    for name, where in chosen.bars.items()
+                    if j in where
+                    for t in chosen.per_bar.get(name, {}).get(j, [])
+                ]
                 bars.append(np.concatenate([bar[:1], extra, bar[1:]]).astype(np.int64) if extra else bar)
-            out.append(Track(header.astype(np.int64), bars))
+            out.append(Track(np.concatenate([track.header, header]).astype(np.int64), bars))
         return out
+
+
+@dataclass
+class ChosenControls:
+    """The controls one track of a window gets, and their token ids measured on its notes."""
+
+    track: list[str]  # track-level controls kept
+    bars: dict[str, set[int]] = field(default_factory=dict)  # bar-level control → bars (window-relative) kept
+    whole: dict[str, list[int]] = field(default_factory=dict)
+    per_bar: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+
+    def measure(self, mt: Multitrack, track: Track, track_only: bool = False) -> None:
+        names = [*self.track, *([] if track_only else [n for n, where in self.bars.items() if where])]
+        if names:
+            whole, per_bar = mt.measure(track, names)
+            self.whole = whole
+            if not track_only:
+                self.per_bar = per_bar

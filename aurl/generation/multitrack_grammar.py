@@ -84,6 +84,13 @@ class MultitrackGrammar(Grammar):
             return token
         return "AC" if token.startswith("AC") else token.partition("_")[0]
 
+    def start(self, batch: int) -> dict[str, torch.Tensor]:
+        state = super().start(batch)
+        device = self.type_of.device
+        state["bars"] = torch.zeros(batch, dtype=torch.long, device=device)  # bars of the current track
+        state["song_bars"] = torch.full((batch,), -1, dtype=torch.long, device=device)  # the first track's
+        return state
+
     def plan(self, state: dict[str, torch.Tensor], segments: list[Segment]) -> None:
         """Make every sequence of `state` (already past its prompt) write `segments`, then EOS."""
         batch, device = state["prev"].shape[0], self.type_of.device
@@ -127,7 +134,11 @@ class MultitrackGrammar(Grammar):
             ok[:, mt.track_end] &= full & (end == mt.track_end)
             ok[:, mt.infill_end] &= full & (end == mt.infill_end)
             ok[:, mt.bar] &= ~full
-        else:
+        else:  # free writing: every track after the first has the first one's bars
+            limit = state["song_bars"]
+            bounded = limit >= 0
+            ok[:, mt.track_end] &= ~bounded | (state["bars"] >= limit)
+            ok[:, mt.bar] &= ~bounded | (state["bars"] < limit)
             ok[:, mt.infill_end] = False
         if closing:  # the budget is spent: finish the segment without starting new material
             closed = ok & ~self.starting
@@ -146,9 +157,14 @@ class MultitrackGrammar(Grammar):
         control = self.control[token]  # controls say something about what follows: the base state ignores them
         state["prev"] = torch.where(control, prev, state["prev"])
         state["prev2"] = torch.where(control, prev2, state["prev2"])
+        mt = self.mt
         if not planned:
+            state["bars"] += (token == mt.bar) | (token == mt.infill_bar)
+            ended = token == mt.track_end
+            state["song_bars"] = torch.where(ended & (state["song_bars"] < 0), state["bars"], state["song_bars"])
+            state["bars"] = torch.where(ended, 0, state["bars"])
             return
-        mt, rows = self.mt, torch.arange(token.shape[0], device=token.device)
+        rows = torch.arange(token.shape[0], device=token.device)
         state["head"] += (token == forced) & (forced >= 0)
         segment = state["segment"]
         opened = token == mt.bar

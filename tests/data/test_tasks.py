@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from aurl.config import load_config
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
@@ -32,9 +33,9 @@ def _dataset(prepared, tasks, controls=None, **data):
 
 
 def _item_ids(item) -> list[int]:
-    """The item's framed tokens: its inputs, then the last target."""
-    targets = item["targets"][item["targets"] != IGNORE_INDEX]
-    return [int(item["input_ids"][0]), *targets.tolist()]
+    """The item's framed tokens: its inputs up to the last target, then that target (EOS or a cut)."""
+    last = int(torch.nonzero(item["targets"] != IGNORE_INDEX).max())
+    return [*item["input_ids"][: last + 1].tolist(), int(item["targets"][last])]
 
 
 def test_mmm_tracks_come_back_from_the_prepared_tokens(mmm_prepared, midi_dir):
@@ -88,6 +89,8 @@ def test_infill_windows_move_a_span_of_bars_after_the_tracks(mmm_prepared, epoch
     # putting the bars back where their placeholders stand gives the piece again
     restored = ids[: holes[0]] + [t for f in fills for t in f] + ids[holes[-1] + 1 : last_track + 1]
     assert restored == [mt.bos, *piece.tolist()]
+    item = dataset[(0, epoch, 4096)]
+    assert (item["targets"][[h - 1 for h in holes]] == IGNORE_INDEX).all()  # placeholders are given
 
 
 def test_controls_are_midiTok_own_and_land_in_their_track_and_bar(mmm_prepared):
@@ -117,6 +120,11 @@ def test_controls_are_midiTok_own_and_land_in_their_track_and_bar(mmm_prepared):
             assert not flags[0] and (flags.sum() == 0 or flags[1 : 1 + flags.sum()].all())
     # without its controls the window is the piece
     assert [t for t in ids if not mt.is_control[t]] == [mt.bos, *piece.tolist(), mt.eos]
+    # the controls are inputs only: every other token is a target, and the weight counts the targets
+    item = dataset[(0, 0, 4096)]
+    targets = item["targets"][: len(ids) - 1]
+    assert ((targets == IGNORE_INDEX) == torch.from_numpy(mt.is_control[ids[1:]])).all()
+    assert int(item["weight"]) == int((item["targets"] != IGNORE_INDEX).sum())
 
 
 def _all_controls(tokenizer, score):

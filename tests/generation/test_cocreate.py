@@ -154,3 +154,21 @@ def test_cocreation_needs_a_multitrack_run(trained_run, midi_dir, tmp_path, caps
     args = ["generate", "--run", str(trained_run), "--checkpoint", "latest", "--out", str(tmp_path)]
     assert main([*args, "--accompany", str(midi_dir / "piece_1.mid"), "--add", "33"]) == 2
     assert "tokenizer.kind MMM" in capsys.readouterr().err
+
+
+def test_tracks_written_from_nothing_have_the_first_tracks_bars(tokenizer):
+    mt = Multitrack(tokenizer)
+    model, gen = _untrained(tokenizer, seed=3), torch.Generator().manual_seed(3)
+    args = (mt.eos, mt.pad)
+    rows = sample(
+        model,
+        torch.full((6, 1), mt.bos),
+        GenerateConfig(max_tokens=800),
+        MultitrackGrammar(tokenizer),
+        *args,
+        generator=gen,
+    )
+    counts = [[len(t.bars) for t in mt.tracks(np.asarray(row))] for row in rows.tolist()]
+    assert any(len(c) > 1 for c in counts)
+    finished = [c[:-1] if len(c) > 1 else c for c in counts]  # the last track may be cut by the budget
+    assert all(len(set(c)) == 1 for c in finished), counts
