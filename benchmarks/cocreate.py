@@ -44,6 +44,7 @@ from aurl.generation.generate import generate
 from aurl.generation.multitrack_grammar import Segment
 
 FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
+PARTS = ["harmonisation", "infilling", "controls", "remi"]
 
 
 def quiet(_: str) -> None:
@@ -267,6 +268,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
     parser.add_argument("--top-p", type=float, help="nucleus (default: the run's)")
+    parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS, help="tables to print (default: all)")
     args = parser.parse_args()
     sampling = {"seed": args.seed, "temperature": args.temperature, "top_p": args.top_p}
     chorales = midi_files("builtin:bach-chorales:valid", quiet)
@@ -276,10 +278,14 @@ def main() -> None:
     chorales, songs = [p for p, _ in four], [s for _, s in four]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        harmonisation(session, songs, chorales, args.samples, work, sampling)
-        infilling(session, songs, np.random.default_rng(args.seed))
-        controls(session, songs)
-        beside_remi(args, chorales, work)
+        if "harmonisation" in args.parts:
+            harmonisation(session, songs, chorales, args.samples, work, sampling)
+        if "infilling" in args.parts:
+            infilling(session, songs, np.random.default_rng(args.seed))
+        if "controls" in args.parts:
+            controls(session, songs)
+        if "remi" in args.parts:
+            beside_remi(args, chorales, work)
 
 
 if __name__ == "__main__":

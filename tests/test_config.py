@@ -34,6 +34,10 @@ def test_bad_value_names_field_and_allowed_values():
         ("data.augment.transpose=[3, -3]", "data.augment.transpose"),
         ("train.device=cpu;train.precision=fp16", "train.precision fp16 needs CUDA but train.device is cpu"),
         ("train.curriculum.start_len=512;train.curriculum.end_len=128", "train.curriculum.end_len"),
+        ("tokenizer.controls=[bar_density]", "tokenizer.controls need tokenizer.kind MMM"),
+        ("tokenizer.kind=MMM;tokenizer.bpe_vocab_size=1000", "tokenizer.bpe_vocab_size"),
+        ("data.tasks={infill: -1}", "data.tasks"),
+        ("data.infill_bars=[3, 1]", "data.infill_bars"),
     ],
 )
 def test_impossible_combinations_name_the_fields(override, fields):
