@@ -10,7 +10,7 @@ MMM_DATA := data/bach-mmm
 MMM_RUN := runs/demo-mmm
 # The multitrack model harmonises the soprano of two held-out (valid split) chorales. It trains for
 # fewer steps than configs/mmm.yaml's 300 so that the demo stays within 10 minutes on 2 cores.
-MMM_STEPS ?= 150
+MMM_STEPS ?= 100
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
