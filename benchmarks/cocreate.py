@@ -209,10 +209,11 @@ def controls(session: Session, songs) -> None:
                 whole, per_bar = mt.measure(song.tracks[voice], names)
                 header = [t for n in names if n.startswith("track_") for t in whole.get(n, [])] if asked else []
                 bar_plan = {
-                    b: [*(t for n in names if n.startswith("bar_") for t in per_bar.get(n, {}).get(b, [])), sig]
-                    if asked
-                    else [sig]
-                    for b, sig in enumerate(song.time_signatures)
+                    b: [
+                        *(t for n in names if asked and n.startswith("bar_") for t in per_bar.get(n, {}).get(b, [])),
+                        *meter,
+                    ]
+                    for b, meter in enumerate(song.meters)
                 }
                 program = mt.program[song.score.tracks[voice].program]
                 plan.append(Segment([mt.track_start, program, *header], song.bars, mt.track_end, bar_plan))

@@ -139,20 +139,25 @@ class TaskDataset(Dataset):
         if self.augment_cfg is not None:
             window = self._augmented(window, rng)
         controls = self._controls(window, rng) if self.controls else None
-        while True:  # controls and the task's own tokens may still overflow: fewer bars until it fits
-            shorter = [Track(t.header, t.bars[:n]) for t in window]
-            if controls is not None:
-                shorter = self._controlled(shorter, controls)
-            build = np.random.default_rng([build_seed, n])
-            ids = TASKS[task].assemble(shorter, self.mt, build, self.cfg)
-            if len(ids) <= length + 1 or n == 1:
-                if controls is not None and n < len(window[0].bars):  # track-level controls of the bars kept
-                    for track, chosen in zip(window, controls, strict=True):
-                        chosen.measure(self.mt, Track(track.header, track.bars[:n]), track_only=True)
-                    shorter = self._controlled([Track(t.header, t.bars[:n]) for t in window], controls)
-                    ids = TASKS[task].assemble(shorter, self.mt, build, self.cfg)
-                return self._pack(ids, length)
+        most = n
+        # controls and the task's own tokens may still overflow: fewer bars until it fits (a control's token
+        # count does not depend on the bars it describes, so the lengths hold before measuring again)
+        while len(ids := self._assemble(task, window, controls, n, build_seed)) > length + 1 and n > 1:
             n -= 1
+        if controls is not None and n < most:  # track-level controls describe the bars kept
+            for track, chosen in zip(window, controls, strict=True):
+                chosen.measure(self.mt, Track(track.header, track.bars[:n]), track_only=True)
+            ids = self._assemble(task, window, controls, n, build_seed)
+        return self._pack(ids, length)
+
+    def _assemble(
+        self, task: str, window: list[Track], controls: list[ChosenControls] | None, n: int, seed: int
+    ) -> list[int]:
+        """The task's ids for the first n bars of the window, with its controls."""
+        shorter = [Track(t.header, t.bars[:n]) for t in window]
+        if controls is not None:
+            shorter = self._controlled(shorter, controls)
+        return TASKS[task].assemble(shorter, self.mt, np.random.default_rng([seed, n]), self.cfg)
 
     def _pack(self, ids: list[int], length: int) -> dict[str, torch.Tensor]:
         """The item of a window's ids. Controls and Infill_Bar placeholders are given, never predicted

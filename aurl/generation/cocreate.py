@@ -33,8 +33,6 @@ from aurl.modes import MODES
 from aurl.render import render_wav
 from aurl.training.run import load_trained
 
-DRUMS = -1
-
 
 @dataclass
 class Song:
@@ -44,11 +42,11 @@ class Song:
     path: Path
     score: symusic.Score
     tracks: list[Track]
-    time_signatures: list[int]  # the TimeSig token of each bar
+    meters: list[list[int]]  # per bar, what follows its Bar token: [TimeSig_x], or [] without TimeSig tokens
 
     @property
     def bars(self) -> int:
-        return len(self.time_signatures)
+        return len(self.meters)
 
     def describe(self) -> str:
         return "; ".join(
@@ -70,16 +68,15 @@ def read_song(path: str | Path, tokenizer: miditok.MusicTokenizer, mt: Multitrac
         if len(found) != 1 or not found[0].bars:
             raise DataError(f"{path}: a track could not be tokenized (notes outside the run's pitch range?)")
         tracks.append(found[0])
-    signatures = []
-    for bar in range(max(len(t.bars) for t in tracks)):
-        inside = [t.bars[bar] for t in tracks if bar < len(t.bars) and len(t.bars[bar]) > 1]
-        is_sig = [b[1] for b in inside if mt.tokenizer[int(b[1])].startswith("TimeSig_")]
-        signatures.append(int(is_sig[0]) if is_sig else signatures[-1] if signatures else _first_sig(tracks, mt))
-    return Song(Path(path), score, tracks, signatures)
+    meters: list[list[int]] = []
+    for bar in range(max(len(t.bars) for t in tracks)):  # MMM's REMI writes a TimeSig right after each Bar
+        found = [[int(t.bars[bar][1])] for t in tracks if bar < len(t.bars) and _is_meter(t.bars[bar], mt)]
+        meters.append(found[0] if found else meters[-1] if meters else [])
+    return Song(Path(path), score, tracks, meters)
 
 
-def _first_sig(tracks: list[Track], mt: Multitrack) -> int:
-    return next(int(t) for tr in tracks for bar in tr.bars for t in bar if mt.tokenizer[int(t)].startswith("TimeSig_"))
+def _is_meter(bar: np.ndarray, mt: Multitrack) -> bool:
+    return len(bar) > 1 and mt.tokenizer[int(bar[1])].startswith("TimeSig_")
 
 
 class Session:
@@ -130,7 +127,7 @@ class Session:
 def _bar_plan(song: Song, requests: list[ControlRequest], track: int, bars: range) -> dict[int, list[int]]:
     """Forced tokens after each Bar of a segment covering song bars `bars` (0-based): the requested
     bar-level controls, in training's order, then the song's time signature."""
-    return {k: [*_control_tokens(requests, track, bar + 1), song.time_signatures[bar]] for k, bar in enumerate(bars)}
+    return {k: [*_control_tokens(requests, track, bar + 1), *song.meters[bar]] for k, bar in enumerate(bars)}
 
 
 def _control_tokens(requests: list[ControlRequest], track: int, bar: int | None) -> list[int]:

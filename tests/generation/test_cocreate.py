@@ -172,3 +172,13 @@ def test_tracks_written_from_nothing_have_the_first_tracks_bars(tokenizer):
     assert any(len(c) > 1 for c in counts)
     finished = [c[:-1] if len(c) > 1 else c for c in counts]  # the last track may be cut by the budget
     assert all(len(set(c)) == 1 for c in finished), counts
+
+
+@pytest.mark.parametrize("signatures", [True, False])
+def test_a_song_gives_each_bar_its_meter_or_none_without_time_signatures(midi_dir, signatures):
+    tokenizer = build_tokenizer(load_config(TINY, [*MMM, f"tokenizer.use_time_signatures={signatures}"]).tokenizer)
+    song = read_song(midi_dir / "piece_0.mid", tokenizer, Multitrack(tokenizer))
+    if signatures:  # six bars of 4/4, then six of 3/4
+        assert [tokenizer[m] for (m,) in song.meters] == ["TimeSig_4/4"] * 6 + ["TimeSig_3/4"] * 6
+    else:  # the same 42 quarter notes in bars of 4/4, the tokenizer's meter without time signatures
+        assert song.meters == [[]] * 11
