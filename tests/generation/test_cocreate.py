@@ -182,3 +182,16 @@ def test_a_song_gives_each_bar_its_meter_or_none_without_time_signatures(midi_di
         assert [tokenizer[m] for (m,) in song.meters] == ["TimeSig_4/4"] * 6 + ["TimeSig_3/4"] * 6
     else:  # the same 42 quarter notes in bars of 4/4, the tokenizer's meter without time signatures
         assert song.meters == [[]] * 11
+
+
+def test_the_generate_command_accompanies_and_infills_with_controls(mmm_run, midi_dir, tmp_path):
+    song = str(midi_dir / "piece_3.mid")
+    args = ["generate", "--run", str(mmm_run), "--checkpoint", "latest", "--num", "1", "--max-tokens", "400"]
+    steer = ["--control", "track=1", "density=2-6", "--control", "bars=2-3", "polyphony=1", "duration=quarter"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--accompany", song, "--keep", "0", "--add", "33", *steer]) == 0
+    assert main([*args, "--out", str(tmp_path / "i"), "--infill", song, "--bars", "2-3", "--track", "1", "--wav"]) == 0
+    accompanied, infilled = symusic.Score(str(tmp_path / "a" / "sample_0.mid")), tmp_path / "i" / "sample_0"
+    original = symusic.Score(song)
+    assert _notes(accompanied.tracks[0]) == _notes(original.tracks[0])
+    assert accompanied.tracks[1].program == 33 and len(accompanied.tracks[1].notes)
+    assert infilled.with_suffix(".mid").is_file() and infilled.with_suffix(".wav").stat().st_size > 0
