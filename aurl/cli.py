@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Parse (symusic) and tokenize (MidiTok) MIDI files into DIR. A re-run only "
         "tokenizes new or changed files; unusable files are listed in DIR/rejected.jsonl.",
     )
-    p.add_argument("source", help="a folder (searched recursively for .mid/.midi), a glob, or builtin:bach-chorales")
+    p.add_argument("source", help="a MIDI folder (searched recursively), a glob, or builtin:NAME (see aurl corpora)")
     p.add_argument("--out", required=True, metavar="DIR", help="prepared dataset folder to create or update")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="parallel processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in --run-dir from its latest good checkpoint, with its config.yaml "
         "(--set may change it, e.g. train.max_steps)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN[:CHECKPOINT]",
+        help="fine-tune: start from another run's weights (best by default) with a new optimizer and LR "
+        "schedule from step 0; the dataset must use that run's tokenizer; the source run is only read",
     )
     p.add_argument(
         "--profile-steps",
@@ -158,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wav", action="store_true", help="write FILE.wav")
     p.add_argument("--soundfont", metavar="FILE", help="SoundFont (.sf2) for --wav (default TimGM6mb)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: beside each MIDI file)")
+
+    sub.add_parser(
+        "corpora",
+        help="list the built-in corpora (builtin:NAME) with their pieces, parts and cache",
+        allow_abbrev=False,
+        description="The music music21 ships, usable as builtin:NAME wherever a MIDI source is asked for; "
+        "each converts to MIDI once, on first use, under AURL_CACHE.",
+    )
     return parser
 
 
@@ -170,6 +184,10 @@ def _prepare(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     report = prepare(args.source, args.out, config, workers=args.workers, progress=not args.no_progress)
     print(report.table())
+    if report.profile is not None:
+        print(f"\n{report.profile.table()}\n{report.profile.suggestion()}")
+    for warning in report.warnings:
+        print(warning)
     print(f"prepared dataset: {report.out}")
 
 
@@ -183,7 +201,7 @@ def _profile_steps(text: str | None) -> tuple[int, int] | None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from aurl.config import load_config
+    from aurl.config import load_config, updated
     from aurl.training.distributed import DistEnv
     from aurl.training.run import resume_config, train
 
@@ -195,7 +213,11 @@ def _train(args: argparse.Namespace) -> None:
         raise AurlError(
             "--resume continues with the run's own config.yaml; change values with --set instead of --config"
         )
+    if args.resume and args.init_from:
+        raise AurlError("--resume continues a run from its own checkpoint; --init-from starts a new one: choose one")
     config = resume_config(args.run_dir, args.overrides) if args.resume else load_config(args.config, args.overrides)
+    if args.init_from is not None:
+        config.train = updated(config.train, {"init_from": args.init_from}, "train")
     run_dir = args.run_dir or f"runs/{config.name}"
     main_rank = DistEnv.from_environment().is_main
     hook = None
@@ -331,7 +353,27 @@ def _render(args: argparse.Namespace) -> None:
         raise AurlError(f"{len(failed)} of {len(args.files)} files not rendered (see above)")
 
 
-COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "evaluate": _evaluate, "render": _render}
+def _corpora(args: argparse.Namespace) -> None:
+    from aurl.data.builtin import corpora
+    from aurl.data.corpus import cache_dir
+
+    rows = corpora()
+    width = max(len(row.name) for row in rows)
+    print(f"{'corpus':<{width}}  {'pieces':>6}  {'parts':<16}  {'converted':<9}  description")
+    for row in rows:
+        converted = "yes" if row.cache else "no"
+        print(f"{row.name:<{width}}  {row.pieces:>6}  {row.parts:<16}  {converted:<9}  {row.description}")
+    print(f"converted into {cache_dir()}/NAME (AURL_CACHE) on first use, e.g. aurl prepare builtin:essen --out DIR")
+
+
+COMMANDS = {
+    "prepare": _prepare,
+    "train": _train,
+    "generate": _generate,
+    "evaluate": _evaluate,
+    "render": _render,
+    "corpora": _corpora,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,7 +189,18 @@ class StabilityConfig(Section):
     spike_window: int = Field(100, ge=5)
 
 
+class FreezeConfig(Section):
+    """Weights kept as they are while training (fine-tuning a few dozen files: fewer weights to overfit)."""
+
+    embeddings: bool = Field(False, description="the token embedding (tied to the output layer)")
+    blocks: int = Field(0, ge=0, description="the first N transformer blocks (of a vae: of its decoder)")
+
+
 class TrainConfig(Section):
+    # Fine-tuning: start from another run's weights (a new optimizer, LR schedule and step 0). The model
+    # settings must build the same weights and the dataset must use the same tokenizer.
+    init_from: str | None = Field(None, description="RUN or RUN:CHECKPOINT (best, latest, step_N) to start from")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     optimizer: Literal["adamw"] = "adamw"
     fused: bool | None = Field(None, description="fused AdamW kernel; default: on for CUDA")
     lr: float = Field(1e-3, gt=0)
@@ -201,6 +212,9 @@ class TrainConfig(Section):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(2, ge=0, description="evaluations without improvement before the LR drops")
     max_steps: int = Field(1000, ge=1, description="optimizer steps; also the horizon of the LR schedule")
+    # A wall-time budget: training stops when it is spent, and the LR schedule runs over whichever of
+    # max_steps and max_minutes comes first (progress = the larger of the two fractions done).
+    max_minutes: float | None = Field(None, gt=0, description="minutes of training, evaluation included")
     max_epochs: float | None = Field(None, gt=0, description="stop earlier once this many epochs are seen")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
@@ -210,7 +224,9 @@ class TrainConfig(Section):
     max_batch: int = Field(64, ge=1)
     batch_probe: bool = Field(False, description="CUDA: find the largest micro-batch that fits, accumulate the rest")
     probe_memory_fraction: float = Field(0.85, gt=0, le=1)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # auto: bf16 on a GPU that has it (else fp16), and on a CPU where a bf16 matrix product runs faster
+    # than an fp32 one (bf16 units: AVX-512 BF16, AMX); fp32 elsewhere. The log says which and why.
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
     deterministic: bool = Field(False, description="deterministic kernels: bit-exact resume, slower on GPU")
@@ -248,6 +264,8 @@ class TrainConfig(Section):
             raise ValueError(
                 f"train.precision fp16 needs CUDA but train.device is {self.device}; use bf16 or fp32 there"
             )
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError("train.init_from: empty; give a run directory, e.g. runs/base or runs/base:best")
         if any(w < 0 for w in self.token_weights.values()):
             raise ValueError(f"train.token_weights: weights must be >= 0, got {self.token_weights}")
         c = self.curriculum
@@ -325,6 +343,11 @@ class Config(Section):
     def _check(self) -> Config:
         if self.data.seq_len > self.model.context:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) must not exceed model.context ({self.model.context})")
+        if self.train.freeze.blocks > self.model.n_layers:
+            raise ValueError(
+                f"train.freeze.blocks ({self.train.freeze.blocks}) must not exceed "
+                f"model.n_layers ({self.model.n_layers})"
+            )
         curriculum = self.train.curriculum
         if curriculum.enabled and (curriculum.end_len or self.data.seq_len) > self.data.seq_len:
             raise ValueError(

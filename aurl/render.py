@@ -45,15 +45,21 @@ def bar_starts(score: symusic.Score) -> list[int]:
     return bars
 
 
+LEGEND_TRACKS = 12  # tracks named in a piano roll's legend; the rest are counted
+
+
 def piano_roll(score: symusic.Score, path: str | Path, title: str | None = None) -> Path:
     """Write a piano roll of `score` to a PNG file: time in quarter notes, pitch up, tracks in colours."""
     path = Path(path)
     tpq = score.ticks_per_quarter
     fig, ax = plt.subplots(figsize=(14, 5), dpi=100)
     colours = plt.get_cmap("tab10")
-    for i, track in enumerate(t for t in score.tracks if t.notes):
+    tracks = [t for t in score.tracks if t.notes]
+    for i, track in enumerate(tracks):
         notes = track.notes.numpy()
         label = "drums" if track.is_drum else f"{track.name or 'track'} (program {track.program})"
+        if i >= LEGEND_TRACKS:  # a legend taller than the figure leaves no room for the roll
+            label = f"+{len(tracks) - LEGEND_TRACKS} more tracks" if i == LEGEND_TRACKS else "_nolegend_"
         ax.barh(
             notes["pitch"],
             notes["duration"] / tpq,

@@ -2,7 +2,7 @@ import pytest
 
 from aurl.config import load_config
 from aurl.errors import ConfigError
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 
 
 def test_yaml_and_overrides_are_typed():
@@ -19,7 +19,7 @@ def test_unknown_key_is_named():
 
 
 def test_bad_value_names_field_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"train.precision.*'fp32', 'bf16' or 'fp16'"):
+    with pytest.raises(ConfigError, match=r"train.precision.*'fp32', 'bf16', 'fp16' or 'auto'"):
         load_config(TINY, ["train.precision=fp8"])
     with pytest.raises(ConfigError, match=r"model.n_layers"):
         load_config(TINY, ["model.n_layers=0"])
@@ -54,3 +54,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="key=value"):
         load_config(TINY, ["train.lr"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_loads(path):
+    load_config(path)

@@ -1,9 +1,9 @@
 """Parse (symusic) and tokenize (MidiTok) MIDI files into a prepared dataset, in parallel and incrementally.
 
 A prepared dataset is a folder: `tokens.bin` (every file's token ids back to back), `manifest.json`
-(format version, tokenizer hash, and per file: sha256, offset, length, split), `rejected.jsonl` (one
-line per unusable file with the reason) and `tokenizer.json`. A re-run tokenizes only files that are
-new or changed (by sha256), and everything when the tokenizer changed.
+(format version, tokenizer hash, and per file: sha256, offset, length, split, and the stats of the corpus
+profile), `rejected.jsonl` (one line per unusable file with the reason) and `tokenizer.json`. A re-run
+tokenizes only files that are new or changed (by sha256), and everything when the tokenizer changed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from aurl.config import Config
 from aurl.data.corpus import SourceFile, resolve_source, split_of
+from aurl.data.profile import FileStats, Profile, profile_of, score_stats
 from aurl.data.tokenize import (
     build_tokenizer,
     encode_bpe,
@@ -51,6 +52,8 @@ class PrepareReport:
     rejected: list[dict] = field(default_factory=list)
     tokens: int = 0
     splits: Counter = field(default_factory=Counter)
+    profile: Profile | None = None  # of the usable files; None only when there is none
+    warnings: list[str] = field(default_factory=list)  # what the tokenizer drops of the corpus, a line each
 
     def table(self) -> str:
         reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
@@ -90,30 +93,31 @@ def tokenize_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> n
     return np.asarray(seq.ids, dtype=token_dtype(len(tokenizer)))
 
 
-def _tokenize_file(path: Path, max_bytes: int) -> tuple[np.ndarray | None, str, int]:
-    """(token ids, "", notes) for a usable file, else (None, reason, 0)."""
+def _tokenize_file(path: Path, max_bytes: int) -> tuple[np.ndarray | None, str, int, FileStats | None]:
+    """(token ids, "", notes, stats) for a usable file, else (None, reason, 0, None)."""
     size = path.stat().st_size
     if size == 0:
-        return None, "empty file", 0
+        return None, "empty file", 0, None
     if size > max_bytes:
-        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0
+        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None
     try:
         score = symusic.Score(str(path))
     except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError for bad bytes
-        return None, f"not a readable MIDI file: {str(err).splitlines()[0][:120]}", 0
+        return None, f"not a readable MIDI file: {str(err).splitlines()[0][:120]}", 0, None
     notes = sum(len(t.notes) for t in score.tracks)
     if notes == 0:
-        return None, "no notes", 0
+        return None, "no notes", 0, None
+    stats = score_stats(score)  # before tokenize_score, which may merge the tracks
     try:
         ids = tokenize_score(_worker_tokenizer, score)
     except Exception as err:  # MidiTok may fail on exotic content; report the file, keep going
-        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0
+        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0, None
     if ids.size == 0:
-        return None, "no tokens", 0
-    return ids, "", notes
+        return None, "no tokens", 0, None
+    return ids, "", notes, stats
 
 
-def _tokenize_job(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str, int]:
+def _tokenize_job(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str, int, FileStats | None]:
     name, path, max_bytes = job
     return (name, *_tokenize_file(Path(path), max_bytes))
 
@@ -125,7 +129,7 @@ def _size_rule(rejection: dict) -> bool:
 
 def _tokenize_all(
     jobs: list[tuple[str, str, int]], tokenizer: miditok.MusicTokenizer, workers: int, progress: bool
-) -> Iterator[tuple[str, np.ndarray | None, str, int]]:
+) -> Iterator[tuple[str, np.ndarray | None, str, int, FileStats | None]]:
     """Results of _tokenize_job for every job, in order, from a process pool when workers > 1."""
     bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
     try:
@@ -198,7 +202,7 @@ def prepare(
     for f in files:
         sha = _sha256(f.path)
         old = old_entries.get(f.name)
-        if old is not None and old["sha256"] == sha:
+        if old is not None and old["sha256"] == sha and "stats" in old:  # entries of older versions lack stats
             arrays[f.name] = old_tokens[old["offset"] : old["offset"] + old["length"]]
             entries[f.name] = {**old, "sha256": sha}
         elif f.name in old_rejected and old_rejected[f.name]["sha256"] == sha and not _size_rule(old_rejected[f.name]):
@@ -212,13 +216,14 @@ def prepare(
     max_bytes = int(config.data.max_file_mb * 2**20)
     jobs = [(f.name, str(f.path), max_bytes) for f in todo]
     paths = {f.name: str(f.path) for f in todo}
-    for name, ids, reason, notes in _tokenize_all(jobs, tokenizer, workers, progress):
+    for name, ids, reason, notes, stats in _tokenize_all(jobs, tokenizer, workers, progress):
         if ids is None:
             sha = entries.pop(name)["sha256"]
             rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
         else:
             arrays[name] = ids
             entries[name]["notes"] = notes
+            entries[name]["stats"] = stats.to_json()
             report.tokenized += 1
 
     ordered = sorted(entries.values(), key=lambda e: e["name"])
@@ -238,6 +243,8 @@ def prepare(
     if not ordered:
         log(report.table())
         raise DataError(f"{source}: none of the {len(files)} files is usable (reasons above); nothing written")
+    report.profile = profile_of([FileStats.from_json(e["stats"]) for e in ordered], [e["length"] for e in ordered])
+    report.warnings = report.profile.warnings(tokenizer.config)
 
     out.mkdir(parents=True, exist_ok=True)
     changed = report.tokenized > 0 or len(ordered) != len(old_entries) or old_tokens is None

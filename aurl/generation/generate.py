@@ -55,8 +55,11 @@ def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[
         return symusic.Score(tokenizer.time_division), 0
     if is_multitrack(tokenizer):
         return tokenizer.decode(ids), Multitrack(tokenizer).errors(ids)
-    skipped = round(tokenizer.tokens_errors(ids) * len(ids))
-    return tokenizer.decode(ids), skipped
+    if tokenizer.one_token_stream:
+        return tokenizer.decode(ids), round(tokenizer.tokens_errors(ids) * len(ids))
+    # Without program tokens MidiTok reads a list of sequences, one per track: aurl's one stream is one track.
+    tracks = [miditok.TokSequence(ids=ids)]
+    return tokenizer.decode(tracks), round(tokenizer.tokens_errors(tracks)[0] * len(ids))
 
 
 def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:

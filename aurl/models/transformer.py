@@ -56,6 +56,14 @@ class Transformer(nn.Module):
         per_layer = 17 * seq_len * batch * self.cfg.d_model * bytes_per_value
         return per_layer * self.cfg.n_layers
 
+    def freeze(self, embeddings: bool, blocks: int) -> int:
+        """Keep the token embedding (and so the tied output layer) and the first `blocks` blocks as they are
+        while training; returns how many weights that freezes."""
+        frozen = [*(self.embed.parameters() if embeddings else ()), *self.blocks[:blocks].parameters()]
+        for p in frozen:
+            p.requires_grad_(False)
+        return sum(p.numel() for p in frozen)
+
     def set_activation_checkpointing(self, every: int) -> None:
         """Recompute the activations of every `every`-th block during backward (0 turns it off)."""
         self.checkpoint_every = every

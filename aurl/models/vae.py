@@ -58,6 +58,10 @@ class VAE(nn.Module):
         layers = self.cfg.n_layers + self.cfg.encoder_layers
         return 17 * seq_len * batch * self.cfg.d_model * bytes_per_value * layers
 
+    def freeze(self, embeddings: bool, blocks: int) -> int:
+        """The decoder's embedding and first blocks, as Transformer.freeze; the encoder keeps learning."""
+        return self.decoder.freeze(embeddings, blocks)
+
     def set_activation_checkpointing(self, every: int) -> None:
         self.decoder.set_activation_checkpointing(every)
 

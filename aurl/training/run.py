@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from aurl.config import Config, TrainConfig, load_config
+from aurl.config import Config, Section, TrainConfig, load_config
 from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler
 from aurl.data.tokenize import (
     bar_token_ids,
@@ -18,14 +18,21 @@ from aurl.data.tokenize import (
     save_tokenizer,
     settings_hash,
     token_type_weights,
+    tokenizer_hash,
 )
 from aurl.errors import CheckpointError, ConfigError
 from aurl.modes import MODES, LanguageModelMode, build_model, build_objective
-from aurl.training.checkpoint import latest_good_checkpoint, load_weights, resolve_checkpoint
+from aurl.training.checkpoint import (
+    POINTERS,
+    latest_good_checkpoint,
+    load_weights,
+    resolve_checkpoint,
+    verify_checkpoint,
+)
 from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting_batch
 from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
-from aurl.training.trainer import SampleHook, Trainer, pick_device, seed_everything
+from aurl.training.trainer import SampleHook, Trainer, pick_device, pick_precision, seed_everything
 
 CONFIG_FILE = "config.yaml"
 
@@ -121,13 +128,19 @@ def build_trainer(
 ) -> Trainer:
     """Windows, sampler and loaders over `data`, the model (checkpointed, compiled, wrapped as the config
     says), its objective, and the Trainer around them."""
-    cfg = config.train
+    precision, why = pick_precision(config.train.precision, device, env)
+    if config.train.precision == "auto":
+        log(f"train.precision auto: {precision} ({why})")
+    cfg = config.train.model_copy(update={"precision": precision})
     seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
     torch.use_deterministic_algorithms(cfg.deterministic)
     seq_len = config.data.seq_len
     mode = MODES[config.model.mode]
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)).to(device)
+    frozen = model.freeze(cfg.freeze.embeddings, cfg.freeze.blocks)  # before the optimizer takes the rest
+    if frozen:
+        log(f"train.freeze: {frozen / 1e6:.2f}M weights kept as they are")
     torch.manual_seed(cfg.seed + env.rank)
     augment = config.data.augment
     if data.tokenizer.is_trained:  # a learned id holds pitches inside it: no lookup can transpose it
@@ -194,6 +207,47 @@ def build_trainer(
     )
 
 
+def parse_init_from(spec: str) -> tuple[Path, str]:
+    """train.init_from's RUN[:CHECKPOINT] as (run directory, checkpoint name; best by default)."""
+    run, sep, which = spec.rpartition(":")
+    if sep and (which in POINTERS or (which.startswith("step_") and which[5:].isdigit())):
+        return Path(run), which
+    return Path(spec), "best"
+
+
+def source_checkpoint(config: Config, data: PreparedDataset) -> Path:
+    """The checkpoint train.init_from names, once it is known to mean the same thing here: the dataset's
+    tokenizer is the source run's (the same token ids) and this config's model takes its weights.
+    Checked before anything is written; the source run is only read."""
+    spec = config.train.init_from
+    source, which = parse_init_from(spec)
+    if not (source / CONFIG_FILE).is_file():
+        raise CheckpointError(f"train.init_from {spec}: {source} is not a run directory (no {CONFIG_FILE})")
+    theirs = load_config(source / CONFIG_FILE)
+    if tokenizer_hash(load_tokenizer(source)) != data.tokenizer_hash:
+        differ = _differences(theirs.tokenizer, config.tokenizer, "tokenizer") or ["its learned BPE vocabulary"]
+        raise ConfigError(
+            f"train.init_from {spec}: {config.data.dataset} was prepared with another tokenizer than {source}'s "
+            f"({'; '.join(differ)}); prepare your files with {source / CONFIG_FILE}'s tokenizer section"
+        )
+    path = resolve_checkpoint(source, which)
+    verify_checkpoint(path)  # a corrupt file is reported as such, not as weights that do not fit
+    try:
+        load_weights(path, build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)))
+    except CheckpointError:
+        differ = _differences(theirs.model, config.model, "model") or ["other tensors"]
+        raise CheckpointError(
+            f"train.init_from {spec}: its weights do not fit this model ({'; '.join(differ)}); "
+            f"use the model section of {source / CONFIG_FILE}"
+        ) from None
+    return path
+
+
+def _differences(theirs: Section, ours: Section, prefix: str) -> list[str]:
+    a, b = theirs.model_dump(mode="json"), ours.model_dump(mode="json")
+    return [f"{prefix}.{key} {a[key]!r} there, {b[key]!r} here" for key in a if a[key] != b[key]]
+
+
 def train(
     config: Config,
     run_dir: str | Path,
@@ -225,6 +279,7 @@ def train(
     token_type_weights(data.tokenizer, config.train.token_weights)  # a bad type name fails before any file is written
     run_dir = Path(run_dir)
     checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
+    source = source_checkpoint(config, data) if config.train.init_from and not resume else None
     if not resume:
         check_run_dir(run_dir, overwrite)  # on every rank alike, before any collective
     env, device = init_distributed(pick_device(config.train.device))
@@ -240,6 +295,10 @@ def train(
         if checkpoint is not None:
             trainer.resume(checkpoint)
             log(f"resumed from {checkpoint} at step {trainer.step}")
+        elif source is not None:
+            trainer.load_weights(source)
+            trainer.evaluate_first = True
+            log(f"starting from the weights of {source} (a new optimizer and LR schedule, from step 0)")
         metrics = trainer.fit()
         barrier(env)  # no rank tears the group down while another still uses it (rank 0 saving)
     finally:

@@ -43,7 +43,7 @@ from aurl.training.checkpoint import (
 )
 from aurl.training.distributed import DistEnv, all_reduce_sum, gradient_sync, unwrap
 from aurl.training.logger import MetricsLogger
-from aurl.training.monitor import SpikeDetector, ThroughputMeter, memory_stats
+from aurl.training.monitor import SpikeDetector, ThroughputMeter, measure_peak_flops, memory_stats
 
 Objective = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # (step, unwrapped model) → (metrics, images (H, W, 3) uint8) of pieces it wrote: see evaluation/during_training.py
@@ -67,15 +67,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+def lr_factor(cfg: TrainConfig) -> Callable[[int, float], float]:
     """LR multiplier per optimizer step: linear warmup to 1, then the configured decay to min_lr / lr.
-    `plateau` holds at 1 here; the trainer lowers it on stalled validation."""
+    The decay follows the run's progress: the larger of steps / max_steps and `spent`, the share of
+    train.max_minutes used so far (0 without a time budget). `plateau` holds at 1 here; the trainer
+    lowers it on stalled validation."""
     floor = cfg.min_lr / cfg.lr
 
-    def factor(step: int) -> float:
+    def factor(step: int, spent: float = 0.0) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        progress = min(1.0, max(spent, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)))
         if cfg.schedule == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         if cfg.schedule == "linear":
@@ -83,6 +85,25 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
         return 1.0  # constant, plateau
 
     return factor
+
+
+def pick_precision(name: str, device: torch.device, env: DistEnv | None = None) -> tuple[str, str]:
+    """train.precision as it will run on `device`, and why ("auto" decides; other names stay). Under
+    torchrun every rank measures, and bf16 is chosen only where all of them would choose it."""
+    if name != "auto":
+        return name, "as configured"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "this GPU has bf16"
+        return "fp16", "this GPU has no bf16; fp16 with loss scaling"
+    if device.type != "cpu":
+        return "fp32", f"no mixed-precision speed-up measured on {device.type}"
+    # What counts is speed, and CPUs without bf16 units emulate it (30x slower than fp32 on AVX2 alone).
+    ratio = measure_peak_flops(device, torch.bfloat16, 512) / measure_peak_flops(device, torch.float32, 512)
+    env = env or DistEnv()
+    if all_reduce_sum(torch.tensor([float(ratio > 1.2)]), env).item() == env.world_size:
+        return "bf16", f"a bf16 matrix product runs {ratio:.1f}x as fast as fp32 on this CPU"
+    return "fp32", f"a bf16 matrix product runs only {ratio:.2f}x as fast as fp32 on this CPU (no bf16 units)"
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -154,7 +175,11 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg, device)
         self.schedule = lr_factor(cfg)
         self.lr_scale = 1.0  # plateau and non-finite-recovery reductions
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.schedule(s) * self.lr_scale)
+        self.seconds = 0.0  # of training so far, over every resume: what train.max_minutes counts
+        self._clock = time.perf_counter()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: self.schedule(s, self._spent()) * self.lr_scale
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.meter = ThroughputMeter(peak_flops)
         self.spikes = SpikeDetector(cfg.stability.spike_factor, cfg.stability.spike_window)
@@ -163,6 +188,7 @@ class Trainer:
         self.best_valid = Stall("min", 0.0)  # which checkpoint is `best`: lowest validation loss
         self.plateau = Stall("min", 0.0)
         self.step = 0
+        self.evaluate_first = False  # evaluate before the first step (fine-tuning: where the weights start)
         self.micro_batches = 0  # consumed from the sampler: the data position to resume from
         self.windows_seen = 0  # by all ranks together, for the epoch count
         self.bad_in_a_row = 0
@@ -189,6 +215,7 @@ class Trainer:
             rng = {"ranks": gathered}
         return {
             "step": self.step,
+            "seconds": self.seconds,
             "micro_batches": self.micro_batches,
             "windows_seen": self.windows_seen,
             "lr_scale": self.lr_scale,
@@ -207,6 +234,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.micro_batches = int(state["step"]), int(state["micro_batches"])
+        self.seconds = float(state.get("seconds", 0.0))
         self.windows_seen = int(state["windows_seen"])
         self.lr_scale, self.bad_in_a_row = float(state["lr_scale"]), int(state["bad_in_a_row"])
         self.counters.update(state["counters"])
@@ -231,10 +259,11 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint folder: weights, optimizer, schedule, data position and RNG."""
-        self._load_weights(path)
+        self.load_weights(path)
         self.load_state_dict(load_trainer_state(path))
 
-    def _load_weights(self, path: Path) -> None:
+    def load_weights(self, path: Path) -> None:
+        """A (verified) checkpoint's weights into the wrapped or sharded model."""
         file = path / "model.safetensors"
         weights = load_file(str(file))
         expected = set(unwrap(self.model).state_dict()) - self.tied  # a tied tensor is stored once
@@ -264,6 +293,19 @@ class Trainer:
             return nullcontext()
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def _spent(self) -> float:
+        """Share of train.max_minutes used so far (0 without a time budget)."""
+        return self.seconds / (60 * self.cfg.max_minutes) if self.cfg.max_minutes else 0.0
+
+    def _tick(self) -> None:
+        """Count the time since the last tick; under torchrun the ranks' mean, so that a time budget ends
+        every rank at the same step."""
+        now = time.perf_counter()
+        elapsed, self._clock = now - self._clock, now
+        if self.cfg.max_minutes and self.env.enabled:
+            elapsed = float(all_reduce_sum(torch.tensor([elapsed], device=self.device), self.env)) / self.env.world_size
+        self.seconds += elapsed
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -333,7 +375,7 @@ class Trainer:
                 f"{self.bad_in_a_row} non-finite steps in a row at step {self.step} and no checkpoint to return "
                 "to; lower train.lr or use train.precision fp32"
             ) from None
-        self._load_weights(path)
+        self.load_weights(path)
         set_optimizer_state_dict(self.model, self.optimizer, load_trainer_state(path)["optimizer"], options=FULL)
         self.lr_scale *= self.cfg.stability.lr_backoff
         self.bad_in_a_row = 0
@@ -355,7 +397,8 @@ class Trainer:
         return torch.profiler.profile(schedule=schedule, on_trace_ready=handler, record_shapes=True)
 
     def fit(self) -> dict[str, float]:
-        """Train to max_steps (or max_epochs, or early stop); returns the last train and valid metrics."""
+        """Train to max_steps (or max_epochs, max_minutes, early stopping); returns the last train and valid
+        metrics."""
         cfg = self.cfg
         logger = MetricsLogger(self.run_dir, purge_step=self.step + 1) if self.env.is_main else None
         self.model.train()
@@ -367,6 +410,10 @@ class Trainer:
         extra_sums: dict[str, float] = {}
         flops_per_token = getattr(unwrap(self.model), "flops_per_token", lambda n: 0.0)
         self.meter.reset()
+        self._clock = time.perf_counter()
+        if self.evaluate_first and self.step == 0:
+            valid = self.evaluate()
+            self._report_valid(logger, valid, "step 0 (the starting weights)")
         try:
             with self._profiler() as prof:
                 while self.step < cfg.max_steps:
@@ -377,6 +424,7 @@ class Trainer:
                         self.objective.set_step(self.step)
                     loss, grad_norm, stepped = self._train_step(micro)
                     self.step += 1
+                    self._tick()
                     self._watch(loss, grad_norm, stepped)
                     batch, length = micro[0]["input_ids"].shape
                     self.windows_seen += batch * len(micro) * self.env.world_size
@@ -395,8 +443,10 @@ class Trainer:
                         prof.step()
                     bar.update()
 
-                    final = self.step == cfg.max_steps or (
-                        cfg.max_epochs is not None and self._epoch() >= cfg.max_epochs
+                    final = (
+                        self.step == cfg.max_steps
+                        or (cfg.max_epochs is not None and self._epoch() >= cfg.max_epochs)
+                        or self._spent() >= 1
                     )
                     if self.step % cfg.log_interval == 0 or final:
                         train_metrics = {
@@ -426,14 +476,12 @@ class Trainer:
                         valid = self.evaluate()
                         improved = self.best_valid.update(valid["loss"])
                         stop = self._after_eval(valid)
-                        if logger:
-                            logger.log(self.step, "valid", valid)
-                        shown = {k: v for k, v in valid.items() if "/" not in k}  # not every latent dimension
-                        self.log(f"step {self.step}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in shown.items()))
+                        self._report_valid(logger, valid, f"step {self.step}")
                     if self.sample_hook and cfg.sample_interval and (self.step % cfg.sample_interval == 0 or final):
                         self._samples(logger)
                     if improved or final or stop or self.step % cfg.save_interval == 0:
                         self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved)
+                    self._tick()
                     if final or stop:
                         break
         finally:
@@ -441,6 +489,12 @@ class Trainer:
             if logger:
                 logger.close()
         return {**{f"train_{k}": v for k, v in train_metrics.items()}, **{f"valid_{k}": v for k, v in valid.items()}}
+
+    def _report_valid(self, logger: MetricsLogger | None, valid: dict[str, float], when: str) -> None:
+        if logger:
+            logger.log(self.step, "valid", valid)
+        shown = {k: v for k, v in valid.items() if "/" not in k}  # not every latent dimension
+        self.log(f"{when}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in shown.items()))
 
     def _samples(self, logger: MetricsLogger | None) -> None:
         """Let the sample hook write pieces from the current weights; log what it measured of them."""

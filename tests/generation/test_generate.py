@@ -46,3 +46,19 @@ def test_generate_command_with_sampling_options_and_wav(trained_run, midi_dir, t
     ]
     assert main([*args, "--primer", str(tmp_path / "missing.mid")]) == 2
     assert "missing.mid: no such MIDI file" in capsys.readouterr().err
+
+
+def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tmp_path):
+    from aurl.config import load_config
+    from aurl.data.prepare import prepare
+    from aurl.training.run import train
+    from tests.conftest import TINY
+
+    sets = ["tokenizer.use_programs=false", "data.valid_fraction=0.2", "train.max_steps=3", "train.eval_interval=3"]
+    config = load_config(TINY, sets)
+    prepare(str(midi_dir), tmp_path / "data", config, progress=False, log=lambda s: None)
+    config.data.dataset = str(tmp_path / "data")
+    train(config, tmp_path / "run", progress=False, log=lambda s: None)
+    for sample in generate(tmp_path / "run", tmp_path / "out", num=2, min_tokens=64, log=lambda s: None):
+        assert sample.skipped_tokens == 0 and sample.notes > 0
+        assert len(symusic.Score(str(sample.midi)).tracks) == 1
