@@ -14,7 +14,7 @@ MMM_STEPS ?= 100
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
-.PHONY: venv dev demo test lint clean
+.PHONY: venv dev demo serve test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ demo: venv
 	done
 	@echo "Demo done. Run directories: $(DEMO_RUN), $(MMM_RUN)  samples: $(DEMO_RUN)/samples/final" \
 		"(harmonisations of two held-out chorale melodies in harmonised_*)"
+
+# The studio on the demo's two runs: http://127.0.0.1:8000/ (PORT=... to change it).
+PORT ?= 8000
+serve: venv
+	@test -f $(DEMO_RUN)/config.yaml -a -f $(MMM_RUN)/config.yaml || \
+		{ echo "make serve: no trained runs in $(DEMO_RUN) and $(MMM_RUN); run make demo first" >&2; exit 2; }
+	$(BIN)/aurl serve --run $(DEMO_RUN) --run $(MMM_RUN) --port $(PORT)
 
 test: dev
 	$(BIN)/ruff check aurl tests benchmarks

@@ -172,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="The music music21 ships, usable as builtin:NAME wherever a MIDI source is asked for; "
         "each converts to MIDI once, on first use, under AURL_CACHE.",
     )
+
+    p = sub.add_parser(
+        "serve",
+        help="the studio: an HTTP API and a page to generate, hear, see and co-create with trained runs",
+        allow_abbrev=False,
+        description="Serve trained runs at http://HOST:PORT/ (the page) and /api (JSON; docs at /docs).",
+    )
+    p.add_argument("--run", action="append", required=True, metavar="DIR", help="run directory to serve (repeatable)")
+    p.add_argument("--checkpoint", default="best", help="best, latest or step_N (default best)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", metavar="SECRET", help="every API call must carry it (the printed link does)")
+    p.add_argument("--max-batch", type=int, default=32, metavar="ROWS", help="takes decoded together (default 32)")
+    p.add_argument("--max-upload-mb", type=float, default=4.0, metavar="MB", help="largest upload (default 4)")
+    p.add_argument("--work-dir", metavar="DIR", help="where songs and takes are kept (default: a temporary folder)")
     return parser
 
 
@@ -366,6 +381,39 @@ def _corpora(args: argparse.Namespace) -> None:
     print(f"converted into {cache_dir()}/NAME (AURL_CACHE) on first use, e.g. aurl prepare builtin:essen --out DIR")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import ipaddress
+    import socket
+
+    import uvicorn
+
+    from aurl.serve.app import create_app
+
+    if args.max_batch < 1 or args.max_upload_mb <= 0 or not 0 < args.port < 65536:
+        raise AurlError("--max-batch, --max-upload-mb and --port: give positive values (a port below 65536)")
+    try:
+        local = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:  # a host name
+        local = False
+    try:  # a busy port is named in one line here, not in uvicorn's log
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as err:
+        reason = str(err.strerror).split(" (while")[0]
+        raise AurlError(
+            f"--host {args.host} --port {args.port}: cannot listen there ({reason}); pick another"
+        ) from None
+    if not local and not args.token:
+        print(
+            f"aurl serve: warning: listening on {args.host} without --token: anyone who can reach it can use it",
+            file=sys.stderr,
+        )
+    app = create_app(args.run, args.token, args.work_dir, args.max_upload_mb, args.checkpoint, args.max_batch)
+    query = f"?token={args.token}" if args.token else ""
+    _say(f"aurl studio: http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port}/{query}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
 COMMANDS = {
     "prepare": _prepare,
     "train": _train,
@@ -373,6 +421,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "render": _render,
     "corpora": _corpora,
+    "serve": _serve,
 }
 
 

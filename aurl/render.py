@@ -34,7 +34,9 @@ class RenderError(AurlError):
 def bar_starts(score: symusic.Score) -> list[int]:
     """Tick of every bar line, following the score's time-signature changes (4/4 when it has none)."""
     tpq, end = score.ticks_per_quarter, score.end()
-    changes = sorted((ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures) or [(0, 4, 4)]
+    # One change per tick (files repeat a time signature in every part; the last one at a tick counts).
+    at = {ts.time: (ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures}
+    changes = sorted(at.values()) or [(0, 4, 4)]
     if changes[0][0] > 0:
         changes.insert(0, (0, 4, 4))
     bars: list[int] = []
@@ -43,6 +45,31 @@ def bar_starts(score: symusic.Score) -> list[int]:
         length = max(1, int(tpq * 4 * num / den))
         bars.extend(range(start, max(start + 1, stop), length))
     return bars
+
+
+def drawing(score: symusic.Score) -> dict:
+    """A score's notes for a piano roll drawn elsewhere (the studio page): per track [start, duration,
+    pitch, velocity] in quarter notes, the bar lines in quarter notes, the length and the seconds."""
+    tpq = score.ticks_per_quarter
+    tracks = []
+    for i, track in enumerate(score.tracks):
+        notes = track.notes.numpy()
+        rows = np.stack([notes["time"] / tpq, notes["duration"] / tpq, notes["pitch"], notes["velocity"]], axis=1)
+        tracks.append(
+            {
+                "index": i,
+                "program": int(track.program),
+                "is_drum": bool(track.is_drum),
+                "name": track.name,
+                "notes": np.round(rows, 4).tolist(),
+            }
+        )
+    return {
+        "tracks": tracks,
+        "bars": [tick / tpq for tick in bar_starts(score)],
+        "length": score.end() / tpq,
+        "seconds": round(float(score.to("second").end()), 3),
+    }
 
 
 LEGEND_TRACKS = 12  # tracks named in a piano roll's legend; the rest are counted

@@ -21,17 +21,15 @@ import symusic
 import torch
 from miditok.utils import get_bars_ticks
 
-from aurl.config import updated
 from aurl.data.corpus import read_score
 from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.errors import ConfigError, DataError
 from aurl.generation.controls import ControlRequest, parse_controls
-from aurl.generation.generate import Sample, sample_pieces, save_sample
+from aurl.generation.generate import Sample, Trained, sample_pieces, save_sample
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
-from aurl.modes import MODES
+from aurl.generation.sampler import StepHook
 from aurl.render import render_wav
-from aurl.training.run import load_trained
 
 
 @dataclass
@@ -82,17 +80,21 @@ def _is_meter(bar: np.ndarray, mt: Multitrack) -> bool:
 class Session:
     """A multitrack run loaded for co-creation: its model, tokenizer, grammar and sampling settings."""
 
-    def __init__(self, run_dir: str | Path, checkpoint: str, overrides: dict[str, Any], what: str):
-        config, self.tokenizer, self.model = load_trained(run_dir, checkpoint)
+    def __init__(self, run: str | Path | Trained, checkpoint: str, overrides: dict[str, Any], what: str):
+        trained = run if isinstance(run, Trained) else Trained.load(run, checkpoint)
+        self.tokenizer, self.model = trained.tokenizer, trained.model
         if not is_multitrack(self.tokenizer):
-            raise ConfigError(f"{run_dir}: {what} needs a run trained with tokenizer.kind MMM (this one is not)")
-        self.run_dir, self.mode = Path(run_dir), MODES[config.model.mode]
-        self.settings = updated(config.generate, overrides, "generate")
+            raise ConfigError(
+                f"{trained.run_dir}: {what} needs a run trained with tokenizer.kind MMM (this one is not)"
+            )
+        self.run_dir, self.mode = trained.run_dir, trained.mode
+        self.settings = trained.settings(overrides)
         if self.settings.max_bars is not None:
             raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
         self.mt = Multitrack(self.tokenizer)
         self.grammar = MultitrackGrammar(self.tokenizer)
         self.generator = torch.Generator().manual_seed(self.settings.seed)
+        self.on_step: StepHook | None = None  # sees every sampled token (the studio's progress and cancel)
 
     def write(self, prompts: list[list[int]], plan: list[Segment]) -> list[list[int]]:
         """The tokens each prompt's row wrote after it (rows with equal prompts are sampled together)."""
@@ -105,7 +107,15 @@ class Session:
         for prompt, rows in groups.items():
             settings.num = len(rows)
             written = sample_pieces(
-                self.model, self.mode, self.tokenizer, settings, self.grammar, self.generator, list(prompt), plan=plan
+                self.model,
+                self.mode,
+                self.tokenizer,
+                settings,
+                self.grammar,
+                self.generator,
+                list(prompt),
+                plan=plan,
+                on_step=self.on_step,
             )
             for i, row in zip(rows, written, strict=True):
                 out[i] = [t for t in row[len(prompt) :] if t not in (self.mt.pad, self.mt.eos)]
@@ -117,8 +127,10 @@ class Session:
         score = score.resample(tpq, min_dur=1)
         return score.tracks[0] if score.tracks else symusic.Track()
 
-    def save(self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont) -> Sample:
-        sample = save_sample(score, tokens, self.mt.errors(tokens), stem, self.run_dir.name, log)
+    def save(
+        self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont, png: bool = True
+    ) -> Sample:
+        sample = save_sample(score, tokens, self.mt.errors(tokens), stem, self.run_dir.name, log, png)
         if wav:
             sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)
         return sample
@@ -139,14 +151,35 @@ def _control_tokens(requests: list[ControlRequest], track: int, bar: int | None)
     return [t for name in CONTROLS if name in chosen for t in chosen[name]]
 
 
-def _out_dir(run_dir: Path, out_dir: str | Path | None, what: str) -> Path:
-    out = Path(out_dir) if out_dir else run_dir / "samples" / what
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+@dataclass
+class Work:
+    """A co-creation checked against its song and ready: `write` samples it and saves the takes."""
+
+    session: Session
+    what: str  # the run's samples folder it writes to by default
+    takes: Callable[[], list[tuple[symusic.Score, list[int]]]]  # samples: each take's music and tokens
+
+    def write(
+        self,
+        out_dir: str | Path | None = None,
+        log: Callable[[str], None] | None = print,
+        wav: bool = False,
+        soundfont: str | Path | None = None,
+        on_step: StepHook | None = None,
+        png: bool = True,
+    ) -> list[Sample]:
+        self.session.on_step = on_step
+        takes = self.takes()
+        out = Path(out_dir) if out_dir else self.session.run_dir / "samples" / self.what
+        out.mkdir(parents=True, exist_ok=True)
+        return [
+            self.session.save(score, tokens, out / f"sample_{i}", log, wav, soundfont, png)
+            for i, (score, tokens) in enumerate(takes)
+        ]
 
 
 def accompany(
-    run_dir: str | Path,
+    run: str | Path | Trained,
     song: str | Path,
     add: list[int],
     keep: list[int] | None = None,
@@ -161,7 +194,20 @@ def accompany(
     """Keep some tracks of `song` (all by default) note for note and write new ones, one per program in
     `add` (0-127, or -1 for drums), each with exactly the song's bars. `controls`: --control requests,
     whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
-    session = Session(run_dir, checkpoint, overrides, "--accompany")
+    return accompaniment(run, song, add, keep, controls, checkpoint, **overrides).write(out_dir, log, wav, soundfont)
+
+
+def accompaniment(
+    run: str | Path | Trained,
+    song: str | Path,
+    add: list[int],
+    keep: list[int] | None = None,
+    controls: list[list[str] | str] = (),
+    checkpoint: str = "best",
+    **overrides: Any,
+) -> Work:
+    """`accompany` checked and ready to write (every bad option is named before anything is sampled)."""
+    session = Session(run, checkpoint, overrides, "--accompany")
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
     keep = list(range(len(the_song.tracks))) if keep is None else keep
@@ -194,21 +240,22 @@ def accompany(
         )
         for n, program in zip(written, add, strict=True)
     ]
-    rows = session.write([prompt] * session.settings.num, plan)
-    out = _out_dir(session.run_dir, out_dir, "accompany")
     tpq = the_song.score.ticks_per_quarter
-    samples = []
-    for i, row in enumerate(rows):
-        new = mt.tracks(np.asarray(row, dtype=np.int64))
-        score = the_song.score.copy()
-        score.tracks = [the_song.score.tracks[k].copy() for k in keep] + [session.decoded(t, tpq) for t in new]
-        tokens = [*prompt[1:], *row]
-        samples.append(session.save(score, tokens, out / f"sample_{i}", log, wav, soundfont))
-    return samples
+
+    def takes() -> list[tuple[symusic.Score, list[int]]]:
+        out = []
+        for row in session.write([prompt] * session.settings.num, plan):
+            new = mt.tracks(np.asarray(row, dtype=np.int64))
+            score = the_song.score.copy()
+            score.tracks = [the_song.score.tracks[k].copy() for k in keep] + [session.decoded(t, tpq) for t in new]
+            out.append((score, [*prompt[1:], *row]))
+        return out
+
+    return Work(session, "accompany", takes)
 
 
 def infill(
-    run_dir: str | Path,
+    run: str | Path | Trained,
     song: str | Path,
     bars: tuple[int, int],
     track: int | None = None,
@@ -222,7 +269,20 @@ def infill(
 ) -> list[Sample]:
     """Rewrite bars `bars` (1-based, inclusive) of one track of `song` (every track, one after another,
     when `track` is None), keeping everything else note for note."""
-    session = Session(run_dir, checkpoint, overrides, "--infill")
+    return infilling(run, song, bars, track, controls, checkpoint, **overrides).write(out_dir, log, wav, soundfont)
+
+
+def infilling(
+    run: str | Path | Trained,
+    song: str | Path,
+    bars: tuple[int, int],
+    track: int | None = None,
+    controls: list[list[str] | str] = (),
+    checkpoint: str = "best",
+    **overrides: Any,
+) -> Work:
+    """`infill` checked and ready to write (every bad option is named before anything is sampled)."""
+    session = Session(run, checkpoint, overrides, "--infill")
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
     first, last = bars
@@ -236,51 +296,61 @@ def infill(
         if request.track is not None and request.track not in targets:
             raise ConfigError(f"--control track={request.track}: not a track being rewritten ({targets})")
     span = range(first - 1, last)
-    current = [list(the_song.tracks) for _ in range(session.settings.num)]  # each sample's tracks so far
-    tokens = [[] for _ in current]
-    for target in targets:  # a track at a time, as the model was trained (one holed track per window)
-        prompts, holed = [], []
-        for tracks in current:
-            old = tracks[target]
-            header = np.concatenate([old.header, _control_tokens(requests, target, None)]).astype(np.int64)
-            holes = [np.array([mt.infill_bar])] * len(span)
-            bars_ = [*old.bars[: span.start], *holes, *old.bars[span.stop :]]
-            holed.append(Track(header, bars_))
-            prompts.append(
-                [
-                    mt.bos,
-                    *(t for tr in [*tracks[:target], holed[-1], *tracks[target + 1 :]] for t in tr.ids(mt.track_end)),
-                ]
-            )
-        plan = [
-            Segment(
-                [mt.infill_start, mt.bar], 1, mt.infill_end, _bar_plan(the_song, requests, target, range(bar, bar + 1))
-            )
-            for bar in span
-        ]
-        for i, row in enumerate(session.write(prompts, plan)):
-            fills = _fills(row, mt)
-            old = current[i][target]
-            # a fill the budget cut short leaves its bar as it was
-            new_bars = [fills[k] if k < len(fills) else old.bars[bar] for k, bar in enumerate(span)]
-            filled = Track(holed[i].header, [*old.bars[: span.start], *new_bars, *old.bars[span.stop :]])
-            current[i] = [*current[i][:target], filled, *current[i][target + 1 :]]
-            tokens[i] = [t for tr in current[i] for t in tr.ids(mt.track_end)]
-    out = _out_dir(session.run_dir, out_dir, "infill")
-    score = the_song.score
-    ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
-    start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
-    samples = []
-    for i, tracks in enumerate(current):
-        result = score.copy()
-        for target in targets:
-            new = session.decoded(tracks[target], score.ticks_per_quarter).notes
-            kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
-            written = _fitted([n for n in new if start <= n.time < stop], kept)
-            result.tracks[target].notes = symusic.core.NoteTickList(kept + written)
-            result.tracks[target].notes.sort()
-        samples.append(session.save(result, tokens[i], out / f"sample_{i}", log, wav, soundfont))
-    return samples
+
+    def takes() -> list[tuple[symusic.Score, list[int]]]:
+        current = [list(the_song.tracks) for _ in range(session.settings.num)]  # each sample's tracks so far
+        tokens = [[] for _ in current]
+        for target in targets:  # a track at a time, as the model was trained (one holed track per window)
+            prompts, holed = [], []
+            for tracks in current:
+                old = tracks[target]
+                header = np.concatenate([old.header, _control_tokens(requests, target, None)]).astype(np.int64)
+                holes = [np.array([mt.infill_bar])] * len(span)
+                bars_ = [*old.bars[: span.start], *holes, *old.bars[span.stop :]]
+                holed.append(Track(header, bars_))
+                prompts.append(
+                    [
+                        mt.bos,
+                        *(
+                            t
+                            for tr in [*tracks[:target], holed[-1], *tracks[target + 1 :]]
+                            for t in tr.ids(mt.track_end)
+                        ),
+                    ]
+                )
+            plan = [
+                Segment(
+                    [mt.infill_start, mt.bar],
+                    1,
+                    mt.infill_end,
+                    _bar_plan(the_song, requests, target, range(bar, bar + 1)),
+                )
+                for bar in span
+            ]
+            for i, row in enumerate(session.write(prompts, plan)):
+                fills = _fills(row, mt)
+                old = current[i][target]
+                # a fill the budget cut short leaves its bar as it was
+                new_bars = [fills[k] if k < len(fills) else old.bars[bar] for k, bar in enumerate(span)]
+                filled = Track(holed[i].header, [*old.bars[: span.start], *new_bars, *old.bars[span.stop :]])
+                current[i] = [*current[i][:target], filled, *current[i][target + 1 :]]
+                tokens[i] = [t for tr in current[i] for t in tr.ids(mt.track_end)]
+        score = the_song.score
+        ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
+        start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+        out = []
+        for i, tracks in enumerate(current):
+            result = score.copy()
+            for target in targets:
+                new = session.decoded(tracks[target], score.ticks_per_quarter).notes
+                kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
+                written = _fitted([n for n in new if start <= n.time < stop], kept)
+                result.tracks[target].notes = symusic.core.NoteTickList(kept + written)
+                result.tracks[target].notes.sort()
+            out.append((result, tokens[i]))
+        return out
+
+    return Work(session, "infill", takes)
 
 
 def _fitted(written: list, kept: list) -> list:

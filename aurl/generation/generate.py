@@ -12,7 +12,7 @@ import symusic
 import torch
 from torch import nn
 
-from aurl.config import GenerateConfig, updated
+from aurl.config import Config, GenerateConfig, updated
 from aurl.data.corpus import read_score
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
@@ -21,7 +21,7 @@ from aurl.errors import ConfigError, DataError
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
-from aurl.generation.sampler import sample
+from aurl.generation.sampler import Rows, StepHook, sample
 from aurl.modes import MODES, LanguageModelMode
 from aurl.render import piano_roll, render_wav
 from aurl.training.run import load_trained
@@ -30,7 +30,7 @@ from aurl.training.run import load_trained
 @dataclass
 class Sample:
     midi: Path
-    png: Path
+    png: Path | None  # None: not drawn (the studio draws it when asked)
     tokens: int
     notes: int
     pitches: int
@@ -45,6 +45,43 @@ def longest_run(ids: list[int]) -> int:
         run = run + 1 if i and token == ids[i - 1] else 1
         best = max(best, run)
     return best
+
+
+@dataclass
+class Trained:
+    """A run loaded for generation, once: what the CLI and the studio sample from."""
+
+    run_dir: Path
+    config: Config
+    tokenizer: miditok.MusicTokenizer
+    model: nn.Module
+
+    @classmethod
+    def load(cls, run_dir: str | Path, checkpoint: str = "best") -> Trained:
+        return cls(Path(run_dir), *load_trained(run_dir, checkpoint))
+
+    @property
+    def mode(self) -> LanguageModelMode:
+        return MODES[self.config.model.mode]
+
+    def settings(self, overrides: dict[str, Any]) -> GenerateConfig:
+        """The run's generate section with `overrides` applied (a bad value names generate.<field>)."""
+        return updated(self.config.generate, overrides, "generate")
+
+
+@dataclass
+class Pieces:
+    """Pieces to write after one prompt with one request's settings and random generator."""
+
+    prompt: list[int]
+    settings: GenerateConfig
+    generator: torch.Generator
+    z: torch.Tensor | None = None  # a latent model's z, one row per piece
+    head: symusic.Score | None = None  # a primer's bars: their meter is kept where tokens do not carry it
+
+    @property
+    def count(self) -> int:
+        return self.z.shape[0] if self.z is not None else self.settings.num
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
@@ -100,29 +137,82 @@ def sample_pieces(
     prompt: list[int],
     z: torch.Tensor | None = None,
     plan: list[Segment] | None = None,
+    on_step: StepHook | None = None,
 ) -> list[list[int]]:
     """Token rows (prompt first) of settings.num pieces, or of one piece per row of a latent model's z,
     sampled settings.batch_size at a time on the model's device."""
-    device = next(model.parameters()).device
     num = z.shape[0] if z is not None else settings.num
-    bars = bar_token_ids(tokenizer)
     rows: list[list[int]] = []
     for first in range(0, num, settings.batch_size):
         n = min(settings.batch_size, num - first)
-        decoder = mode.decoder(model, z[first : first + n] if z is not None else None)
-        seqs = sample(
-            decoder,
-            torch.tensor([prompt] * n, dtype=torch.long, device=device),
-            settings,
-            grammar,
-            eos_id=tokenizer["EOS_None"],
-            pad_id=tokenizer.pad_token_id,
-            bar_ids=bars,
-            generator=generator,
-            plan=plan,
-        )
-        rows += seqs.tolist()
+        chunk = Pieces(prompt, settings, generator, z[first : first + n] if z is not None else None)
+        rows += _sample(model, mode, tokenizer, grammar, [chunk], [n], plan, on_step)[0]
     return rows
+
+
+def sample_together(trained: Trained, requests: list[Pieces], on_step: StepHook | None = None) -> list[list[list[int]]]:
+    """The token rows of several requests with one prompt and one `constrained` setting, sampled as one
+    batch: each request's rows are those it would get alone (its own settings and generator)."""
+    if len({tuple(r.prompt) for r in requests}) > 1 or len({r.settings.constrained for r in requests}) > 1:
+        raise ValueError("sample_together: requests sampled together share a prompt and a constrained setting")
+    grammar = grammar_for(trained.tokenizer) if requests[0].settings.constrained else None
+    counts = [r.count for r in requests]
+    return _sample(trained.model, trained.mode, trained.tokenizer, grammar, requests, counts, None, on_step)
+
+
+def _sample(model, mode, tokenizer, grammar, requests, counts, plan, on_step) -> list[list[list[int]]]:
+    device = next(model.parameters()).device
+    zs = [r.z for r in requests]
+    z = torch.cat(zs) if zs[0] is not None else None
+    seqs = sample(
+        mode.decoder(model, z),
+        torch.tensor([requests[0].prompt] * sum(counts), dtype=torch.long, device=device),
+        requests[0].settings,
+        grammar,
+        eos_id=tokenizer["EOS_None"],
+        pad_id=tokenizer.pad_token_id,
+        bar_ids=bar_token_ids(tokenizer),
+        plan=plan,
+        groups=[Rows(n, r.settings, r.generator) for r, n in zip(requests, counts, strict=True)],
+        on_step=on_step,
+    ).tolist()
+    out, first = [], 0
+    for n in counts:
+        out.append(seqs[first : first + n])
+        first += n
+    return out
+
+
+def pieces(
+    trained: Trained,
+    settings: GenerateConfig,
+    encode: str | Path | None = None,
+    interpolate: tuple[str | Path, str | Path] | None = None,
+    primer: str | Path | None = None,
+) -> Pieces:
+    """What `aurl generate` asks of the sampler, checked: the prompt (BOS, then a primer's first
+    primer_bars bars), a latent model's z (drawn from its prior, or encoded from files) and a generator
+    seeded with settings.seed."""
+    run_dir, mode, tokenizer, model = trained.run_dir, trained.mode, trained.tokenizer, trained.model
+    if (encode or interpolate) and not mode.latent:
+        raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
+    if is_multitrack(tokenizer) and settings.max_bars is not None:
+        raise ConfigError("generate.max_bars: a multitrack (MMM) run counts bars per track; leave it unset")
+    if settings.constrained:
+        grammar_for(tokenizer)  # a tokenizer without a grammar is named before anything is sampled
+    prompt, head = [tokenizer["BOS_None"]], None
+    if primer is not None:
+        ids, head = primer_tokens(primer, tokenizer, settings.primer_bars)
+        prompt += ids
+    generator = torch.Generator().manual_seed(settings.seed)
+    if interpolate:
+        a, b = (encode_file(path, model, tokenizer, trained.config) for path in interpolate)
+        z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
+    elif encode:
+        z = encode_file(encode, model, tokenizer, trained.config).expand(settings.num, -1)
+    else:
+        z = mode.prior(model, settings.num, generator, settings.z_temperature)
+    return Pieces(prompt, settings, generator, z, head)
 
 
 def generate(
@@ -146,32 +236,20 @@ def generate(
     or, with `interpolate`, writes `steps` files along the spherical path between two files' encodings.
     With `wav`, each sample is also rendered to sample_<i>.wav through `soundfont` (default TimGM6mb).
     """
-    config, tokenizer, model = load_trained(run_dir, checkpoint)
-    mode = MODES[config.model.mode]
-    settings = updated(config.generate, overrides, "generate")
-    if (encode or interpolate) and not mode.latent:
-        raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
-    if is_multitrack(tokenizer) and settings.max_bars is not None:
-        raise ConfigError("generate.max_bars: a multitrack (MMM) run counts bars per track; leave it unset")
-    grammar = grammar_for(tokenizer) if settings.constrained else None
-    bos = tokenizer["BOS_None"]
-    prompt, head = [bos], None
-    if primer is not None:
-        ids, head = primer_tokens(primer, tokenizer, settings.primer_bars)
-        prompt += ids
+    trained = Trained.load(run_dir, checkpoint)
+    settings = trained.settings(overrides)
+    request = pieces(trained, settings, encode, interpolate, primer)
     out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
     out.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(settings.seed)
-    if interpolate:
-        a, b = (encode_file(path, model, tokenizer, config) for path in interpolate)
-        z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
-    elif encode:
-        z = encode_file(encode, model, tokenizer, config).expand(settings.num, -1)
-    else:
-        z = mode.prior(model, settings.num, generator, settings.z_temperature)
-    rows = sample_pieces(model, mode, tokenizer, settings, grammar, generator, prompt, z)
+    grammar = grammar_for(trained.tokenizer) if settings.constrained else None
+    rows = sample_pieces(
+        trained.model, trained.mode, trained.tokenizer, settings, grammar, request.generator, request.prompt, request.z
+    )
     title = Path(run_dir).name
-    samples = [write_sample(tokenizer, row[1:], out / f"sample_{i}", head, title, log) for i, row in enumerate(rows)]
+    samples = [
+        write_sample(trained.tokenizer, row[1:], out / f"sample_{i}", request.head, title, log)
+        for i, row in enumerate(rows)
+    ]
     if wav:
         for s in samples:
             s.wav = render_wav(s.midi, s.midi.with_suffix(".wav"), soundfont)
@@ -185,6 +263,7 @@ def write_sample(
     primer: symusic.Score | None,
     title: str,
     log: Callable[[str], None] | None = print,
+    png: bool = True,
 ) -> Sample:
     """Decode one sampled row (BOS dropped) and write its MIDI file and piano roll (stem.mid, stem.png);
     a primer's tempos and time signatures are kept where the tokens do not carry them."""
@@ -193,16 +272,22 @@ def write_sample(
     score, skipped = tokens_to_score(tokenizer, row)
     if primer is not None:
         keep_meter(score, primer, tokenizer)
-    return save_sample(score, row, skipped, stem, title, log)
+    return save_sample(score, row, skipped, stem, title, log, png)
 
 
 def save_sample(
-    score: symusic.Score, row: list[int], skipped: int, stem: Path, title: str, log: Callable[[str], None] | None
+    score: symusic.Score,
+    row: list[int],
+    skipped: int,
+    stem: Path,
+    title: str,
+    log: Callable[[str], None] | None,
+    png: bool = True,
 ) -> Sample:
     """Write a written piece's MIDI file and piano roll (stem.mid, stem.png) and say what it holds."""
     midi = stem.with_suffix(".mid")
     score.dump_midi(str(midi))
-    png = piano_roll(score, stem.with_suffix(".png"), title=f"{title} {stem.name}")
+    drawn = piano_roll(score, stem.with_suffix(".png"), title=f"{title} {stem.name}") if png else None
     pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
     notes = sum(len(t.notes) for t in score.tracks)
     repeat = longest_run(row)
@@ -211,4 +296,4 @@ def save_sample(
             f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
             f"{skipped} skipped tokens, longest repeat {repeat}"
         )
-    return Sample(midi, png, len(row), notes, len(pitches), skipped, repeat)
+    return Sample(midi, drawn, len(row), notes, len(pitches), skipped, repeat)

@@ -1,0 +1,357 @@
+"""aurl studio: the HTTP API and the page over one or more trained runs (`aurl serve`).
+
+It calls the same library functions as `aurl generate` (aurl.generation) and owns no musical logic: a
+request is checked when it is posted (a bad option is a 422 naming the field, an unusable file a 400),
+then queued for its model's worker (aurl.serve.jobs). Files are reached only through ids the server
+handed out (songs, jobs, takes), never through a path a client sends, and uploads are parsed by symusic
+alone. OpenAPI docs: /docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import symusic
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict, Field
+
+from aurl.data.corpus import cache_dir, read_score
+from aurl.data.multitrack import CONTROLS, is_multitrack
+from aurl.errors import AurlError, ConfigError, DataError
+from aurl.generation.cocreate import accompaniment, infilling
+from aurl.generation.generate import Trained, pieces
+from aurl.render import bar_starts, drawing
+from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
+
+STATIC = Path(__file__).parent / "static"
+MAX_TAKES = 8  # takes per request
+MAX_TOKENS = 8192  # tokens per take
+EXAMPLES = 6  # built-in example songs offered, from the served runs' held-out files
+API_FLAGS = {"--keep": "keep", "--add": "add", "--bars": "bars", "--track": "track", "--control": "controls"}
+MEDIA = {"mid": "audio/midi", "wav": "audio/wav", "png": "image/png", "json": "application/json"}
+_song_ids = itertools.count(1)
+
+
+class JobRequest(BaseModel):
+    """What to write: a task of one served model, with the run's generate settings overridden."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a served model's id (GET /api/models)")
+    task: Literal["generate", "continue", "accompany", "infill"] = "generate"
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
+        "repetition_window, min_tokens, max_bars, constrained, primer_bars, seed",
+    )
+    song: str | None = Field(None, description="a song id (POST /api/songs or GET /api/examples)")
+    keep: list[int] | None = Field(None, description="accompany: the song's tracks kept (default: all)")
+    add: list[int] = Field(default_factory=list, description="accompany: programs of the new tracks, -1 drums")
+    bars: tuple[int, int] | None = Field(None, description="infill: the bars rewritten, 1-based, inclusive")
+    track: int | None = Field(None, description="infill: the track rewritten (none: every track)")
+    controls: list[str] = Field(default_factory=list, description='e.g. "track=4 density=6", "bars=5-8 polyphony=2"')
+
+
+@dataclass
+class Served:
+    id: str
+    trained: Trained
+    worker: Worker
+
+    @property
+    def tasks(self) -> list[str]:
+        cocreate = ["accompany", "infill"] if is_multitrack(self.trained.tokenizer) else []
+        return ["generate", "continue", *cocreate]
+
+    def public(self) -> dict:
+        config = self.trained.config
+        return {
+            "id": self.id,
+            "mode": config.model.mode,
+            "tokenization": config.tokenizer.kind,
+            "multitrack": is_multitrack(self.trained.tokenizer),
+            "tasks": self.tasks,
+            "parameters": sum(p.numel() for p in self.trained.model.parameters()),
+            "context": config.model.context,
+            "settings": config.generate.model_dump(),
+            "controls": sorted({CONTROLS[name][2] for name in config.tokenizer.controls}),
+        }
+
+
+@dataclass
+class Song:
+    id: str
+    name: str
+    path: Path
+    score: symusic.Score
+
+    def public(self) -> dict:
+        notes = drawing(self.score)
+        tracks = [{k: v for k, v in t.items() if k != "notes"} | {"notes": len(t["notes"])} for t in notes["tracks"]]
+        return {"id": self.id, "name": self.name, "bars": len(notes["bars"]), "tracks": tracks, "notes": notes}
+
+
+def _with_notes(score: symusic.Score) -> symusic.Score:
+    """The score without its empty tracks: track numbers then count what co-creation counts."""
+    score.tracks = [t for t in score.tracks if len(t.notes)]
+    return score
+
+
+def _example_files(runs: list[Trained]) -> list[Path]:
+    """Held-out (valid split) files of the served runs' datasets that are on this machine."""
+    found: dict[str, Path] = {}
+    for trained in runs:
+        dataset = trained.config.data.dataset
+        manifest = Path(dataset) / "manifest.json" if dataset else None
+        if manifest is None or not manifest.is_file():
+            continue
+        info = json.loads(manifest.read_text())
+        source = str(info.get("source", ""))
+        root = cache_dir() / source.removeprefix("builtin:") if source.startswith("builtin:") else Path(source)
+        for entry in info["files"]:
+            path = root / entry["name"]
+            if entry["split"] == "valid" and path.is_file():
+                found.setdefault(entry["name"], path)
+    return [found[name] for name in sorted(found)[:EXAMPLES]]
+
+
+def create_app(
+    runs: list[str | Path],
+    token: str | None = None,
+    work_dir: str | Path | None = None,
+    max_upload_mb: float = 4.0,
+    checkpoint: str = "best",
+    max_rows: int = 32,
+) -> FastAPI:
+    """The studio over `runs` (run directories), writing songs and takes under `work_dir` (a temporary
+    folder removed at shutdown when none is given). With `token`, every API call must carry it."""
+    temporary = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="aurl-studio-")) if temporary else Path(work_dir)
+    (work / "songs").mkdir(parents=True, exist_ok=True)
+    served: dict[str, Served] = {}
+    for run in runs:
+        trained = Trained.load(run, checkpoint)
+        name = base = trained.run_dir.name
+        for n in itertools.count(2):
+            if name not in served:
+                break
+            name = f"{base}-{n}"
+        served[name] = Served(name, trained, Worker(name, trained, max_rows))
+    jobs = Jobs({name: s.worker for name, s in served.items()})
+    songs: dict[str, Song] = {}
+    for i, path in enumerate(_example_files([s.trained for s in served.values()])):
+        songs[f"example-{i}"] = Song(f"example-{i}", path.stem, path, _with_notes(read_score(path)))
+    examples = list(songs)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+
+    app = FastAPIOffline(title="aurl studio", description=__doc__, lifespan=lifespan)  # /docs without a CDN
+
+    @app.middleware("http")
+    async def authorise(request: Request, call_next):
+        path = request.url.path
+        if token and path.startswith("/api"):  # the page and the docs hold nothing of the user's
+            header = request.headers.get("authorization", "")
+            given = (
+                header.removeprefix("Bearer ") if header.startswith("Bearer ") else request.query_params.get("token")
+            )
+            if not given or not secrets.compare_digest(given, token):
+                sentence = "this studio needs its token: open the link `aurl serve` printed (it ends in ?token=...)"
+                return JSONResponse({"detail": sentence}, status_code=401)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError):
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return JSONResponse({"detail": f"{field}: {first['msg']}"}, status_code=422)
+
+    def model_of(name: str) -> Served:
+        if name not in served:
+            raise HTTPException(404, f"model {name!r}: not served here; the served models are {', '.join(served)}")
+        return served[name]
+
+    def song_of(song_id: str | None, task: str) -> Song:
+        if song_id is None:
+            raise HTTPException(422, f"song: {task} needs a song; upload a MIDI file or pick an example")
+        if song_id not in songs:
+            raise HTTPException(404, f"song {song_id!r}: unknown here; upload it again (POST /api/songs)")
+        return songs[song_id]
+
+    def job_of(job_id: str) -> Job:
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id!r}: unknown here (finished jobs are kept for a while only)")
+        return job
+
+    def refused(err: AurlError, song: Song | None) -> HTTPException:
+        """An error of the library as the API says it: the song by its name, options by their API fields."""
+        text = str(err)
+        if song is not None:
+            text = text.replace(str(song.path), song.name)
+        for flag, name in API_FLAGS.items():
+            text = text.replace(flag, name)
+        text = re.sub(r"\bgenerate(: |\.)", "settings.", text)  # the run's generate section is the request's settings
+        return HTTPException(400 if isinstance(err, DataError) else 422, text)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/models")
+    def models() -> dict:
+        """The served models: mode, tokenization, tasks, controls and their default settings."""
+        return {"models": [s.public() for s in served.values()]}
+
+    @app.get("/api/examples")
+    def example_list() -> dict:
+        """Built-in example songs (held-out files of the served runs' datasets)."""
+        return {
+            "examples": [
+                {
+                    "id": k,
+                    "name": songs[k].name,
+                    "tracks": len(songs[k].score.tracks),
+                    "bars": len(bar_starts(songs[k].score)),
+                }
+                for k in examples
+            ]
+        }
+
+    @app.post("/api/songs", status_code=201)
+    async def upload(request: Request, name: str = "upload.mid") -> dict:
+        """Upload a MIDI file (the request body, raw bytes) to work with; returns its tracks and notes."""
+        limit = int(max_upload_mb * 2**20)
+        too_big = HTTPException(413, f"{name}: larger than this studio's {max_upload_mb:g} MB limit for uploads")
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise too_big
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise too_big
+        try:
+            score = symusic.Score.from_midi(bytes(data))
+        except Exception as err:  # symusic raises several types for unreadable files
+            reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
+            raise HTTPException(400, f"{name}: not a readable MIDI file ({reason})") from None
+        score = _with_notes(score)
+        if not score.tracks:
+            raise HTTPException(400, f"{name}: holds no notes to work with")
+        song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
+        path = work / "songs" / f"{song_id}.mid"
+        score.dump_midi(str(path))
+        songs[song_id] = Song(song_id, Path(name).name, path, score)
+        return songs[song_id].public()
+
+    @app.get("/api/songs/{song_id}")
+    def song(song_id: str) -> dict:
+        return song_of(song_id, "").public()
+
+    @app.get("/api/songs/{song_id}/midi")
+    def song_midi(song_id: str) -> FileResponse:
+        found = song_of(song_id, "")
+        return FileResponse(found.path, media_type=MEDIA["mid"], filename=f"{Path(found.name).stem}.mid")
+
+    @app.post("/api/jobs", status_code=202)
+    def submit(body: JobRequest) -> dict:
+        """Queue a piece of work; follow it at /api/jobs/{id}/events or poll /api/jobs/{id}."""
+        model = model_of(body.model)
+        if body.task not in model.tasks:
+            raise HTTPException(422, f"task: model {model.id} does {', '.join(model.tasks)}, not {body.task}")
+        song = song_of(body.song, body.task) if body.task != "generate" else None
+        try:
+            settings = model.trained.settings(body.settings)
+            if settings.num > MAX_TAKES or settings.max_tokens > MAX_TOKENS:
+                raise ConfigError(
+                    f"generate.num / generate.max_tokens: at most {MAX_TAKES} takes of {MAX_TOKENS} tokens a request"
+                )
+            overrides = settings.model_dump()
+            if body.task in ("generate", "continue"):
+                if body.keep is not None or body.add or body.bars or body.track is not None or body.controls:
+                    raise ConfigError("keep, add, bars, track and controls go with accompany or infill")
+                todo = pieces(model.trained, settings, primer=song.path if song else None)
+            elif body.task == "accompany":
+                todo = accompaniment(model.trained, song.path, body.add, body.keep, body.controls, **overrides)
+            else:
+                if body.bars is None:
+                    raise ConfigError("bars: infill needs the bars to rewrite, e.g. [5, 8]")
+                todo = infilling(model.trained, song.path, body.bars, body.track, body.controls, **overrides)
+        except AurlError as err:
+            raise refused(err, song) from None
+        return jobs.submit(Job(model.id, body.task, todo, work / "jobs")).public()
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str) -> dict:
+        return job_of(job_id).public()
+
+    @app.delete("/api/jobs/{job_id}")
+    def cancel(job_id: str) -> dict:
+        """Cancel a job; the takes it has not finished are dropped."""
+        found = job_of(job_id)
+        if found.status not in FINISHED:
+            jobs.cancel(found)
+        return found.public()
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def events(job_id: str, request: Request) -> StreamingResponse:
+        """Server-sent events: `progress` (tokens, tokens/s, the first take's notes so far) a few times a
+        second, then one `done`, `failed` or `cancelled` carrying the job."""
+        found = job_of(job_id)
+
+        async def stream():
+            seen = -1
+            found.watchers += 1
+            try:
+                while not await request.is_disconnected():
+                    if found.version != seen:
+                        seen = found.version
+                        if found.status in FINISHED:
+                            yield f"event: {found.status}\ndata: {json.dumps(found.public())}\n\n"
+                            return
+                        progress = {"tokens": found.tokens, "tokens_per_second": round(found.tokens_per_second, 1)}
+                        yield f"event: progress\ndata: {json.dumps(progress | {'notes': found.notes})}\n\n"
+                    await asyncio.sleep(0.1)
+            finally:
+                found.watchers -= 1
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/jobs/{job_id}/takes/{name}")
+    def take(job_id: str, name: str) -> FileResponse:
+        """A finished take: {i}.mid, {i}.wav, {i}.png or {i}.json (its notes for drawing); the WAV and the
+        piano roll are rendered on their first request."""
+        found = job_of(job_id)
+        match = re.fullmatch(r"(\d+)\.(mid|wav|png|json)", name)
+        if match is None or int(match[1]) >= len(found.takes):
+            raise HTTPException(
+                404, f"take {name!r}: job {job_id} has takes 0-{len(found.takes) - 1} as .mid/.wav/.png/.json"
+            )
+        index, kind = int(match[1]), match[2]
+        try:
+            path = found.file(index, kind)
+        except AurlError as err:  # e.g. no SoundFont on this server: the take's other files still serve
+            raise HTTPException(503, str(err)) from None
+        download = f"{found.model}-{found.id}-take{index}.mid" if kind == "mid" else None
+        return FileResponse(path, media_type=MEDIA[kind], filename=download)
+
+    return app

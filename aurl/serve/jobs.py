@@ -1,0 +1,296 @@
+"""The studio's jobs: one queue and one worker thread per served model, decoding requests together.
+
+A job is checked when it is posted (a bad option never reaches the queue) and becomes one of two kinds
+of work. Pieces written from one prompt (generate from nothing, or continue one file) are batchable: the
+worker takes every queued job with the same prompt and `constrained` setting, up to `max_rows` rows, and
+samples them as one batch in which each job keeps its own settings and random generator, so a job gets
+the takes it would get alone. Co-creation (accompany, infill) runs one job at a time. Every sampled
+token passes the job's hook, which counts progress, decodes the first take's notes a few times a second
+for the page, and stops the rows of a cancelled job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import symusic
+import torch
+
+from aurl.errors import AurlError
+from aurl.generation.cocreate import Work
+from aurl.generation.generate import Pieces, Sample, Trained, sample_together, tokens_to_score, write_sample
+from aurl.render import drawing, piano_roll, render_wav
+
+log = logging.getLogger("aurl.serve")
+
+PROGRESS_SECONDS = 0.25  # how often a running job's notes are decoded for the page
+GATHER_SECONDS = 0.02  # a worker waits this long for requests arriving together before it starts
+FINISHED = ("done", "failed", "cancelled")
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    model: str
+    task: str
+    work: Pieces | Work
+    root: Path  # the job's files go to root/<id>
+    id: str = field(default_factory=lambda: f"j-{next(_ids)}")
+    status: str = "queued"
+    tokens: int = 0
+    tokens_per_second: float = 0.0
+    error: str | None = None
+    takes: list[Sample] = field(default_factory=list)
+    notes: dict | None = None  # the first take so far, for drawing (kept up while someone watches)
+    watchers: int = 0  # event streams open on it
+    batch: int = 0  # requests decoded together with it, itself included
+    version: int = 0  # bumped on every change a client may want to see
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+    rendering: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.id
+
+    @property
+    def key(self) -> tuple | None:
+        """Jobs with equal keys can be sampled in one batch; None: alone."""
+        if isinstance(self.work, Pieces):
+            return tuple(self.work.prompt), self.work.settings.constrained
+        return None
+
+    @property
+    def rows(self) -> int:
+        return self.work.count if isinstance(self.work, Pieces) else self.work.session.settings.num
+
+    def public(self) -> dict:
+        """The job as the API shows it."""
+        base = f"/api/jobs/{self.id}/takes"
+        return {
+            "id": self.id,
+            "model": self.model,
+            "task": self.task,
+            "status": self.status,
+            "tokens": self.tokens,
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "error": self.error,
+            "batch": self.batch,
+            "takes": [
+                {
+                    "index": i,
+                    "tokens": s.tokens,
+                    "notes": s.notes,
+                    "pitches": s.pitches,
+                    "skipped_tokens": s.skipped_tokens,
+                    "midi": f"{base}/{i}.mid",
+                    "wav": f"{base}/{i}.wav",
+                    "png": f"{base}/{i}.png",
+                    "notes_url": f"{base}/{i}.json",
+                }
+                for i, s in enumerate(self.takes)
+            ],
+        }
+
+    def file(self, index: int, kind: str) -> Path:
+        """A take's file: mid, json, or wav and png, rendered on the first request."""
+        take = self.takes[index]
+        path = take.midi.with_suffix(f".{kind}")
+        with self.rendering:
+            if kind == "wav" and take.wav is None:
+                take.wav = render_wav(take.midi, path)
+            elif kind == "png" and take.png is None:
+                title = f"{self.model} {self.id} take {index}"
+                take.png = piano_roll(symusic.Score(str(take.midi)), path, title=title)
+        return path
+
+    def progress(self, tokens: int, notes: dict | None = None) -> None:
+        self.tokens = tokens
+        self.tokens_per_second = tokens / max(1e-9, time.perf_counter() - self.started)
+        if notes is not None:
+            self.notes = notes
+        self.version += 1
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.status, self.error = status, error
+        self.version += 1
+
+
+class Worker:
+    """The queue of one served model and the thread that decodes it."""
+
+    def __init__(self, name: str, trained: Trained, max_rows: int):
+        self.name, self.trained, self.max_rows = name, trained, max_rows
+        self.queue: list[Job] = []
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, name=f"aurl-serve-{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.ready:
+            self.queue.append(job)
+            self.ready.notify()
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled.set()
+        with self.ready:
+            if job in self.queue:  # not started: it ends here
+                self.queue.remove(job)
+                job.finish("cancelled")
+
+    def _next_batch(self) -> list[Job]:
+        with self.ready:
+            self.ready.wait_for(lambda: self.queue)
+        time.sleep(GATHER_SECONDS)
+        with self.ready:
+            first = self.queue.pop(0)
+            batch, rows = [first], first.rows
+            if first.key is not None:
+                for job in list(self.queue):
+                    if job.key == first.key and rows + job.rows <= self.max_rows:
+                        self.queue.remove(job)
+                        batch.append(job)
+                        rows += job.rows
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            for job in batch:
+                job.status, job.started, job.batch = "running", time.perf_counter(), len(batch)
+                job.version += 1
+            try:
+                if isinstance(batch[0].work, Pieces):
+                    self._pieces(batch)
+                else:
+                    self._cocreate(batch[0])
+            except AurlError as err:
+                for job in batch:
+                    job.finish("failed", str(err))
+            except Exception as err:  # a failing request must not take the worker down
+                log.error("job %s failed:\n%s", [j.id for j in batch], traceback.format_exc())
+                for job in batch:
+                    job.finish("failed", f"internal error: {type(err).__name__}: {err}")
+
+    def _pieces(self, batch: list[Job]) -> None:
+        tokenizer, pad = self.trained.tokenizer, self.trained.tokenizer.pad_token_id
+        prompt = len(batch[0].work.prompt)
+        spans, first = [], 0
+        for job in batch:
+            spans.append(slice(first, first + job.rows))
+            first += job.rows
+        last = [0.0]
+
+        def on_step(seq: torch.Tensor) -> torch.Tensor | None:
+            now = time.perf_counter()
+            if now - last[0] >= PROGRESS_SECONDS:
+                last[0] = now
+                written = (seq[:, prompt:] != pad).sum(1)
+                for job, span in zip(batch, spans, strict=True):
+                    notes = None
+                    if job.watchers:  # decoding costs the batch time: only for a page that draws it
+                        notes = drawing(tokens_to_score(tokenizer, seq[span.start, 1:].tolist())[0])
+                    job.progress(int(written[span].sum()), notes)
+            if not any(job.cancelled.is_set() for job in batch):
+                return None
+            stop = torch.zeros(seq.shape[0], dtype=torch.bool)
+            for job, span in zip(batch, spans, strict=True):
+                stop[span] = job.cancelled.is_set()
+            return stop
+
+        results = sample_together(self.trained, [job.work for job in batch], on_step)
+        for job, rows in zip(batch, results, strict=True):
+            if job.cancelled.is_set():
+                job.finish("cancelled")
+                continue
+            try:
+                job.progress(sum(len(_trimmed(row, pad)) - prompt for row in rows))
+                job.folder.mkdir(parents=True, exist_ok=True)
+                title = f"{self.name} {job.id}"
+                stems = [job.folder / f"sample_{i}" for i in range(len(rows))]
+                job.takes = [
+                    write_sample(tokenizer, _trimmed(row, pad)[1:], stem, job.work.head, title, None, png=False)
+                    for row, stem in zip(rows, stems, strict=True)
+                ]
+                self._finish_takes(job)
+            except AurlError as err:
+                job.finish("failed", str(err))
+
+    def _cocreate(self, job: Job) -> None:
+        written = [0]
+        last = [0.0]
+
+        def on_step(seq: torch.Tensor) -> torch.Tensor | None:
+            written[0] += seq.shape[0]
+            now = time.perf_counter()
+            if now - last[0] >= PROGRESS_SECONDS:
+                last[0] = now
+                job.progress(written[0], _preview(self.trained, seq[0, 1:].tolist()) if job.watchers else None)
+            return torch.ones(seq.shape[0], dtype=torch.bool) if job.cancelled.is_set() else None
+
+        job.folder.mkdir(parents=True, exist_ok=True)
+        takes = job.work.write(job.folder, log=None, on_step=on_step, png=False)
+        if job.cancelled.is_set():
+            job.finish("cancelled")
+            return
+        job.takes = takes
+        job.progress(written[0])
+        self._finish_takes(job)
+
+    @staticmethod
+    def _finish_takes(job: Job) -> None:
+        """Each take's notes beside its MIDI file (for the page), then the job is done. Its WAV and piano
+        roll are made when first asked for (Job.file), so decoding the next batch need not wait for them."""
+        for sample in job.takes:
+            sample.midi.with_suffix(".json").write_text(json.dumps(drawing(symusic.Score(str(sample.midi)))))
+        job.finish("done")
+
+
+def _preview(trained: Trained, ids: list[int]) -> dict | None:
+    """The notes of a first take's tokens so far (the kept tracks and what is written), or None where
+    half-written tokens do not decode: a preview never fails its job."""
+    try:
+        return drawing(tokens_to_score(trained.tokenizer, ids)[0])
+    except Exception:
+        return None
+
+
+def _trimmed(row: list[int], pad: int) -> list[int]:
+    """A row without the padding a batch added after it ended."""
+    end = len(row)
+    while end > 1 and row[end - 1] == pad:
+        end -= 1
+    return row[:end]
+
+
+class Jobs:
+    """Every job of the server, by id, with at most `keep` finished ones (older ones and their files go)."""
+
+    def __init__(self, workers: dict[str, Worker], keep: int = 256):
+        self.workers, self.keep = workers, keep
+        self.all: dict[str, Job] = {}
+        self.lock = threading.Lock()
+
+    def submit(self, job: Job) -> Job:
+        with self.lock:
+            self.all[job.id] = job
+            finished = [j for j in self.all.values() if j.status in FINISHED]
+            for old in finished[: max(0, len(finished) - self.keep)]:
+                del self.all[old.id]
+                shutil.rmtree(old.folder, ignore_errors=True)
+        self.workers[job.model].submit(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.all.get(job_id)
+
+    def cancel(self, job: Job) -> None:
+        self.workers[job.model].cancel(job)

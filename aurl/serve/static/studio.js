@@ -1,0 +1,1037 @@
+// aurl studio: the page of `aurl serve`. Plain JavaScript, no build step and no libraries: it talks to the
+// JSON API under /api (see aurl/serve/app.py), draws songs and takes as piano rolls on <canvas>, and follows
+// a generation job through its server-sent events. Everything musical happens on the server.
+"use strict";
+
+(() => {
+  // ---- access token: read once from the page's own address, sent on every call -------------------------
+  const TOKEN = new URLSearchParams(window.location.search).get("token") || "";
+  const AUTH_SENTENCE = TOKEN
+    ? "The token in this page's address was not accepted: open the studio with the link `aurl serve` printed."
+    : "This studio needs its access token: open it with the link `aurl serve` printed (it ends in ?token=…).";
+
+  const $ = (id) => document.getElementById(id);
+
+  // General MIDI program names (program numbers from 0, as in MIDI files and the API)
+  const GM = [
+    "Acoustic Grand Piano", "Bright Acoustic Piano", "Electric Grand Piano", "Honky-tonk Piano",
+    "Electric Piano 1", "Electric Piano 2", "Harpsichord", "Clavinet", "Celesta", "Glockenspiel", "Music Box",
+    "Vibraphone", "Marimba", "Xylophone", "Tubular Bells", "Dulcimer", "Drawbar Organ", "Percussive Organ",
+    "Rock Organ", "Church Organ", "Reed Organ", "Accordion", "Harmonica", "Tango Accordion",
+    "Acoustic Guitar (nylon)", "Acoustic Guitar (steel)", "Electric Guitar (jazz)", "Electric Guitar (clean)",
+    "Electric Guitar (muted)", "Overdriven Guitar", "Distortion Guitar", "Guitar Harmonics", "Acoustic Bass",
+    "Electric Bass (finger)", "Electric Bass (pick)", "Fretless Bass", "Slap Bass 1", "Slap Bass 2",
+    "Synth Bass 1", "Synth Bass 2", "Violin", "Viola", "Cello", "Contrabass", "Tremolo Strings",
+    "Pizzicato Strings", "Orchestral Harp", "Timpani", "String Ensemble 1", "String Ensemble 2",
+    "Synth Strings 1", "Synth Strings 2", "Choir Aahs", "Voice Oohs", "Synth Voice", "Orchestra Hit",
+    "Trumpet", "Trombone", "Tuba", "Muted Trumpet", "French Horn", "Brass Section", "Synth Brass 1",
+    "Synth Brass 2", "Soprano Sax", "Alto Sax", "Tenor Sax", "Baritone Sax", "Oboe", "English Horn",
+    "Bassoon", "Clarinet", "Piccolo", "Flute", "Recorder", "Pan Flute", "Blown Bottle", "Shakuhachi",
+    "Whistle", "Ocarina", "Lead 1 (square)", "Lead 2 (sawtooth)", "Lead 3 (calliope)", "Lead 4 (chiff)",
+    "Lead 5 (charang)", "Lead 6 (voice)", "Lead 7 (fifths)", "Lead 8 (bass + lead)", "Pad 1 (new age)",
+    "Pad 2 (warm)", "Pad 3 (polysynth)", "Pad 4 (choir)", "Pad 5 (bowed)", "Pad 6 (metallic)", "Pad 7 (halo)",
+    "Pad 8 (sweep)", "FX 1 (rain)", "FX 2 (soundtrack)", "FX 3 (crystal)", "FX 4 (atmosphere)",
+    "FX 5 (brightness)", "FX 6 (goblins)", "FX 7 (echoes)", "FX 8 (sci-fi)", "Sitar", "Banjo", "Shamisen",
+    "Koto", "Kalimba", "Bagpipe", "Fiddle", "Shanai", "Tinkle Bell", "Agogo", "Steel Drums", "Woodblock",
+    "Taiko Drum", "Melodic Tom", "Synth Drum", "Reverse Cymbal", "Guitar Fret Noise", "Breath Noise",
+    "Seashore", "Bird Tweet", "Telephone Ring", "Helicopter", "Applause", "Gunshot",
+  ];
+  // Track colours: saturated enough to tell apart on the dark roll, none of them grey
+  const COLOURS = [
+    "#e6a157", "#6aa9f0", "#7dcf8a", "#e27d9f", "#b08cf0", "#5cc8d6",
+    "#e3cf5f", "#f08a5d", "#a3c95b", "#d58ede", "#8fa5ff", "#f2b8a2",
+  ];
+  const ROLL = {
+    bg: "#0f1216", white: "#151a20", black: "#11151a", grid: "#262d36", bar: "#3a4350", text: "#8a94a3",
+    axis: "#171b21", select: "rgba(106, 169, 240, 0.16)", selectEdge: "#6aa9f0",
+  };
+  const TASKS = {
+    generate: { label: "From nothing", song: false, hint: "Write new music from nothing." },
+    continue: {
+      label: "Continue", song: true,
+      hint: "Continue the song: its first bars (primer bars, under More options) are the prompt.",
+    },
+    accompany: {
+      label: "Accompany", song: true,
+      hint: "Keep tracks of the song and write new ones beside them, bar for bar.",
+    },
+    infill: { label: "Infill", song: true, hint: "Rewrite a range of bars, with everything around them in view." },
+  };
+  // The sampling options shown; `more` ones go under "More options" and only when the model lists them
+  const SETTINGS = [
+    { key: "temperature", label: "Temperature", step: "0.05", min: "0" },
+    { key: "top_k", label: "Top-k", step: "1", min: "0", int: true, note: "0 = off" },
+    { key: "top_p", label: "Top-p", step: "0.01", min: "0", max: "1" },
+    { key: "min_p", label: "Min-p", step: "0.01", min: "0", max: "1" },
+    { key: "repetition_penalty", label: "Repetition penalty", step: "0.05", min: "0" },
+    { key: "max_tokens", label: "Max tokens", step: "1", min: "1", int: true },
+    { key: "num", label: "Takes", step: "1", min: "1", int: true },
+    { key: "seed", label: "Seed", step: "1", min: "0", int: true },
+    { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
+    { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
+    { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
+    { key: "max_bars", label: "Max bars", step: "1", min: "1", int: true, more: true },
+    { key: "constrained", label: "Grammar-constrained", bool: true, more: true },
+  ];
+  const FINAL = ["done", "failed", "cancelled"];
+
+  const state = {
+    models: [],
+    model: null,
+    task: "generate",
+    song: null,
+    keep: new Set(),
+    infillTrack: null,
+    bars: null, // [from, to], bars from 1, inclusive
+    add: [],
+    userSettings: {}, // values the musician typed, kept across model changes
+    job: null, // the job being written: {id, model, task, label, songName, source, poll, started}
+    takes: 0,
+  };
+
+  // ---- API ---------------------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  function detailText(detail, res) {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      // FastAPI's own validation errors: [{loc: ["body", "settings", "top_k"], msg: "..."}]
+      return detail
+        .map((d) => `${(d.loc || []).filter((p) => p !== "body" && p !== "query").join(".")}: ${d.msg}`)
+        .join("; ");
+    }
+    return `The server answered ${res.status} ${res.statusText}.`;
+  }
+
+  async function api(path, options = {}) {
+    const init = { ...options, headers: new Headers(options.headers || {}) };
+    if (TOKEN) init.headers.set("Authorization", `Bearer ${TOKEN}`);
+    if (options.json !== undefined) {
+      init.headers.set("Content-Type", "application/json");
+      init.body = JSON.stringify(options.json);
+      delete init.json;
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, "The studio server cannot be reached: is `aurl serve` still running?");
+    }
+    if (!res.ok) {
+      if (res.status === 401) throw new ApiError(401, AUTH_SENTENCE);
+      let detail = null;
+      try {
+        detail = (await res.json()).detail;
+      } catch {
+        // not JSON: fall back to the status line
+      }
+      throw new ApiError(res.status, detailText(detail, res));
+    }
+    return res;
+  }
+  const getJSON = async (path, options) => (await api(path, options)).json();
+
+  // URLs the browser loads by itself (audio, downloads, event streams) carry the token as a parameter
+  function withToken(url) {
+    if (!TOKEN) return url;
+    const u = new URL(url, window.location.href);
+    u.searchParams.set("token", TOKEN);
+    return u.pathname + u.search;
+  }
+
+  // ---- messages ----------------------------------------------------------------------------------------
+  function showError(err) {
+    const text = err instanceof Error ? err.message : String(err);
+    $("error-text").textContent = text;
+    $("error").hidden = false;
+    if (err && err.status === 401) $("generate").disabled = true;
+  }
+  function clearError() {
+    $("error").hidden = true;
+    $("error-text").textContent = "";
+  }
+  function setStatus(text) {
+    $("status").textContent = text;
+  }
+  // Runs an async action and shows its error sentence on the page instead of losing it
+  async function guard(action) {
+    try {
+      return await action();
+    } catch (err) {
+      showError(err);
+      return undefined;
+    }
+  }
+
+  // ---- formatting --------------------------------------------------------------------------------------
+  function fmtParams(n) {
+    if (!Number.isFinite(n)) return "?";
+    if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
+    if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+    if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+    return String(n);
+  }
+  function fmtSeconds(s) {
+    if (!Number.isFinite(s)) return "";
+    const m = Math.floor(s / 60);
+    const r = Math.round(s - 60 * m);
+    return m ? `${m}:${String(r).padStart(2, "0")}` : `${s.toFixed(1)} s`;
+  }
+  const programName = (p, isDrum) => (isDrum || p < 0 ? "Drums" : GM[p] || `Program ${p}`);
+  function trackName(t) {
+    const instrument = programName(t.program, t.is_drum);
+    return t.name && t.name.trim() && t.name.trim() !== instrument ? `${t.name.trim()} (${instrument})` : instrument;
+  }
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) node.append(c);
+    return node;
+  }
+
+  // ---- piano roll --------------------------------------------------------------------------------------
+  // A roll is drawn from NOTES ({tracks: [{notes: [[start, duration, pitch, velocity]]}], bars, length}),
+  // times in quarter notes. Pitched tracks share a pitch axis; drums get a lane of their own at the bottom.
+  // opts: keep (Set of track indexes drawn at full strength), focus (one track index), bars ([a, b] shaded).
+  // Bar lines, in order and each once: a MIDI file may repeat a time signature at one tick (one per part),
+  // which must not make empty bars
+  function barLines(bars) {
+    const out = [];
+    for (const b of bars || []) if (!out.length || b > out[out.length - 1] + 1e-6) out.push(b);
+    return out;
+  }
+
+  function drawRoll(canvas, notes, opts = {}) {
+    canvas._roll = { notes, opts };
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(50, canvas.clientWidth);
+    const h = Math.max(40, canvas.clientHeight);
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const tracks = (notes && notes.tracks) || [];
+    const bars = barLines(notes && notes.bars);
+    const pitched = tracks.filter((t) => !t.is_drum);
+    const hasDrums = tracks.some((t) => t.is_drum && t.notes.length);
+    let end = (notes && notes.length) || 0;
+    for (const t of tracks) for (const n of t.notes) end = Math.max(end, n[0] + n[1]);
+    if (bars.length) end = Math.max(end, bars[bars.length - 1] + 0.001);
+    end = Math.max(end, 4);
+
+    let lo = 127;
+    let hi = 0;
+    for (const t of pitched) {
+      for (const n of t.notes) {
+        lo = Math.min(lo, n[2]);
+        hi = Math.max(hi, n[2]);
+      }
+    }
+    if (lo > hi) [lo, hi] = [48, 72];
+    lo -= 2;
+    hi += 2;
+    const minSpan = h > 160 ? 24 : 18;
+    if (hi - lo < minSpan) {
+      const mid = (hi + lo) / 2;
+      lo = Math.round(mid - minSpan / 2);
+      hi = lo + minSpan;
+    }
+    lo = Math.max(0, lo);
+    hi = Math.min(127, hi);
+
+    const left = 34;
+    const top = 16;
+    const right = 4;
+    const lane = hasDrums ? Math.min(36, Math.max(14, Math.round(h * 0.14))) : 0;
+    const gap = hasDrums ? 3 : 0;
+    const plotW = w - left - right;
+    const plotH = h - top - lane - gap - 2;
+    const rowH = plotH / (hi - lo + 1);
+    const xAt = (t) => left + (t / end) * plotW;
+    const yAt = (p) => top + (hi - p) * rowH;
+    canvas._geom = { left, plotW, end, bars, top, height: h };
+
+    // background: the axis, white-key and black-key rows, C lines
+    ctx.fillStyle = ROLL.axis;
+    ctx.fillRect(0, 0, w, h);
+    ctx.fillStyle = ROLL.bg;
+    ctx.fillRect(left, top, plotW, plotH);
+    const blackKeys = new Set([1, 3, 6, 8, 10]);
+    for (let p = lo; p <= hi; p++) {
+      ctx.fillStyle = blackKeys.has(p % 12) ? ROLL.black : ROLL.white;
+      if (rowH >= 3 || !blackKeys.has(p % 12)) ctx.fillRect(left, yAt(p), plotW, Math.max(1, rowH));
+    }
+    ctx.font = "10px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    for (let p = lo; p <= hi; p++) {
+      if (p % 12 !== 0) continue;
+      const y = yAt(p) + rowH;
+      ctx.fillStyle = ROLL.grid;
+      ctx.fillRect(left, Math.round(y) - 0.5, plotW, 1);
+      ctx.fillStyle = ROLL.text;
+      ctx.fillText(`C${p / 12 - 1}`, left - 5, y - rowH / 2);
+    }
+    if (hasDrums) {
+      ctx.fillStyle = ROLL.bg;
+      ctx.fillRect(left, top + plotH + gap, plotW, lane);
+      ctx.fillStyle = ROLL.text;
+      ctx.fillText("drums", left - 3, top + plotH + gap + lane / 2);
+    }
+
+    // the selected bars, under the notes
+    if (opts.bars && bars.length) {
+      const [a, b] = opts.bars;
+      const x0 = xAt(bars[a - 1] !== undefined ? bars[a - 1] : 0);
+      const x1 = xAt(b < bars.length ? bars[b] : end);
+      ctx.fillStyle = ROLL.select;
+      ctx.fillRect(x0, top, x1 - x0, h - top);
+      ctx.fillStyle = ROLL.selectEdge;
+      ctx.fillRect(x0, top, 1.5, h - top);
+      ctx.fillRect(x1 - 1.5, top, 1.5, h - top);
+    }
+
+    // bar lines and numbers (thinned out where bars are narrow)
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
+    // a number is written where it does not run into the previous one (pickup bars are short)
+    const avgBar = bars.length ? plotW / bars.length : plotW;
+    const every = Math.max(1, Math.ceil(22 / Math.max(1, avgBar)));
+    let free = -Infinity;
+    bars.forEach((b, k) => {
+      const x = Math.round(xAt(b)) + 0.5;
+      ctx.fillStyle = ROLL.bar;
+      ctx.fillRect(x - 0.5, top, 1, h - top);
+      const number = k + 1;
+      const label = String(number);
+      if ((number === 1 || number % every === 0) && x + 3 >= free) {
+        const inSel = opts.bars && number >= opts.bars[0] && number <= opts.bars[1];
+        ctx.fillStyle = inSel ? ROLL.selectEdge : ROLL.text;
+        ctx.fillText(label, x + 3, top - 4);
+        free = x + 3 + ctx.measureText(label).width + 5;
+      }
+    });
+
+    // notes
+    const scale = plotW / end;
+    tracks.forEach((t, i) => {
+      const dim = (opts.keep && !opts.keep.has(t.index)) || (opts.focus !== null && opts.focus !== undefined
+        && opts.focus !== t.index);
+      ctx.globalAlpha = dim ? 0.22 : 1;
+      ctx.fillStyle = COLOURS[i % COLOURS.length];
+      if (t.is_drum) {
+        const y0 = top + plotH + gap;
+        for (const [start, , pitch] of t.notes) {
+          const y = y0 + 2 + ((81 - Math.min(81, Math.max(35, pitch))) / 46) * (lane - 6);
+          ctx.fillRect(xAt(start), y, Math.max(2, 0.12 * scale), 2);
+        }
+      } else {
+        const rh = Math.max(1, rowH > 3 ? rowH - 1 : rowH);
+        for (const [start, dur, pitch] of t.notes) {
+          if (pitch < lo || pitch > hi) continue;
+          ctx.fillRect(xAt(start), yAt(pitch), Math.max(1.5, dur * scale - 0.6), rh);
+        }
+      }
+    });
+    ctx.globalAlpha = 1;
+
+    // continue: what comes after the primer is veiled, since the model writes its own
+    if (opts.primer && bars.length > opts.primer) {
+      const x = xAt(bars[opts.primer]);
+      ctx.fillStyle = "rgba(15, 18, 22, 0.72)";
+      ctx.fillRect(x, top, left + plotW - x, h - top);
+      ctx.fillStyle = ROLL.selectEdge;
+      ctx.fillRect(x - 1, top, 2, h - top);
+      ctx.fillStyle = ROLL.text;
+      ctx.textBaseline = "top";
+      ctx.fillText("the model continues from here", x + 6, top + 4);
+    }
+    canvas.dataset.notes = String(tracks.reduce((s, t) => s + t.notes.length, 0));
+  }
+
+  function redraw(canvas) {
+    if (canvas._roll) drawRoll(canvas, canvas._roll.notes, canvas._roll.opts);
+  }
+  const resizer = new ResizeObserver((entries) => entries.forEach((e) => redraw(e.target)));
+
+  // Bar number (from 1) under an x position of a drawn roll
+  function barAt(canvas, clientX) {
+    const g = canvas._geom;
+    if (!g || !g.bars.length) return null;
+    const x = clientX - canvas.getBoundingClientRect().left;
+    const t = Math.min(g.end, Math.max(0, ((x - g.left) / g.plotW) * g.end));
+    let k = 0;
+    while (k < g.bars.length && g.bars[k] <= t) k++;
+    return Math.min(g.bars.length, Math.max(1, k));
+  }
+
+  // A legend: one entry per track, in the roll's colours. `onPick(index)` makes the entries buttons.
+  function fillLegend(container, notes, opts = {}, onPick = null) {
+    container.replaceChildren();
+    ((notes && notes.tracks) || []).forEach((t, i) => {
+      const off = (opts.keep && !opts.keep.has(t.index)) || (opts.focus !== null && opts.focus !== undefined
+        && opts.focus !== t.index);
+      const chosen = opts.focus !== null && opts.focus !== undefined && opts.focus === t.index;
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = COLOURS[i % COLOURS.length];
+      const label = `${t.index} · ${trackName(t)}`;
+      const count = el("span", { class: "count", text: `${t.notes.length} notes` });
+      const attrs = {
+        class: `legend-item${off ? " off" : ""}${chosen ? " chosen" : ""}`,
+        "data-track": String(t.index),
+        title: label,
+      };
+      let item;
+      if (onPick) {
+        item = el("button", { ...attrs, type: "button", "aria-pressed": String(!off) }, swatch, label, count);
+        item.addEventListener("click", () => onPick(t.index));
+      } else {
+        item = el("span", attrs, swatch, label, count);
+      }
+      container.append(item);
+    });
+  }
+
+  // ---- models, tasks, settings -------------------------------------------------------------------------
+  async function loadModels() {
+    const data = await getJSON("/api/models");
+    state.models = data.models || [];
+    const select = $("model");
+    select.replaceChildren(...state.models.map((m) => el("option", { value: m.id, text: m.id })));
+    if (!state.models.length) {
+      showError("No model is served: start `aurl serve --run RUN` with a trained run.");
+      return;
+    }
+    selectModel(state.models[0].id);
+  }
+
+  function selectModel(id) {
+    const m = state.models.find((x) => x.id === id);
+    if (!m) return;
+    state.model = m;
+    $("model").value = id;
+    const parts = [
+      m.mode,
+      m.tokenization,
+      `${fmtParams(m.parameters)} parameters`,
+      m.context ? `context ${m.context}` : null,
+      m.multitrack ? "multitrack" : "single stream",
+    ].filter(Boolean);
+    $("model-info").replaceChildren(...parts.map((p) => el("span", { class: "tag", text: p })));
+    renderTasks();
+    renderSettings();
+    const controls = m.controls || [];
+    $("controls-hint").textContent = controls.length
+      ? `One per line: a scope (track=N, bars=A-B) and controls. This model follows: ${controls.join(", ")}.`
+      : "";
+    refresh();
+  }
+
+  function renderTasks() {
+    const tasks = (state.model.tasks || ["generate"]).filter((t) => TASKS[t]);
+    if (!tasks.includes(state.task)) state.task = tasks[0] || "generate";
+    const group = $("tasks");
+    group.replaceChildren(
+      ...tasks.map((t) => {
+        const input = el("input", { type: "radio", name: "task", value: t, id: `task-${t}` });
+        input.checked = t === state.task;
+        input.addEventListener("change", () => setTask(t));
+        return el("label", { class: "seg", for: `task-${t}` }, input, el("span", { text: TASKS[t].label }));
+      }),
+    );
+  }
+
+  function setTask(task) {
+    state.task = task;
+    const radio = $(`task-${task}`);
+    if (radio) radio.checked = true;
+    refresh();
+  }
+
+  function renderSettings() {
+    const defaults = state.model.settings || {};
+    const main = $("settings");
+    const more = $("settings-more");
+    main.replaceChildren();
+    more.replaceChildren();
+    for (const s of SETTINGS) {
+      if (s.more && !(s.key in defaults)) continue;
+      const def = defaults[s.key];
+      const user = state.userSettings[s.key];
+      const input = s.bool
+        ? el("input", { type: "checkbox", id: `set-${s.key}`, "data-key": s.key })
+        : el("input", {
+          type: "number", id: `set-${s.key}`, "data-key": s.key, step: s.step, min: s.min, max: s.max,
+          inputmode: s.int ? "numeric" : "decimal",
+        });
+      const shown = user !== undefined ? user : def;
+      if (s.bool) input.checked = Boolean(shown);
+      else input.value = shown === null || shown === undefined ? "" : String(shown);
+      const defText = def === null || def === undefined ? "none" : String(def);
+      const hint = el("span", { class: "default", text: `default ${defText}${s.note ? ` · ${s.note}` : ""}` });
+      const field = el("label", { class: `field setting${s.bool ? " check" : ""}` },
+        el("span", { class: "label", text: s.label }), input, hint);
+      const mark = () => {
+        const value = s.bool ? input.checked : input.value;
+        const same = s.bool ? value === Boolean(def) : String(value) === (def === null || def === undefined
+          ? "" : String(def));
+        field.classList.toggle("changed", !same);
+        if (same) delete state.userSettings[s.key];
+        else state.userSettings[s.key] = value;
+        if (s.key === "primer_bars" && state.task === "continue" && state.song) refresh();
+      };
+      input.addEventListener(s.bool ? "change" : "input", mark);
+      mark();
+      (s.more ? more : main).append(field);
+    }
+    $("more-settings").hidden = !more.children.length;
+  }
+
+  function readSettings() {
+    const out = {};
+    for (const s of SETTINGS) {
+      const input = $(`set-${s.key}`);
+      if (!input) continue;
+      if (s.bool) {
+        out[s.key] = input.checked;
+        continue;
+      }
+      if (input.value.trim() === "") continue;
+      const value = Number(input.value);
+      if (!Number.isFinite(value) || (s.int && !Number.isInteger(value))) {
+        throw new Error(`${s.label} must be ${s.int ? "a whole number" : "a number"}: "${input.value}".`);
+      }
+      out[s.key] = value;
+    }
+    return out;
+  }
+
+  // ---- the song ----------------------------------------------------------------------------------------
+  function setSong(song) {
+    if (song && song.notes) {
+      song.notes.bars = barLines(song.notes.bars);
+      song.bars = song.notes.bars.length || song.bars;
+    }
+    state.song = song;
+    state.keep = new Set(song ? song.tracks.map((t) => t.index) : []);
+    state.infillTrack = null;
+    state.bars = null;
+    const select = $("infill-track");
+    select.replaceChildren(el("option", { value: "", text: "Every track" }));
+    if (song) {
+      for (const t of song.tracks) select.append(el("option", { value: String(t.index), text: `${t.index} · ${trackName(t)}` }));
+      $("bar-from").max = String(song.bars);
+      $("bar-to").max = String(song.bars);
+    }
+    $("bar-from").value = "";
+    $("bar-to").value = "";
+    $("song-clear").hidden = !song;
+    if (song && state.task === "generate") {
+      // a song is there to be worked with: offer the first task that uses one
+      const next = ["continue", "accompany", "infill"].find((t) => (state.model.tasks || []).includes(t));
+      if (next) setTask(next);
+    }
+    refresh();
+  }
+
+  async function uploadSong(file) {
+    if (!file) return;
+    clearError();
+    setStatus(`Reading ${file.name}…`);
+    const res = await guard(() => api(`/api/songs?name=${encodeURIComponent(file.name)}`, {
+      method: "POST", body: file, headers: { "Content-Type": "audio/midi" },
+    }));
+    setStatus("");
+    if (!res) return;
+    setSong(await res.json());
+    $("example").value = "";
+  }
+
+  async function loadExamples() {
+    const data = await getJSON("/api/examples");
+    const select = $("example");
+    for (const ex of data.examples || []) {
+      select.append(el("option", { value: ex.id, text: `${ex.name} · ${ex.tracks} tracks · ${ex.bars} bars` }));
+    }
+    select.disabled = !(data.examples || []).length;
+  }
+
+  async function pickExample(id) {
+    if (!id) return;
+    clearError();
+    const song = await guard(() => getJSON(`/api/songs/${encodeURIComponent(id)}`));
+    if (song) setSong(song);
+  }
+
+  function legendPick(index) {
+    if (state.task === "accompany") {
+      if (state.keep.has(index)) state.keep.delete(index);
+      else state.keep.add(index);
+    } else if (state.task === "infill") {
+      state.infillTrack = state.infillTrack === index ? null : index;
+      $("infill-track").value = state.infillTrack === null ? "" : String(state.infillTrack);
+    }
+    refresh();
+  }
+
+  function rollOptions() {
+    if (state.task === "accompany") return { keep: state.keep };
+    if (state.task === "infill") return { bars: state.bars, focus: state.infillTrack };
+    if (state.task === "continue") {
+      const primer = parseInt(($("set-primer_bars") || {}).value, 10);
+      return Number.isInteger(primer) && primer > 0 ? { primer } : {};
+    }
+    return {};
+  }
+
+  // Everything that depends on the model, task and song, redrawn together
+  function refresh() {
+    const task = state.task;
+    const song = state.song;
+    const info = TASKS[task];
+    const multitrack = Boolean(state.model && (state.model.controls || []).length);
+    $("task-hint").textContent = info ? info.hint : "";
+    $("accompany-panel").hidden = task !== "accompany";
+    $("infill-panel").hidden = task !== "infill";
+    $("controls-panel").hidden = !multitrack;
+    $("song-panel").classList.toggle("needed", Boolean(info && info.song && !song));
+
+    const canvas = $("song-roll");
+    $("song-empty").hidden = Boolean(song);
+    if (song) {
+      $("song-title").textContent = song.name || song.id;
+      $("song-meta").textContent = [`${song.bars} bars`, `${song.tracks.length} tracks`,
+        song.notes && song.notes.seconds ? fmtSeconds(song.notes.seconds) : null].filter(Boolean).join(" · ");
+      const opts = rollOptions();
+      drawRoll(canvas, song.notes, opts);
+      const pick = task === "accompany" || task === "infill" ? legendPick : null;
+      fillLegend($("song-legend"), song.notes, opts, pick);
+    } else {
+      $("song-title").textContent = "No song";
+      $("song-meta").textContent = "";
+      canvas._roll = null;
+      drawRoll(canvas, { tracks: [], bars: [], length: 16 });
+      $("song-legend").replaceChildren();
+    }
+    let rollHint = "";
+    if (song && task === "accompany") rollHint = "Click a track in the legend to keep or drop it.";
+    else if (song && task === "infill") rollHint = "Drag across the roll to choose bars; click a track to rewrite only it.";
+    else if (song && (state.model.tasks || []).includes("infill")) rollHint = "Drag across the roll to choose bars to infill.";
+    $("roll-hint").textContent = rollHint;
+
+    const kept = song ? song.tracks.filter((t) => state.keep.has(t.index)) : [];
+    $("keep-summary").textContent = song
+      ? `Keeping ${kept.length} of ${song.tracks.length} tracks${kept.length ? ` (${kept.map((t) => t.index).join(", ")})` : ""}`
+        + ": click tracks in the legend to keep or drop them."
+      : "Choose a song first.";
+    $("add-list").replaceChildren(...state.add.map((p, i) => el("li", { class: "chip" },
+      el("span", { text: programName(p) + (p >= 0 ? ` (${p})` : "") }),
+      el("button", { type: "button", class: "chip-x", "aria-label": `Remove ${programName(p)}`, text: "×",
+        onclick: () => { state.add.splice(i, 1); refresh(); } }))));
+    if (state.bars) {
+      $("bar-from").value = String(state.bars[0]);
+      $("bar-to").value = String(state.bars[1]);
+    }
+    updateGenerate();
+  }
+
+  // Why Generate cannot run now (a sentence), or null
+  function blocker() {
+    if (!state.model) return "No model is loaded.";
+    const info = TASKS[state.task];
+    if (info && info.song && !state.song) return "Choose a song first: upload a MIDI file or pick an example.";
+    if (state.task === "accompany" && !state.add.length) return "Add at least one new track to write.";
+    if (state.task === "infill" && !state.bars) return "Choose the bars to rewrite: drag across the roll.";
+    return null;
+  }
+
+  function updateGenerate() {
+    const running = Boolean(state.job);
+    const why = blocker();
+    $("generate").disabled = running || Boolean(why);
+    $("generate").title = why || "Ctrl+Enter";
+    $("cancel").hidden = !running;
+    $("blocker").textContent = running ? "" : why || "";
+  }
+
+  // ---- jobs --------------------------------------------------------------------------------------------
+  function settingsLabel(settings) {
+    const s = settings;
+    const parts = [];
+    if (s.temperature !== undefined) parts.push(`T ${s.temperature}`);
+    if (s.top_k) parts.push(`top-k ${s.top_k}`);
+    if (s.top_p !== undefined && s.top_p < 1) parts.push(`top-p ${s.top_p}`);
+    if (s.min_p) parts.push(`min-p ${s.min_p}`);
+    if (s.repetition_penalty !== undefined && s.repetition_penalty !== 1) parts.push(`rep ${s.repetition_penalty}`);
+    if (s.max_tokens !== undefined) parts.push(`${s.max_tokens} tokens`);
+    if (s.seed !== undefined) parts.push(`seed ${s.seed}`);
+    return parts.join(" · ");
+  }
+
+  function jobBody() {
+    const body = { model: state.model.id, task: state.task, settings: readSettings() };
+    if (TASKS[state.task].song) body.song = state.song.id;
+    if (state.task === "accompany") {
+      body.keep = [...state.keep].sort((a, b) => a - b);
+      body.add = [...state.add];
+    }
+    if (state.task === "infill") {
+      body.bars = [...state.bars];
+      body.track = state.infillTrack;
+    }
+    const controls = $("controls").value.split("\n").map((l) => l.trim()).filter(Boolean);
+    if (controls.length && !$("controls-panel").hidden) body.controls = controls;
+    return body;
+  }
+
+  async function startJob() {
+    clearError();
+    const why = blocker();
+    if (why) {
+      showError(why);
+      return;
+    }
+    let body;
+    try {
+      body = jobBody();
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    $("generate").disabled = true;
+    const created = await guard(() => getJSON("/api/jobs", { method: "POST", json: body }));
+    if (!created) {
+      updateGenerate();
+      return;
+    }
+    const what = [TASKS[body.task].label.toLowerCase()];
+    if (body.task === "accompany") what.push(`+ ${body.add.map((p) => programName(p)).join(", ")}`);
+    if (body.task === "infill") {
+      what.push(`bars ${body.bars[0]}-${body.bars[1]}${body.track === null ? "" : `, track ${body.track}`}`);
+    }
+    state.job = {
+      id: created.id, model: body.model, task: body.task, what: what.join(" "), settings: body.settings,
+      songName: state.song && TASKS[body.task].song ? state.song.name : null, started: performance.now(),
+      done: false, source: null, poll: null, card: liveCard(body),
+    };
+    document.body.dataset.job = "running";
+    document.body.dataset.jobId = created.id;
+    updateGenerate();
+    setStatus("Queued…");
+    follow(state.job);
+  }
+
+  // What the model starts from, drawn until the first notes arrive: the kept tracks (accompany), the song
+  // (infill) or its primer bars (continue)
+  function promptNotes(body) {
+    const empty = { tracks: [], bars: [], length: 16 };
+    const notes = state.song && body.song === state.song.id ? state.song.notes : null;
+    if (!notes) return empty;
+    if (body.task === "accompany") {
+      const keep = new Set(body.keep);
+      return { ...notes, tracks: notes.tracks.filter((t) => keep.has(t.index)) };
+    }
+    if (body.task === "continue") {
+      const primer = body.settings.primer_bars || 0;
+      if (!primer || primer >= notes.bars.length) return notes;
+      const end = notes.bars[primer];
+      return {
+        ...notes,
+        bars: notes.bars.slice(0, primer + 1),
+        length: end,
+        tracks: notes.tracks.map((t) => ({ ...t, notes: t.notes.filter((n) => n[0] < end) })),
+      };
+    }
+    return notes;
+  }
+
+  // A card at the head of the takes that shows the first take being written
+  function liveCard(body) {
+    const canvas = el("canvas", { class: "roll take-roll", id: "live-roll" });
+    const card = el("article", { class: "take live" },
+      el("header", { class: "take-head" }, el("strong", { class: "take-name", text: "Writing…" }),
+        el("span", { class: "take-label meta", text: `${body.model} · ${TASKS[body.task].label.toLowerCase()}` })),
+      canvas,
+      el("p", { class: "take-stats meta live-stats", text: "waiting for the first tokens" }));
+    $("takes").prepend(card);
+    $("takes-empty").hidden = true;
+    drawRoll(canvas, promptNotes(body));
+    resizer.observe(canvas);
+    return card;
+  }
+
+  function follow(job) {
+    const source = new EventSource(withToken(`/api/jobs/${encodeURIComponent(job.id)}/events`));
+    job.source = source;
+    source.addEventListener("progress", (e) => {
+      const data = JSON.parse(e.data);
+      progress(job, data);
+    });
+    for (const kind of FINAL) {
+      source.addEventListener(kind, (e) => {
+        let data = null;
+        try {
+          data = e.data ? JSON.parse(e.data) : null;
+        } catch {
+          data = null;
+        }
+        source.close();
+        finish(job, kind, data);
+      });
+    }
+    source.onerror = () => {
+      // the stream broke before its last event (a proxy, a restart): ask for the job until it ends
+      if (job.done) return;
+      source.close();
+      poll(job);
+    };
+  }
+
+  function poll(job) {
+    if (job.poll || job.done) return;
+    job.poll = setInterval(async () => {
+      try {
+        const data = await getJSON(`/api/jobs/${encodeURIComponent(job.id)}`);
+        progress(job, data);
+        if (FINAL.includes(data.status)) finish(job, data.status, data);
+      } catch (err) {
+        finish(job, "failed", { error: err.message });
+      }
+    }, 700);
+  }
+
+  function progress(job, data) {
+    if (job.done) return;
+    const secs = (performance.now() - job.started) / 1000;
+    const tps = data.tokens_per_second ? `${Math.round(data.tokens_per_second)} tokens/s` : null;
+    const text = [`${data.tokens || 0} tokens`, tps, `${secs.toFixed(1)} s`].filter(Boolean).join(" · ");
+    setStatus(`Writing… ${text}`);
+    const stats = job.card.querySelector(".live-stats");
+    stats.textContent = text;
+    if (data.notes) {
+      const count = (data.notes.tracks || []).reduce((s, t) => s + t.notes.length, 0);
+      stats.textContent = `${text} · ${count} notes`;
+      drawRoll(job.card.querySelector("canvas"), data.notes);
+    }
+  }
+
+  async function finish(job, kind, data) {
+    if (job.done) return;
+    job.done = true;
+    if (job.source) job.source.close();
+    if (job.poll) clearInterval(job.poll);
+    resizer.unobserve(job.card.querySelector("canvas"));
+    job.card.remove();
+    if (state.job === job) state.job = null;
+    document.body.dataset.job = kind;
+    const secs = ((performance.now() - job.started) / 1000).toFixed(1);
+    if (kind === "done" && data) {
+      const takes = data.takes || [];
+      const cards = takes.map((take) => takeCard(job, take, takes.length));
+      $("takes").prepend(...cards);
+      const tps = data.tokens_per_second ? ` · ${Math.round(data.tokens_per_second)} tokens/s` : "";
+      updateGenerate();
+      setStatus(`Done: ${takes.length} take${takes.length === 1 ? "" : "s"}, ${data.tokens || 0} tokens in ${secs} s${tps}.`);
+    } else if (kind === "failed") {
+      updateGenerate();
+      showError((data && data.error) || "The generation failed.");
+      setStatus("Failed.");
+    } else {
+      updateGenerate();
+      setStatus(`Cancelled after ${secs} s.`);
+    }
+    $("takes-empty").hidden = $("takes").children.length > 0;
+    $("takes-count").textContent = state.takes ? `${state.takes} this session` : "";
+  }
+
+  async function cancelJob() {
+    const job = state.job;
+    if (!job) return;
+    $("cancel").disabled = true;
+    const data = await guard(() => getJSON(`/api/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }));
+    $("cancel").disabled = false;
+    if (data && FINAL.includes(data.status) && data.status !== "cancelled") finish(job, data.status, data);
+    else finish(job, "cancelled", data);
+  }
+
+  function takeCard(job, take, count) {
+    state.takes += 1;
+    const card = $("take-template").content.firstElementChild.cloneNode(true);
+    card.dataset.job = job.id;
+    card.dataset.take = String(take.index);
+    card.querySelector(".take-name").textContent =
+      `#${state.takes} · take ${take.index + 1}${count > 1 ? ` of ${count}` : ""}`;
+    const label = [job.model, job.what, job.songName ? `of ${job.songName}` : null].filter(Boolean).join(" · ");
+    const labelNode = card.querySelector(".take-label");
+    labelNode.textContent = label;
+    const settingsNode = el("div", { class: "take-settings meta", text: settingsLabel(job.settings) });
+    settingsNode.title = JSON.stringify(job.settings);
+    card.querySelector(".take-head").append(settingsNode);
+    const canvas = card.querySelector("canvas");
+    const audio = card.querySelector("audio");
+    audio.src = withToken(take.wav);
+    const link = card.querySelector("a.download");
+    link.href = withToken(take.midi);
+    link.download = `${job.model}-${job.task}-${job.id}-take${take.index + 1}.mid`;
+    const stats = [`${take.tokens} tokens`, `${take.notes} notes`, `${take.pitches} pitches`];
+    if (take.skipped_tokens) stats.push(`${take.skipped_tokens} skipped`);
+    card.querySelector(".take-stats").textContent = stats.join(" · ");
+    card.querySelector(".use-song").addEventListener("click", () => useAsSong(job, take));
+    card.querySelector(".take-remove").addEventListener("click", () => {
+      resizer.unobserve(canvas);
+      audio.pause();
+      card.remove();
+      $("takes-empty").hidden = $("takes").children.length > 0;
+    });
+    resizer.observe(canvas);
+    // draw once the card is in the page (the canvas needs its size)
+    requestAnimationFrame(async () => {
+      drawRoll(canvas, { tracks: [], bars: [], length: 16 });
+      const notes = await guard(() => getJSON(take.notes_url));
+      if (notes) {
+        drawRoll(canvas, notes);
+        fillLegend(card.querySelector(".take-legend"), notes);
+        card.dataset.drawn = "true";
+      }
+    });
+    return card;
+  }
+
+  async function useAsSong(job, take) {
+    clearError();
+    setStatus("Loading the take as the song…");
+    const res = await guard(() => api(take.midi));
+    if (!res) return;
+    const blob = await res.blob();
+    const name = `${job.model}-${job.task}-take${take.index + 1}.mid`;
+    const created = await guard(() => api(`/api/songs?name=${encodeURIComponent(name)}`, {
+      method: "POST", body: blob, headers: { "Content-Type": "audio/midi" },
+    }));
+    if (!created) return;
+    setSong(await created.json());
+    $("example").value = "";
+    setStatus(`${name} is now the song.`);
+    document.querySelector(".roll-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  // ---- bar selection by dragging across the song's roll ----------------------------------------------
+  function wireRollDrag() {
+    const canvas = $("song-roll");
+    let anchor = null;
+    canvas.addEventListener("pointerdown", (e) => {
+      if (!state.song || e.button !== 0) return;
+      const bar = barAt(canvas, e.clientX);
+      if (bar === null) return;
+      if (state.task !== "infill" && (state.model.tasks || []).includes("infill")) setTask("infill");
+      if (state.task !== "infill") return;
+      anchor = bar;
+      state.bars = [bar, bar];
+      canvas.setPointerCapture(e.pointerId);
+      refresh();
+      e.preventDefault();
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (anchor === null) return;
+      const bar = barAt(canvas, e.clientX);
+      if (bar === null) return;
+      const next = [Math.min(anchor, bar), Math.max(anchor, bar)];
+      if (!state.bars || next[0] !== state.bars[0] || next[1] !== state.bars[1]) {
+        state.bars = next;
+        refresh();
+      }
+    });
+    const end = (e) => {
+      if (anchor === null) return;
+      anchor = null;
+      if (canvas.hasPointerCapture(e.pointerId)) canvas.releasePointerCapture(e.pointerId);
+    };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+  }
+
+  function barInputs() {
+    const a = parseInt($("bar-from").value, 10);
+    const b = parseInt($("bar-to").value, 10);
+    const max = state.song ? state.song.bars : 1;
+    if (Number.isInteger(a) && Number.isInteger(b) && a >= 1 && b >= 1) {
+      state.bars = [Math.min(a, b, max), Math.min(Math.max(a, b), max)];
+    } else if (Number.isInteger(a) && a >= 1 && $("bar-to").value === "") {
+      state.bars = [Math.min(a, max), Math.min(a, max)];
+    } else {
+      state.bars = null;
+    }
+    refresh();
+  }
+
+  // ---- start -------------------------------------------------------------------------------------------
+  function wire() {
+    $("model").addEventListener("change", (e) => selectModel(e.target.value));
+    $("upload").addEventListener("change", async (e) => {
+      await uploadSong(e.target.files[0]);
+      e.target.value = "";
+    });
+    $("example").addEventListener("change", (e) => pickExample(e.target.value));
+    $("song-clear").addEventListener("click", () => {
+      $("example").value = "";
+      setSong(null);
+    });
+    $("generate").addEventListener("click", startJob);
+    $("cancel").addEventListener("click", cancelJob);
+    $("error-close").addEventListener("click", clearError);
+    $("reset-settings").addEventListener("click", () => {
+      state.userSettings = {};
+      if (state.model) renderSettings();
+    });
+    $("add-program").replaceChildren(
+      el("option", { value: "-1", text: "Drums (-1)" }),
+      ...GM.map((name, p) => el("option", { value: String(p), text: `${name} (${p})` })),
+    );
+    $("add-program").value = "0";
+    $("add-button").addEventListener("click", () => {
+      state.add.push(parseInt($("add-program").value, 10));
+      refresh();
+    });
+    $("infill-track").addEventListener("change", (e) => {
+      state.infillTrack = e.target.value === "" ? null : parseInt(e.target.value, 10);
+      refresh();
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !$("generate").disabled) startJob();
+    });
+    $("bar-from").addEventListener("change", barInputs);
+    $("bar-to").addEventListener("change", barInputs);
+    wireRollDrag();
+    resizer.observe($("song-roll"));
+  }
+
+  async function start() {
+    wire();
+    drawRoll($("song-roll"), { tracks: [], bars: [], length: 16 });
+    updateGenerate();
+    try {
+      await loadModels();
+      await loadExamples();
+      document.body.dataset.ready = "true";
+    } catch (err) {
+      showError(err);
+      $("generate").disabled = true;
+      document.body.dataset.ready = "error";
+    }
+  }
+
+  window.studio = { state }; // for the browser tests and the curious
+  start();
+})();

@@ -1,0 +1,269 @@
+"""The studio's API through its ASGI app: every endpoint, the error codes, path traversal, the token,
+cancelling, and requests decoded together giving what each gets alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import wave
+
+import pytest
+import symusic
+from fastapi.testclient import TestClient
+
+from aurl.cli import main
+from aurl.generation.generate import generate
+from aurl.render import RenderError
+from aurl.serve.app import create_app
+from tests.conftest import make_midi
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+SMALL = {"num": 1, "max_tokens": 48}
+
+
+@pytest.fixture(scope="module")
+def client(trained_run, mmm_run, tmp_path_factory):
+    app = create_app([trained_run, mmm_run], work_dir=tmp_path_factory.mktemp("studio"), max_upload_mb=0.05)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def song(client, tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("song") / "mine.mid"
+    make_midi(path, seed=42, bars=8, drums=False)
+    response = client.post("/api/songs?name=mine.mid", content=path.read_bytes())
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def finished(client: TestClient, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def run(client: TestClient, body: dict) -> dict:
+    response = client.post("/api/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job = finished(client, response.json()["id"])
+    assert job["status"] == "done", job
+    return job
+
+
+def notes_of(client: TestClient, url: str) -> list[list]:
+    score = symusic.Score.from_midi(client.get(url).content)
+    return [sorted((n.time, n.duration, n.pitch) for n in t.notes) for t in score.tracks]
+
+
+def test_models_and_examples(client):
+    models = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    assert models["tiny"]["tasks"] == ["generate", "continue"]
+    assert models["mmm"]["tasks"] == ["generate", "continue", "accompany", "infill"]
+    assert models["mmm"]["tokenization"] == "MMM" and "density" in models["mmm"]["controls"]
+    assert models["tiny"]["settings"]["max_tokens"] > 0 and models["tiny"]["parameters"] > 0
+    examples = client.get("/api/examples").json()["examples"]
+    assert examples and all(e["tracks"] > 0 and e["bars"] > 0 for e in examples)
+    song = client.get(f"/api/songs/{examples[0]['id']}").json()
+    assert song["notes"]["tracks"][0]["notes"] and song["notes"]["bars"][0] == 0.0
+
+
+def test_generate_gives_every_format_and_equals_the_cli(client, trained_run, tmp_path):
+    job = run(client, {"model": "tiny", "settings": {"num": 2, "max_tokens": 64, "seed": 7}})
+    assert len(job["takes"]) == 2 and job["tokens"] > 0
+    take = job["takes"][0]
+    assert take["notes"] > 0
+    with wave.open(io.BytesIO(client.get(take["wav"]).content)) as audio:
+        assert audio.getnframes() > 0
+    assert client.get(take["png"]).content.startswith(b"\x89PNG")
+    drawn = client.get(take["notes_url"]).json()
+    assert sum(len(t["notes"]) for t in drawn["tracks"]) == take["notes"]
+    download = client.get(take["midi"])
+    assert "attachment" in download.headers["content-disposition"]
+    # The studio calls what `aurl generate` calls: the same seed gives the same pieces.
+    samples = generate(trained_run, tmp_path, "best", log=lambda s: None, num=2, max_tokens=64, seed=7)
+    for take, sample in zip(job["takes"], samples, strict=True):
+        alone = symusic.Score(str(sample.midi))
+        assert notes_of(client, take["midi"]) == [
+            sorted((n.time, n.duration, n.pitch) for n in t.notes) for t in alone.tracks
+        ]
+
+
+def test_requests_arriving_together_are_batched_and_get_what_they_get_alone(client):
+    # A long job (unconstrained: never batched with constrained ones) keeps the worker busy while three
+    # more arrive; those are decoded as one batch.
+    settings = {"num": 1, "max_tokens": 600, "min_tokens": 600, "constrained": False}
+    first = client.post("/api/jobs", json={"model": "tiny", "settings": settings})
+    bodies = [
+        {"model": "tiny", "settings": {"num": n, "max_tokens": 40 + 10 * n, "seed": n, "temperature": 0.8 + n / 10}}
+        for n in (1, 2, 3)
+    ]
+    ids = [client.post("/api/jobs", json=body).json()["id"] for body in bodies]
+    together = [finished(client, i) for i in ids]
+    finished(client, first.json()["id"])
+    assert all(job["status"] == "done" for job in together)
+    assert all(job["batch"] == 3 for job in together), [job["batch"] for job in together]
+    for body, job in zip(bodies, together, strict=True):
+        alone = run(client, body)
+        assert alone["batch"] == 1
+        for a, b in zip(job["takes"], alone["takes"], strict=True):
+            assert notes_of(client, a["midi"]) == notes_of(client, b["midi"])
+            assert a["tokens"] == b["tokens"]
+
+
+def test_progress_streams_notes_and_ends_with_the_job(client):
+    settings = {"num": 1, "max_tokens": 4000, "min_tokens": 4000}
+    job = client.post("/api/jobs", json={"model": "tiny", "settings": settings}).json()
+    events, drawn = [], None
+    with client.stream("GET", f"/api/jobs/{job['id']}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+            elif line.startswith("data: ") and events[-1] == "progress" and drawn is None:
+                progress = json.loads(line.removeprefix("data: "))
+                if progress["notes"] and progress["notes"]["tracks"]:  # notes appear while it writes
+                    drawn = progress
+                    assert progress["tokens"] > 0 and progress["tokens_per_second"] > 0
+                    client.delete(f"/api/jobs/{job['id']}")
+    assert drawn is not None and events[-1] == "cancelled" and events.count("cancelled") == 1
+    with client.stream("GET", f"/api/jobs/{run(client, {'model': 'tiny', 'settings': SMALL})['id']}/events") as done:
+        assert [line for line in done.iter_lines() if line.startswith("event: ")] == ["event: done"]
+
+
+def test_continue_accompany_and_infill_keep_the_song(client, song):
+    kept = notes_of(client, f"/api/songs/{song['id']}/midi")
+    job = run(
+        client, {"model": "tiny", "task": "continue", "song": song["id"], "settings": {**SMALL, "primer_bars": 2}}
+    )
+    assert job["takes"][0]["notes"] > 0
+    job = run(
+        client, {"model": "mmm", "task": "accompany", "song": song["id"], "keep": [0], "add": [41], "settings": SMALL}
+    )
+    result = notes_of(client, job["takes"][0]["midi"])
+    assert result[0] == kept[0] and len(result) == 2
+    job = run(
+        client,
+        {"model": "mmm", "task": "infill", "song": song["id"], "bars": [2, 3], "track": 1, "settings": {"num": 1}},
+    )
+    result = notes_of(client, job["takes"][0]["midi"])
+    assert result[0] == kept[0]  # the other track is untouched
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"model": "tiny", "settings": {"temperature": -1}}, 422, "settings.temperature"),
+        ({"model": "tiny", "settings": {"colour": 3}}, 422, "colour"),
+        ({"model": "tiny", "settings": {"num": 99}}, 422, "settings.num"),
+        ({"model": "tiny", "task": "accompany", "song": "x"}, 422, "task"),
+        ({"model": "tiny", "task": "continue"}, 422, "song"),
+        ({"model": "tiny", "task": "sing"}, 422, "task"),
+        ({"model": "tiny", "bars": "x"}, 422, "bars"),
+        ({"model": "nope"}, 404, "nope"),
+        ({"model": "tiny", "task": "continue", "song": "s-unknown"}, 404, "s-unknown"),
+        ({"model": "mmm", "task": "infill", "song": "SONG"}, 422, "bars"),
+        ({"model": "mmm", "task": "accompany", "song": "SONG", "keep": [5], "add": [0]}, 422, "keep 5"),
+        ({"model": "mmm", "task": "accompany", "song": "SONG", "add": [0], "controls": ["loud=3"]}, 422, "loud"),
+    ],
+)
+def test_bad_options_are_named(client, song, body, status, words):
+    body = json.loads(json.dumps(body).replace("SONG", song["id"]))
+    response = client.post("/api/jobs", json=body)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and words in detail and "\n" not in detail
+
+
+def test_bad_uploads(client, tmp_path):
+    response = client.post("/api/songs?name=noise.mid", content=b"MThd\x00\x00\x00\x06garbage")
+    assert response.status_code == 400 and "noise.mid" in response.json()["detail"]
+    empty = symusic.Score(480)
+    empty.tracks.append(symusic.Track())
+    empty.dump_midi(str(tmp_path / "empty.mid"))
+    response = client.post("/api/songs?name=empty.mid", content=(tmp_path / "empty.mid").read_bytes())
+    assert response.status_code == 400 and "no notes" in response.json()["detail"]
+    response = client.post("/api/songs?name=big.mid", content=b"\x00" * 60_000)
+    assert response.status_code == 413 and "MB" in response.json()["detail"]
+
+
+def test_nothing_outside_the_studio_is_reachable(client, song, trained_run):
+    job = run(client, {"model": "tiny", "settings": SMALL})
+    for url in [
+        f"/api/jobs/{job['id']}/takes/..%2F..%2Fconfig.yaml",
+        f"/api/jobs/{job['id']}/takes/0.yaml",
+        f"/api/jobs/{job['id']}/takes/9.mid",
+        "/api/songs/..%2F..%2Fetc%2Fpasswd/midi",
+        "/api/jobs/..%2Fsongs/takes/0.mid",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2F..%2Fcli.py",
+    ]:
+        response = client.get(url)
+        assert response.status_code == 404, (url, response.status_code)
+        assert b"create_app" not in response.content and b"import" not in response.content
+    # an upload's name is a label: it never becomes a path
+    response = client.post(
+        "/api/songs?name=../../escaped.mid", content=client.get(f"/api/songs/{song['id']}/midi").content
+    )
+    assert response.status_code == 201 and response.json()["name"] == "escaped.mid"
+    assert not (trained_run.parent / "escaped.mid").exists()
+
+
+def test_cancel(client):
+    job = client.post(
+        "/api/jobs", json={"model": "tiny", "settings": {"num": 1, "max_tokens": 5000, "min_tokens": 5000}}
+    ).json()
+    queued = client.post(
+        "/api/jobs", json={"model": "tiny", "task": "generate", "settings": {**SMALL, "constrained": False}}
+    ).json()
+    time.sleep(0.3)
+    assert client.delete(f"/api/jobs/{queued['id']}").json()["status"] == "cancelled"
+    client.delete(f"/api/jobs/{job['id']}")
+    assert finished(client, job["id"], timeout=10)["status"] == "cancelled"
+    assert client.get("/api/jobs/j-nope").status_code == 404
+
+
+def test_a_failing_request_leaves_the_server_up(client, monkeypatch):
+    import aurl.serve.jobs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing on fire")
+
+    monkeypatch.setattr(aurl.serve.jobs, "drawing", broken)
+    response = client.post("/api/jobs", json={"model": "tiny", "settings": SMALL})
+    job = finished(client, response.json()["id"])
+    assert job["status"] == "failed" and "drawing on fire" in job["error"]
+    monkeypatch.undo()
+    job = run(client, {"model": "tiny", "settings": SMALL})
+    monkeypatch.setattr(aurl.serve.jobs, "render_wav", lambda *a: (_ for _ in ()).throw(RenderError("no SoundFont")))
+    response = client.get(job["takes"][0]["wav"])
+    assert response.status_code == 503 and response.json()["detail"] == "no SoundFont"
+    assert client.get(job["takes"][0]["midi"]).status_code == 200
+
+
+def test_token(trained_run, tmp_path):
+    app = create_app([trained_run], token="s3cret", work_dir=tmp_path)
+    with TestClient(app) as c:
+        for url in ("/", "/docs", "/openapi.json"):  # the page and the docs hold nothing of the user's
+            assert c.get(url).status_code == 200
+        for url in ("/api/models", "/api/examples", "/api/jobs/j-1", "/api/songs/s-1/midi"):
+            assert c.get(url).status_code == 401
+        assert c.get("/api/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/api/models?token=s3cret").status_code == 200
+        assert "token" in c.get("/api/models").json()["detail"]
+
+
+def test_serve_refuses_a_busy_port(trained_run, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--run", str(trained_run), "--port", str(port)]) == 2
+    assert f"--port {port}" in capsys.readouterr().err
+    assert main(["serve", "--run", str(trained_run / "missing")]) == 2
