@@ -1,11 +1,13 @@
 """Generation speed: aurl's sampler with and without the KV cache, with and without grammar constraints,
-beside Hugging Face `GPT2LMHeadModel.generate` (with its cache) for a model of the same shape.
+with its cached steps compiled (aurl.generation.fast), beside Hugging Face `GPT2LMHeadModel.generate`
+(with its cache) for a model of the same shape.
 
 Both models: d_model 256, 6 layers, 4 heads, the REMI vocabulary of configs/demo.yaml (486 tokens), random
 weights (speed does not depend on them), context 4,096. GPT-2 adds 1.0M learned position embeddings for
 those 4,096 positions; aurl's rotary positions have none. Every row samples exactly N new tokens (EOS is
 held off) with temperature 1, top-k 0, on this machine's threads. Rows without the cache whose estimated
-time exceeds --max-seconds are not run, and say so.
+time exceeds --max-seconds are not run, and say so. The compiled column is compiled before the table, once
+per batch class (1 row, more), and says how long that took.
 
 With --bpe DIR (a dataset prepared with tokenizer.bpe_vocab_size), a second table gives the grammar's
 cost per token for that learned vocabulary, on a model of the same shape over it.
@@ -25,6 +27,7 @@ import torch
 
 from aurl.config import GenerateConfig, ModelConfig, load_config
 from aurl.data.tokenize import build_tokenizer, load_tokenizer
+from aurl.generation.fast import FastDecoder
 from aurl.generation.grammar import Grammar
 from aurl.generation.sampler import sample
 from aurl.models.transformer import Transformer
@@ -83,20 +86,27 @@ def main() -> None:
         f"aurl {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M parameters, "
         f"GPT-2 {sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}M; torch threads {torch.get_num_threads()}"
     )
+    compiled = FastDecoder(ours)
+    for batch in args.batches:  # compiles the step: once per batch class (1, more) for this shape
+        start = time.perf_counter()
+        compiled.warm_up(batch)
+        ready = f"ready in {time.perf_counter() - start:.1f} s" if compiled.reason is None else compiled.reason
+        print(f"compiled decoding for batch {batch}: {ready} (Inductor's disk cache shortens later starts)")
     run_aurl(ours, bos, eos, 16, 1, True, None)  # warm-up
     run_hf(theirs, bos, 16, 1)
     header = (
         "| tokens | batch | aurl cache | aurl no cache | cache / no cache | aurl cache + grammar | grammar cost "
-        "| HF GPT-2 | aurl / HF |"
+        "| aurl compiled | compiled / cache | HF GPT-2 | aurl / HF | compiled / HF |"
     )
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     for n in args.lengths:
         for batch in args.batches:
-            cached, constrained, hf = medians(
+            cached, constrained, fast, hf = medians(
                 args.repeats,
                 partial(run_aurl, ours, bos, eos, n, batch, True, None),
                 partial(run_aurl, ours, bos, eos, n, batch, True, grammar),
+                partial(run_aurl, compiled, bos, eos, n, batch, True, None),
                 partial(run_hf, theirs, bos, n, batch),
             )
             # Without a cache step t reads t tokens: time grows with n^2. Estimate from a short run first.
@@ -109,7 +119,7 @@ def main() -> None:
             cost = f"{cached / constrained - 1:+.1%}"
             print(
                 f"| {n} | {batch} | {cached:,.0f} | {no_cache} | {ratio} | {constrained:,.0f} | {cost} "
-                f"| {hf:,.0f} | {cached / hf:.2f}x |",
+                f"| {fast:,.0f} | {fast / cached:.2f}x | {hf:,.0f} | {cached / hf:.2f}x | {fast / hf:.2f}x |",
                 flush=True,
             )
     print(

@@ -82,7 +82,7 @@ class Session:
 
     def __init__(self, run: str | Path | Trained, checkpoint: str, overrides: dict[str, Any], what: str):
         trained = run if isinstance(run, Trained) else Trained.load(run, checkpoint)
-        self.tokenizer, self.model = trained.tokenizer, trained.model
+        self.tokenizer, self.decoder = trained.tokenizer, trained.decoder
         if not is_multitrack(self.tokenizer):
             raise ConfigError(
                 f"{trained.run_dir}: {what} needs a run trained with tokenizer.kind MMM (this one is not)"
@@ -107,7 +107,7 @@ class Session:
         for prompt, rows in groups.items():
             settings.num = len(rows)
             written = sample_pieces(
-                self.model,
+                self.decoder,
                 self.mode,
                 self.tokenizer,
                 settings,

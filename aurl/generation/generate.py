@@ -18,6 +18,7 @@ from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
+from aurl.generation.fast import FastDecoder
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
@@ -49,16 +50,27 @@ def longest_run(ids: list[int]) -> int:
 
 @dataclass
 class Trained:
-    """A run loaded for generation, once: what the CLI and the studio sample from."""
+    """A run loaded for generation, once: what the CLI and the studio sample from. `decoder` is what the
+    sampler drives: the model, or with `compiled` its cached steps compiled (FastDecoder) where the model
+    allows it."""
 
     run_dir: Path
     config: Config
     tokenizer: miditok.MusicTokenizer
     model: nn.Module
+    decoder: nn.Module
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best") -> Trained:
-        return cls(Path(run_dir), *load_trained(run_dir, checkpoint))
+    def load(cls, run_dir: str | Path, checkpoint: str = "best", compiled: bool = False) -> Trained:
+        config, tokenizer, model = load_trained(run_dir, checkpoint)
+        fast = FastDecoder(model) if compiled else None
+        decoder = fast if fast is not None and fast.reason is None else model
+        return cls(Path(run_dir), config, tokenizer, model, decoder)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether steps are decoded compiled (False too once compiling has failed)."""
+        return isinstance(self.decoder, FastDecoder) and self.decoder.reason is None
 
     @property
     def mode(self) -> LanguageModelMode:
@@ -157,7 +169,7 @@ def sample_together(trained: Trained, requests: list[Pieces], on_step: StepHook 
         raise ValueError("sample_together: requests sampled together share a prompt and a constrained setting")
     grammar = grammar_for(trained.tokenizer) if requests[0].settings.constrained else None
     counts = [r.count for r in requests]
-    return _sample(trained.model, trained.mode, trained.tokenizer, grammar, requests, counts, None, on_step)
+    return _sample(trained.decoder, trained.mode, trained.tokenizer, grammar, requests, counts, None, on_step)
 
 
 def _sample(model, mode, tokenizer, grammar, requests, counts, plan, on_step) -> list[list[list[int]]]:
@@ -225,6 +237,7 @@ def generate(
     primer: str | Path | None = None,
     wav: bool = False,
     soundfont: str | Path | None = None,
+    compiled: bool = False,
     **overrides: Any,
 ) -> list[Sample]:
     """Sample pieces from a trained run; writes sample_<i>.mid and .png to out_dir.
@@ -235,15 +248,23 @@ def generate(
     from z drawn from its prior, or, with `encode`, reconstructs the first segment of a file (num times),
     or, with `interpolate`, writes `steps` files along the spherical path between two files' encodings.
     With `wav`, each sample is also rendered to sample_<i>.wav through `soundfont` (default TimGM6mb).
+    With `compiled`, cached steps run compiled (see generation.fast): faster per token after compiling.
     """
-    trained = Trained.load(run_dir, checkpoint)
+    trained = Trained.load(run_dir, checkpoint, compiled)
     settings = trained.settings(overrides)
     request = pieces(trained, settings, encode, interpolate, primer)
     out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
     out.mkdir(parents=True, exist_ok=True)
     grammar = grammar_for(trained.tokenizer) if settings.constrained else None
     rows = sample_pieces(
-        trained.model, trained.mode, trained.tokenizer, settings, grammar, request.generator, request.prompt, request.z
+        trained.decoder,
+        trained.mode,
+        trained.tokenizer,
+        settings,
+        grammar,
+        request.generator,
+        request.prompt,
+        request.z,
     )
     title = Path(run_dir).name
     samples = [

@@ -67,6 +67,7 @@ class KVCache:
         shape = (n_layers, batch, n_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.layers = (list(self.k), list(self.v))  # each layer's keys and values, views made once
         self.max_len = max_len
         self.length = 0  # positions filled; advanced by the model after all layers have written
 

@@ -85,6 +85,7 @@ class Served:
             "multitrack": is_multitrack(self.trained.tokenizer),
             "tasks": self.tasks,
             "parameters": sum(p.numel() for p in self.trained.model.parameters()),
+            "decoding": "compiled" if self.trained.compiled else "eager",
             "context": config.model.context,
             "settings": config.generate.model_dump(),
             "controls": sorted({CONTROLS[name][2] for name in config.tokenizer.controls}),
@@ -135,15 +136,17 @@ def create_app(
     max_upload_mb: float = 4.0,
     checkpoint: str = "best",
     max_rows: int = 32,
+    compiled: bool = True,
 ) -> FastAPI:
     """The studio over `runs` (run directories), writing songs and takes under `work_dir` (a temporary
-    folder removed at shutdown when none is given). With `token`, every API call must carry it."""
+    folder removed at shutdown when none is given). With `token`, every API call must carry it. With
+    `compiled`, each model's decoding step is compiled when it starts (see generation.fast)."""
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="aurl-studio-")) if temporary else Path(work_dir)
     (work / "songs").mkdir(parents=True, exist_ok=True)
     served: dict[str, Served] = {}
     for run in runs:
-        trained = Trained.load(run, checkpoint)
+        trained = Trained.load(run, checkpoint, compiled)
         name = base = trained.run_dir.name
         for n in itertools.count(2):
             if name not in served:

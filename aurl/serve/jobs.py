@@ -26,6 +26,7 @@ import torch
 
 from aurl.errors import AurlError
 from aurl.generation.cocreate import Work
+from aurl.generation.fast import FastDecoder
 from aurl.generation.generate import Pieces, Sample, Trained, sample_together, tokens_to_score, write_sample
 from aurl.render import drawing, piano_roll, render_wav
 
@@ -161,7 +162,17 @@ class Worker:
                         rows += job.rows
         return batch
 
+    def _warm_up(self) -> None:
+        """Compile the decoding step for one row and for several before the first request is decoded
+        (requests arriving meanwhile wait in the queue)."""
+        decoder = self.trained.decoder
+        if isinstance(decoder, FastDecoder):
+            start = time.perf_counter()
+            if decoder.warm_up(1) and decoder.warm_up(2):
+                log.info("%s: compiled decoding ready in %.1f s", self.name, time.perf_counter() - start)
+
     def _loop(self) -> None:
+        self._warm_up()
         while True:
             batch = self._next_batch()
             for job in batch:

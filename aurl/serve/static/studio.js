@@ -429,6 +429,7 @@
       `${fmtParams(m.parameters)} parameters`,
       m.context ? `context ${m.context}` : null,
       m.multitrack ? "multitrack" : "single stream",
+      m.decoding ? `${m.decoding} decoding` : null,
     ].filter(Boolean);
     $("model-info").replaceChildren(...parts.map((p) => el("span", { class: "tag", text: p })));
     renderTasks();
