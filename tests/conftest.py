@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ from aurl.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 TPQ = 480
+# torch.compile builds C++ with it; without one, compiled decoding falls back to eager (tested either way)
+CXX = bool(os.environ.get("CXX") or shutil.which("g++"))
+needs_cxx = pytest.mark.skipif(not CXX, reason="no C++ compiler (g++): compiled decoding cannot be built here")
 # A multitrack (MMM) tokenization with every attribute control
 MMM = [
     "tokenizer.kind=MMM",

@@ -10,7 +10,7 @@ from aurl.generation import fast
 from aurl.generation.fast import FastDecoder
 from aurl.generation.sampler import sample
 from aurl.models.transformer import Transformer
-from tests.conftest import make_midi
+from tests.conftest import make_midi, needs_cxx
 
 VOCAB = 50
 
@@ -32,6 +32,7 @@ def decoder(model) -> FastDecoder:
     return decoder
 
 
+@needs_cxx
 @torch.inference_mode()
 def test_compiled_steps_give_the_models_logits_and_fill_its_cache(model, decoder):
     x = torch.randint(0, VOCAB, (3, 63))  # up to the last position the graph takes (context - 1)
@@ -45,6 +46,7 @@ def test_compiled_steps_give_the_models_logits_and_fill_its_cache(model, decoder
     torch.testing.assert_close(ours.v, theirs.v, atol=1e-5, rtol=1e-5)
 
 
+@needs_cxx
 @pytest.mark.parametrize("batch", [1, 3])
 def test_sampling_through_it_draws_the_models_tokens(model, decoder, batch):
     # 300 tokens in a context of 64: the window slides, prompts are read again, and the step that fills
@@ -58,6 +60,7 @@ def test_sampling_through_it_draws_the_models_tokens(model, decoder, batch):
     assert decoder.reason is None  # and the compiled steps ran all along
 
 
+@needs_cxx
 @torch.inference_mode()
 def test_new_weights_are_packed_again(decoder):  # decoder: the graph of this shape is compiled already
     model = tiny(seed=1)
@@ -104,6 +107,7 @@ def test_models_it_does_not_compile_are_decoded_by_themselves(caplog):
             assert torch.equal(decoder(x[:, t : t + 1], ours), decoder.model(x[:, t : t + 1], theirs))
 
 
+@needs_cxx
 @pytest.mark.parametrize("task", [[], ["--accompany", "{song}", "--add", "33"]], ids=["generate", "accompany"])
 def test_the_cli_writes_the_same_pieces_compiled(task, trained_run, mmm_run, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="aurl.generation.fast")
