@@ -92,7 +92,7 @@ class Session:
         if self.settings.max_bars is not None:
             raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
         self.mt = Multitrack(self.tokenizer)
-        self.grammar = MultitrackGrammar(self.tokenizer)
+        self.grammar: MultitrackGrammar = trained.grammar  # multitrack, as checked above
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.on_step: StepHook | None = None  # sees every sampled token (the studio's progress and cancel)
 

@@ -158,13 +158,12 @@ def sample(
         if eos_id is not None and isinstance(min_tokens, torch.Tensor):
             logits[:, eos_id] = logits[:, eos_id].masked_fill(written < min_tokens.squeeze(1), float("-inf"))
         probs = filter_logits(logits, temperature, top_k, top_p, min_p).softmax(-1)
-        if len(groups) == 1:
-            nxt = torch.multinomial(probs, 1, generator=groups[0].generator).squeeze(1)
-        else:
-            picks = [
-                torch.multinomial(probs[span], 1, generator=r.generator) for r, span in zip(groups, spans, strict=True)
-            ]
-            nxt = torch.cat(picks).squeeze(1)
+        # torch.multinomial's draw of one sample, argmax(p / q) with q ~ Exp(1), with each group's q from its
+        # own generator: the same tokens as a multinomial per group, in one argmax for the batch.
+        q = torch.empty_like(probs)
+        for r, span in zip(groups, spans, strict=True):
+            q[span].exponential_(generator=r.generator)
+        nxt = (probs / q).argmax(-1)
         if bars is not None and eos_id is not None:
             opens = torch.isin(nxt, opening)
             if isinstance(max_bars, torch.Tensor):

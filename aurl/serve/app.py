@@ -322,10 +322,12 @@ def create_app(
         found = job_of(job_id)
 
         async def stream():
-            seen = -1
-            found.watchers += 1
+            seen, changed = -1, asyncio.Event()
+            watching = (asyncio.get_running_loop(), changed)
+            found.streams.append(watching)  # Job.changed sets `changed`
             try:
                 while not await request.is_disconnected():
+                    changed.clear()
                     if found.version != seen:
                         seen = found.version
                         if found.status in FINISHED:
@@ -333,9 +335,10 @@ def create_app(
                             return
                         progress = {"tokens": found.tokens, "tokens_per_second": round(found.tokens_per_second, 1)}
                         yield f"event: progress\ndata: {json.dumps(progress | {'notes': found.notes})}\n\n"
-                    await asyncio.sleep(0.1)
+                    with contextlib.suppress(TimeoutError):  # wake up now and then to notice a closed page
+                        await asyncio.wait_for(changed.wait(), 1.0)
             finally:
-                found.watchers -= 1
+                found.streams.remove(watching)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

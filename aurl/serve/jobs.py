@@ -11,6 +11,7 @@ for the page, and stops the rows of a cancelled job.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -33,7 +34,8 @@ from aurl.render import drawing, piano_roll, render_wav
 log = logging.getLogger("aurl.serve")
 
 PROGRESS_SECONDS = 0.25  # how often a running job's notes are decoded for the page
-GATHER_SECONDS = 0.02  # a worker waits this long for requests arriving together before it starts
+GATHER_SECONDS = 0.02  # a worker waits this long after a request for others arriving with it
+GATHER_MAX_SECONDS = 0.2
 FINISHED = ("done", "failed", "cancelled")
 _ids = itertools.count(1)
 
@@ -51,12 +53,23 @@ class Job:
     error: str | None = None
     takes: list[Sample] = field(default_factory=list)
     notes: dict | None = None  # the first take so far, for drawing (kept up while someone watches)
-    watchers: int = 0  # event streams open on it
     batch: int = 0  # requests decoded together with it, itself included
     version: int = 0  # bumped on every change a client may want to see
+    streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)  # watching it
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: float = 0.0
     rendering: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def watchers(self) -> int:
+        return len(self.streams)
+
+    def changed(self) -> None:
+        """A new version: the event streams on it wake now (from the worker's thread), so that a finished
+        job's clients hear at once and send their next requests together."""
+        self.version += 1
+        for loop, event in list(self.streams):
+            loop.call_soon_threadsafe(event.set)
 
     @property
     def folder(self) -> Path:
@@ -118,11 +131,11 @@ class Job:
         self.tokens_per_second = tokens / max(1e-9, time.perf_counter() - self.started)
         if notes is not None:
             self.notes = notes
-        self.version += 1
+        self.changed()
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status, self.error = status, error
-        self.version += 1
+        self.changed()
 
 
 class Worker:
@@ -150,7 +163,12 @@ class Worker:
     def _next_batch(self) -> list[Job]:
         with self.ready:
             self.ready.wait_for(lambda: self.queue)
-        time.sleep(GATHER_SECONDS)
+        # Requests sent together (clients answered by one batch ask again) arrive some ms apart: gather
+        # while they keep coming, for GATHER_SECONDS after the last one and GATHER_MAX_SECONDS in all.
+        deadline, seen = time.monotonic() + GATHER_MAX_SECONDS, 0
+        while len(self.queue) != seen and time.monotonic() < deadline:
+            seen = len(self.queue)
+            time.sleep(GATHER_SECONDS)
         with self.ready:
             first = self.queue.pop(0)
             batch, rows = [first], first.rows
@@ -177,7 +195,7 @@ class Worker:
             batch = self._next_batch()
             for job in batch:
                 job.status, job.started, job.batch = "running", time.perf_counter(), len(batch)
-                job.version += 1
+                job.changed()
             try:
                 if isinstance(batch[0].work, Pieces):
                     self._pieces(batch)
