@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
-from aurl.errors import AurlError
+from aurl.errors import AurlError, WriteError
 
 
 def _say(message: str) -> None:
@@ -440,12 +441,34 @@ COMMANDS = {
 }
 
 
+# The option that puts a command's files elsewhere, for a failed write's advice (--out by default).
+ELSEWHERE = {"train": "--run-dir", "serve": "--work-dir", "corpora": "AURL_CACHE"}
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _write_advice(command: str, code: int | None) -> str:
+    elsewhere = f"choose another {ELSEWHERE.get(command, '--out')}"
+    if code not in NO_SPACE:
+        return elsewhere
+    return f"free space, lower train.keep_last or {elsewhere}" if command == "train" else f"free space or {elsewhere}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except WriteError as err:
+        print(f"aurl {args.command}: error: {err}; {_write_advice(args.command, err.errno)}", file=sys.stderr)
+        return 2
     except AurlError as err:
         print(f"aurl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a failed write in a library call that no `writing` block names: still one line
+        if err.errno not in (*NO_SPACE, errno.EROFS):
+            raise
+        where = f"writing {err.filename}: " if err.filename else ""
+        advice = _write_advice(args.command, err.errno)
+        print(f"aurl {args.command}: error: {where}{err.strerror}; {advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"aurl {args.command}: interrupted", file=sys.stderr)

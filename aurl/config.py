@@ -243,7 +243,9 @@ class TrainConfig(Section):
     sample_count: int = Field(2, ge=1)
     sample_tokens: int = Field(256, ge=1)
     eval_interval: int = Field(200, ge=1)
-    eval_batches: int = Field(20, ge=1)
+    eval_batches: int = Field(
+        20, ge=1, description="validation batches per evaluation, all ranks together (torchrun shares them out)"
+    )
     save_interval: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import symusic  # noqa: E402
 
 from aurl.errors import AurlError  # noqa: E402
+from aurl.files import write_together  # noqa: E402
 
 SAMPLE_RATE = 44100
 RELEASE_SECONDS = 1.0  # rendered past the last note-off, so the final notes fade instead of clicking
@@ -161,9 +162,13 @@ def render_wav(midi: str | Path, path: str | Path, soundfont: str | Path | None 
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 0:
         audio = audio * (PEAK / peak)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((audio * 32767).astype("<i2").tobytes())
+
+    def write(tmp: Path) -> None:
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes((audio * 32767).astype("<i2").tobytes())
+
+    write_together({path: write})  # a full disk is one WriteError naming the file, and leaves no part of it
     return path

@@ -1,4 +1,5 @@
-"""Where MIDI comes from: folders, globs and built-in corpora, and the deterministic split of each file."""
+"""Where MIDI comes from: folders, globs and built-in corpora, the deterministic split of each file, and
+reading one file: a Score, or the reason it is unusable (unreadable bytes, impossible values, over the limits)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import symusic
 
 from aurl.errors import DataError
@@ -66,11 +68,62 @@ def _local_files(source: str) -> list[SourceFile]:
     return [SourceFile(p, p.relative_to(root).as_posix()) for p in files]
 
 
+# Limits on what one MIDI file may hold. The tokenizer writes tokens for every bar up to the last event, so
+# one corrupt delta time (a note days in) in a 50-byte file would otherwise cost minutes and gigabytes
+# instead of a rejection. Both are far above real music: 20,000 bars of 4/4 at 120 bpm last 11 hours, and a
+# million notes (about 10 s of tokenizing) fill 7 MB of MIDI.
+MAX_BARS = 20_000
+MAX_NOTES = 1_000_000
+
+
 def read_score(path: str | Path) -> symusic.Score:
     """A user's MIDI file as a Score, or a DataError naming the file and what is wrong with it."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such MIDI file")
+    score, reason = load_midi(path)
+    if score is None:
+        raise DataError(f"{path}: {reason}")
+    return score
+
+
+def load_midi(path: str | Path) -> tuple[symusic.Score | None, str]:
+    """(the score, "") for a MIDI file aurl can use, else (None, why not in words: `class: detail`)."""
     try:
-        return symusic.Score(str(path))
-    except Exception as err:  # symusic raises several types for unreadable files
-        raise DataError(f"{path}: not a readable MIDI file ({str(err).splitlines()[0][:100]})") from None
+        score = symusic.Score(str(path))
+    except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError for bad bytes
+        detail = str(err).splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        return None, f"not a readable MIDI file: {detail}"
+    reason = score_problem(score)
+    return (None, reason) if reason else (score, "")
+
+
+def score_problem(score: symusic.Score) -> str:
+    """Why a parsed score is unusable ("" when it is usable): values no real file holds, or over the limits."""
+    if score.ticks_per_quarter < 1:
+        return "invalid header: 0 ticks per quarter note"
+    sigs = score.time_signatures.numpy()
+    bad = (sigs["numerator"] == 0) | (sigs["denominator"] == 0)  # a denominator exponent over 7 wraps to 0
+    if bad.any():
+        i = int(bad.argmax())
+        meter = f"{sigs['numerator'][i]}/{sigs['denominator'][i]}"
+        return f"invalid time signature: {meter} at tick {sigs['time'][i]}"
+    if score.start() < 0:  # delta times summed past 2^31 ticks wrap around
+        return "invalid times: events before the start (an overflowing delta time)"
+    notes = score.note_num()
+    if notes > MAX_NOTES:
+        return f"too many notes: {notes:,} over the limit of {MAX_NOTES:,}"
+    bars = bar_count(score)
+    if bars > MAX_BARS:
+        return f"too long: {bars:,.0f} bars over the limit of {MAX_BARS:,}"
+    return ""
+
+
+def bar_count(score: symusic.Score) -> float:
+    """Bars from tick 0 to the last event by the time signatures (4/4 before the first one)."""
+    sigs = score.time_signatures.numpy()
+    times = np.concatenate(([0], sigs["time"].astype(np.int64)))
+    bar_quarters = np.concatenate(([4.0], 4.0 * sigs["numerator"] / sigs["denominator"]))
+    order = np.argsort(times, kind="stable")  # at equal times the file's own signature comes last and wins
+    times, bar_quarters = times[order], bar_quarters[order]
+    spans = np.diff(np.append(np.minimum(times, score.end()), score.end())).clip(min=0)
+    return float((spans / score.ticks_per_quarter / bar_quarters).sum())

@@ -1,4 +1,5 @@
-"""Windows over a prepared dataset, augmentation on token ids, and the token-budget batch sampler."""
+"""Windows over a prepared dataset, augmentation on token ids, the token-budget batch sampler, and each
+rank's share of the validation batches."""
 
 from __future__ import annotations
 
@@ -202,6 +203,25 @@ class TokenBudgetBatchSampler(Sampler[list[WindowKey]]):
             self.consumed += batch * self.world_size
             self.batches += 1
             yield keys
+
+
+class EvalBatchSampler(Sampler[list[int]]):
+    """One rank's share of the first `batches` batches of `batch` consecutive windows: batches rank,
+    rank + world_size, ... Every rank yields the same number of batches, because FSDP gathers the weights
+    in each forward and the ranks must run their forwards in step: a rank short of a batch yields window 0
+    once more, and `counted` marks that batch as one to leave out of the sums."""
+
+    def __init__(self, num_windows: int, batch: int, batches: int, rank: int = 0, world_size: int = 1):
+        total = min(batches, math.ceil(num_windows / batch))
+        self.mine = [list(range(i * batch, min((i + 1) * batch, num_windows))) for i in range(rank, total, world_size)]
+        self.counted = [True] * len(self.mine) + [False] * (math.ceil(total / world_size) - len(self.mine))
+
+    def __len__(self) -> int:
+        return len(self.counted)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.mine
+        yield from ([0] for _ in range(len(self.counted) - len(self.mine)))
 
 
 class SegmentDataset(Dataset):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,18 +23,19 @@ import symusic
 from tqdm import tqdm
 
 from aurl.config import Config
-from aurl.data.corpus import SourceFile, resolve_source, split_of
+from aurl.data.corpus import SourceFile, load_midi, resolve_source, split_of
 from aurl.data.profile import FileStats, Profile, profile_of, score_stats
 from aurl.data.tokenize import (
+    TOKENIZER_FILE,
     build_tokenizer,
     encode_bpe,
     learn_bpe,
-    save_tokenizer,
     settings_hash,
     token_dtype,
     tokenizer_hash,
 )
 from aurl.errors import DataError
+from aurl.files import FolderLock, write_together
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -100,10 +100,9 @@ def _tokenize_file(path: Path, max_bytes: int) -> tuple[np.ndarray | None, str, 
         return None, "empty file", 0, None
     if size > max_bytes:
         return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None
-    try:
-        score = symusic.Score(str(path))
-    except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError for bad bytes
-        return None, f"not a readable MIDI file: {str(err).splitlines()[0][:120]}", 0, None
+    score, reason = load_midi(path)
+    if score is None:
+        return None, reason, 0, None
     notes = sum(len(t.notes) for t in score.tracks)
     if notes == 0:
         return None, "no notes", 0, None
@@ -168,12 +167,6 @@ def _load_previous(out: Path, thash: str) -> tuple[dict[str, dict], dict[str, di
     return {e["name"]: e for e in manifest["files"]}, {r["name"]: r for r in rejected}, tokens
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def prepare(
     source: str,
     out: str | Path,
@@ -182,10 +175,15 @@ def prepare(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> PrepareReport:
-    """Build or update the prepared dataset in `out` from the MIDI files of `source`."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    """Build or update the prepared dataset in `out` from the MIDI files of `source`: one process at a
+    time (it holds the folder's lock), and its files change together or not at all."""
+    with FolderLock(Path(out), "--out", log):
+        return _prepare(source, Path(out), config, workers, log, progress)
+
+
+def _prepare(
+    source: str, out: Path, config: Config, workers: int, log: Callable[[str], None], progress: bool
+) -> PrepareReport:
     files = resolve_source(source, workers, log)
     tokenizer = build_tokenizer(config.tokenizer)
     bpe = config.tokenizer.bpe_vocab_size
@@ -246,17 +244,13 @@ def prepare(
     report.profile = profile_of([FileStats.from_json(e["stats"]) for e in ordered], [e["length"] for e in ordered])
     report.warnings = report.profile.warnings(tokenizer.config)
 
-    out.mkdir(parents=True, exist_ok=True)
+    def write_tokens(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            for entry in ordered:
+                fh.write(np.ascontiguousarray(arrays[entry["name"]], dtype=dtype).tobytes())
+
     changed = report.tokenized > 0 or len(ordered) != len(old_entries) or old_tokens is None
-    if changed:
-
-        def write_tokens(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                for entry in ordered:
-                    fh.write(np.ascontiguousarray(arrays[entry["name"]], dtype=dtype).tobytes())
-
-        _write_atomic(out / TOKENS, write_tokens)
-        save_tokenizer(tokenizer, out)
+    writes = {out / TOKENS: write_tokens, out / TOKENIZER_FILE: tokenizer.save} if changed else {}
     manifest = {
         "format_version": FORMAT_VERSION,
         "tokenizer_hash": tokenizer_hash(tokenizer),
@@ -268,7 +262,8 @@ def prepare(
         "total_tokens": offset,
         "files": ordered,
     }
-    _write_atomic(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     lines = "".join(json.dumps(r) + "\n" for r in report.rejected)
-    _write_atomic(out / REJECTED, lambda p: p.write_text(lines))
+    writes[out / MANIFEST] = lambda tmp: tmp.write_text(json.dumps(manifest, indent=1))
+    writes[out / REJECTED] = lambda tmp: tmp.write_text(lines)
+    write_together(writes)
     return report

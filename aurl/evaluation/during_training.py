@@ -16,6 +16,7 @@ from torch import nn
 from aurl.config import Config
 from aurl.data.tokenize import build_tokenizer, load_tokenizer
 from aurl.evaluation.features import SCALAR_FEATURES, piece_features
+from aurl.files import writing
 from aurl.generation.generate import grammar_for, sample_pieces, write_sample
 from aurl.modes import MODES
 
@@ -44,7 +45,8 @@ class TrainingSamples:
         bos = [self.tokenizer["BOS_None"]]
         rows = sample_pieces(model, self.mode, self.tokenizer, self.settings, grammar, generator, bos, z)
         out = self.run_dir / "samples" / f"step_{step}"
-        out.mkdir(parents=True, exist_ok=True)
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
         samples = [
             write_sample(self.tokenizer, row[1:], out / f"sample_{i}", None, f"step {step}", None)
             for i, row in enumerate(rows)

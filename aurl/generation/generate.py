@@ -19,6 +19,7 @@ from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
+from aurl.files import write_together
 from aurl.generation.fast import FastDecoder
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
@@ -311,10 +312,14 @@ def save_sample(
     log: Callable[[str], None] | None,
     png: bool = True,
 ) -> Sample:
-    """Write a written piece's MIDI file and piano roll (stem.mid, stem.png) and say what it holds."""
+    """Write a written piece's MIDI file and piano roll (stem.mid, stem.png) and say what it holds; a failed
+    write is a WriteError and leaves no part of a file."""
     midi = stem.with_suffix(".mid")
-    score.dump_midi(str(midi))
-    drawn = piano_roll(score, stem.with_suffix(".png"), title=f"{title} {stem.name}") if png else None
+    drawn = stem.with_suffix(".png") if png else None
+    # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
+    write_together({midi: lambda tmp: tmp.write_bytes(score.dumps_midi())})
+    if drawn is not None:
+        write_together({drawn: lambda tmp: piano_roll(score, tmp, title=f"{title} {stem.name}")})
     pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
     notes = sum(len(t.notes) for t in score.tracks)
     repeat = longest_run(row)

@@ -3,14 +3,14 @@
 A checkpoint is `checkpoints/step_<N>/` holding `model.safetensors` (weights only: all that generation
 needs, nothing unpickled), `trainer_state.pt` (optimizer, scheduler, RNG and data position) and
 `manifest.json` (sha256 of each file, metrics, versions). It is written to a temporary folder and
-renamed into place, so a crash never leaves half a checkpoint.
+renamed into place, so a crash never leaves half a checkpoint; a failed write removes its temporary folder,
+and one a killed process left behind is removed when the run resumes (see remove_partial).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_model
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import aurl
 from aurl.errors import CheckpointError
+from aurl.files import write_together, writing
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
@@ -40,9 +42,15 @@ def _sha256(path: Path) -> str:
 
 
 def _write_pointer(folder: Path, name: str, target: str) -> None:
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(target + "\n")
-    os.replace(tmp, folder / name)
+    write_together({folder / name: lambda tmp: tmp.write_text(target + "\n")})
+
+
+def _remove(path: Path) -> None:
+    """Rename a step folder out of the step_N names before deleting it, so that a kill half-way leaves a
+    temporary folder (removed on resume), never a step folder with files missing."""
+    trash = path.with_name(f".{path.name}-removed")
+    path.rename(trash)
+    shutil.rmtree(trash)
 
 
 def tied_names(model: nn.Module) -> set[str]:
@@ -66,21 +74,36 @@ def save_checkpoint(
     best: bool,
 ) -> Path:
     """Write checkpoints/step_<step> atomically, point `latest` (and `best`) at it, return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}-", dir=folder))
-    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / MODEL_FILE))
-    torch.save(state, tmp / STATE_FILE)
-    manifest = {
-        "step": step,
-        "metrics": metrics,
-        "files": {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)},
-        "versions": {"aurl": aurl.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with writing(final):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}-", dir=folder))
+        try:
+            # Both written through Python file objects: a full disk is then an OSError with its errno
+            # (torch.save to a path says only "unexpected pos", safetensors' save_file a SafetensorError).
+            tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+            with open(tmp / MODEL_FILE, "wb") as fh:
+                fh.write(safetensors_bytes(tensors))
+            with open(tmp / STATE_FILE, "wb") as fh:
+                try:
+                    torch.save(state, fh)
+                except RuntimeError as err:  # its zip writer, closed after a failed write, hides the OSError
+                    if isinstance(err.__context__, OSError):
+                        raise err.__context__ from None
+                    raise
+            manifest = {
+                "step": step,
+                "metrics": metrics,
+                "files": {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)},
+                "versions": {"aurl": aurl.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            }
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+            if final.exists():
+                _remove(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _write_pointer(folder, "latest", final.name)
     if best:
         _write_pointer(folder, "best", final.name)
@@ -92,7 +115,18 @@ def prune_checkpoints(folder: Path, keep_last: int) -> None:
     protected = {(folder / name).read_text().strip() for name in POINTERS if (folder / name).is_file()}
     for path in steps_newest_first(folder)[keep_last:]:
         if path.name not in protected:
+            _remove(path)
+
+
+def remove_partial(folder: Path, log: Callable[[str], None] = print) -> None:
+    """Delete what an interrupted write or deletion left in checkpoints/ (temporary folders and pointer
+    files). Only for the one process writing the run (it holds the run directory's lock)."""
+    for path in sorted(folder.glob(".*")):
+        log(f"note: removing {path}, left half-written by an interrupted run")
+        if path.is_dir():
             shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:

@@ -83,6 +83,15 @@ def all_reduce_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return values
 
 
+def all_reduce_floats(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
+    """Each value summed over the ranks, in float64: sums of many token losses keep their digits."""
+    if not env.enabled:
+        return values
+    summed = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    return summed.tolist()
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()

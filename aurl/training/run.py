@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -13,19 +14,21 @@ from torch.utils.data import DataLoader
 from aurl.config import Config, Section, TrainConfig, load_config
 from aurl.data.dataset import PreparedDataset, TokenBudgetBatchSampler
 from aurl.data.tokenize import (
+    TOKENIZER_FILE,
     bar_token_ids,
     load_tokenizer,
-    save_tokenizer,
     settings_hash,
     token_type_weights,
     tokenizer_hash,
 )
 from aurl.errors import CheckpointError, ConfigError
+from aurl.files import LOCK_FILE, FolderLock, write_together
 from aurl.modes import MODES, LanguageModelMode, build_model, build_objective
 from aurl.training.checkpoint import (
     POINTERS,
     latest_good_checkpoint,
     load_weights,
+    remove_partial,
     resolve_checkpoint,
     verify_checkpoint,
 )
@@ -49,9 +52,14 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Empty a run directory the user asked to replace (all but the lock this process holds)."""
     check_run_dir(run_dir, overwrite)
     if (run_dir / "checkpoints").exists():
-        shutil.rmtree(run_dir)
+        for path in run_dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != LOCK_FILE:
+                path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -278,31 +286,42 @@ def train(
         )
     token_type_weights(data.tokenizer, config.train.token_weights)  # a bad type name fails before any file is written
     run_dir = Path(run_dir)
-    checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
-    source = source_checkpoint(config, data) if config.train.init_from and not resume else None
-    if not resume:
-        check_run_dir(run_dir, overwrite)  # on every rank alike, before any collective
-    env, device = init_distributed(pick_device(config.train.device))
-    try:
-        if config.train.precision == "fp16" and device.type != "cuda":
-            raise ConfigError(f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32")
-        if env.is_main and not resume:
-            prepare_run_dir(run_dir, overwrite)
-            (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-            save_tokenizer(data.tokenizer, run_dir)
-        barrier(env)  # the run directory exists before any rank goes on
-        trainer = build_trainer(config, data, run_dir, env, device, progress, log, profile_steps, sample_hook)
-        if checkpoint is not None:
-            trainer.resume(checkpoint)
-            log(f"resumed from {checkpoint} at step {trainer.step}")
-        elif source is not None:
-            trainer.load_weights(source)
-            trainer.evaluate_first = True
-            log(f"starting from the weights of {source} (a new optimizer and LR schedule, from step 0)")
-        metrics = trainer.fit()
-        barrier(env)  # no rank tears the group down while another still uses it (rank 0 saving)
-    finally:
-        shutdown(env)
+    # One writer per run directory: rank 0 holds its lock (a refusal ends rank 0 before any collective,
+    # and torchrun then stops the other ranks).
+    with FolderLock(run_dir, "--run-dir", log) if DistEnv.from_environment().is_main else nullcontext():
+        checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
+        source = source_checkpoint(config, data) if config.train.init_from and not resume else None
+        if not resume:
+            check_run_dir(run_dir, overwrite)  # on every rank alike, before any collective
+        env, device = init_distributed(pick_device(config.train.device))
+        try:
+            if config.train.precision == "fp16" and device.type != "cuda":
+                raise ConfigError(
+                    f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32"
+                )
+            if env.is_main and not resume:
+                prepare_run_dir(run_dir, overwrite)
+                write_together(
+                    {
+                        run_dir / CONFIG_FILE: lambda tmp: tmp.write_text(config.to_yaml()),
+                        run_dir / TOKENIZER_FILE: data.tokenizer.save,
+                    }
+                )
+            elif env.is_main:
+                remove_partial(run_dir / "checkpoints", log)
+            barrier(env)  # the run directory exists before any rank goes on
+            trainer = build_trainer(config, data, run_dir, env, device, progress, log, profile_steps, sample_hook)
+            if checkpoint is not None:
+                trainer.resume(checkpoint)
+                log(f"resumed from {checkpoint} at step {trainer.step}")
+            elif source is not None:
+                trainer.load_weights(source)
+                trainer.evaluate_first = True
+                log(f"starting from the weights of {source} (a new optimizer and LR schedule, from step 0)")
+            metrics = trainer.fit()
+            barrier(env)  # no rank tears the group down while another still uses it (rank 0 saving)
+        finally:
+            shutdown(env)
     entropy = data.unigram_entropy("train")
     log(
         f"final validation loss {metrics.get('valid_loss', math.nan):.4f} nats/token "

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aurl.config import TrainConfig
-from aurl.data.dataset import TokenBudgetBatchSampler
+from aurl.data.dataset import EvalBatchSampler, TokenBudgetBatchSampler
 from aurl.errors import AurlError, CheckpointError
 from aurl.training.checkpoint import (
     latest_good_checkpoint,
@@ -41,7 +41,7 @@ from aurl.training.checkpoint import (
     save_checkpoint,
     tied_names,
 )
-from aurl.training.distributed import DistEnv, all_reduce_sum, gradient_sync, unwrap
+from aurl.training.distributed import DistEnv, all_reduce_floats, all_reduce_sum, gradient_sync, unwrap
 from aurl.training.logger import MetricsLogger
 from aurl.training.monitor import SpikeDetector, ThroughputMeter, measure_peak_flops, memory_stats
 
@@ -147,6 +147,19 @@ class Stall:
         self.best, self.evals = float(state["best"]), int(state["evals"])
 
 
+def _shared_out(loader: DataLoader, batches: int, env: DistEnv) -> DataLoader:
+    """The validation loader over this rank's share of its first `batches` batches (see EvalBatchSampler):
+    train.eval_batches counts the batches of all ranks together."""
+    sampler = EvalBatchSampler(len(loader.dataset), loader.batch_size, batches, env.rank, env.world_size)
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=sampler,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        generator=loader.generator,
+    )
+
+
 class TrainingError(AurlError):
     """Training cannot go on (e.g. non-finite steps with no checkpoint to return to)."""
 
@@ -170,9 +183,10 @@ class Trainer:
     ):
         self.cfg, self.model, self.objective = cfg, model, objective
         self.sample_hook = sample_hook if (env or DistEnv()).is_main else None  # rank 0 writes the samples
-        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.train_loader = train_loader
         self.sampler: TokenBudgetBatchSampler = train_loader.batch_sampler
         self.run_dir, self.device, self.env = run_dir, device, env or DistEnv()
+        self.valid_loader = _shared_out(valid_loader, cfg.eval_batches, self.env)
         self.progress, self.profile_steps = progress and self.env.is_main, profile_steps
         self.log = log if self.env.is_main else (lambda s: None)
         if self.progress:  # messages go above the progress bar instead of through it
@@ -317,21 +331,24 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Target-weighted mean of the objective's metrics over up to eval_batches validation batches."""
+        """Target-weighted mean of the objective's metrics over the first eval_batches validation batches,
+        shared out over the ranks. Each metric's sum (metric x targets, per batch) and the target count are
+        summed over the ranks before the one division, so any number of ranks gives the value of one
+        process over the same windows."""
         self.model.eval()
         sums: dict[str, float] = {}
         total = 0.0
-        for i, batch in enumerate(self.valid_loader):
-            if i >= self.cfg.eval_batches:
-                break
+        for counted, batch in zip(self.valid_loader.batch_sampler.counted, self.valid_loader, strict=True):
             with self._autocast():
                 out = self.objective(self._to_device(batch))
-            n = float(batch["weight"].sum())
+            n = float(batch["weight"].sum()) if counted else 0.0  # a batch that only keeps FSDP in step
             total += n
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
         self.model.train()
-        return {k: v / max(1.0, total) for k, v in sums.items()}
+        keys = list(sums)  # the objective's order, the same on every rank
+        total, *summed = all_reduce_floats([total, *(sums[k] for k in keys)], self.env, self.device)
+        return {k: v / max(1.0, total) for k, v in zip(keys, summed, strict=True)}
 
     def _train_step(self, micro: list[dict[str, torch.Tensor]]) -> tuple[float, float, bool]:
         """One optimizer step over micro-batches; returns (mean loss, grad norm, stepped)."""
