@@ -86,10 +86,10 @@ def read_score(path: str | Path) -> symusic.Score:
     return score
 
 
-def load_midi(path: str | Path) -> tuple[symusic.Score | None, str]:
-    """(the score, "") for a MIDI file aurl can use, else (None, why not in words: `class: detail`)."""
+def load_midi(source: str | Path | bytes) -> tuple[symusic.Score | None, str]:
+    """(the score, "") for a MIDI file (a path, or its bytes) aurl can use, else (None, why not in words)."""
     try:
-        score = symusic.Score(str(path))
+        score = symusic.Score.from_midi(source) if isinstance(source, bytes) else symusic.Score(str(source))
     except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError for bad bytes
         detail = str(err).splitlines()[0][:120] if str(err).strip() else type(err).__name__
         return None, f"not a readable MIDI file: {detail}"

@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
-from aurl.data.corpus import cache_dir, read_score
+from aurl.data.corpus import cache_dir, load_midi, read_score
 from aurl.data.multitrack import CONTROLS, is_multitrack
 from aurl.errors import AurlError, ConfigError, DataError
 from aurl.generation.cocreate import accompaniment, infilling
@@ -162,6 +162,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
+        await asyncio.to_thread(lambda: [s.worker.stop() for s in served.values()])
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -252,11 +253,9 @@ def create_app(
             data += chunk
             if len(data) > limit:
                 raise too_big
-        try:
-            score = symusic.Score.from_midi(bytes(data))
-        except Exception as err:  # symusic raises several types for unreadable files
-            reason = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
-            raise HTTPException(400, f"{name}: not a readable MIDI file ({reason})") from None
+        score, reason = load_midi(bytes(data))  # symusic alone, and the limits aurl prepare applies
+        if score is None:
+            raise HTTPException(400, f"{name}: {reason}")
         score = _with_notes(score)
         if not score.tracks:
             raise HTTPException(400, f"{name}: holds no notes to work with")

@@ -144,6 +144,8 @@ class Worker:
     def __init__(self, name: str, trained: Trained, max_rows: int):
         self.name, self.trained, self.max_rows = name, trained, max_rows
         self.queue: list[Job] = []
+        self.running: list[Job] = []
+        self.stopping = False
         self.ready = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name=f"aurl-serve-{name}", daemon=True)
         self.thread.start()
@@ -160,9 +162,25 @@ class Worker:
                 self.queue.remove(job)
                 job.finish("cancelled")
 
-    def _next_batch(self) -> list[Job]:
+    def stop(self, timeout: float = 120) -> None:
+        """Cancel what is queued and running and wait for the thread to end: a process that exits while
+        the thread is inside torch (compiling, decoding) aborts."""
         with self.ready:
-            self.ready.wait_for(lambda: self.queue)
+            self.stopping = True
+            for job in self.queue:
+                job.finish("cancelled")
+            self.queue.clear()
+            self.ready.notify()
+        for job in self.running:
+            job.cancelled.set()
+        self.thread.join(timeout)
+
+    def _next_batch(self) -> list[Job]:
+        """The next jobs to decode together; none once the worker is stopping."""
+        with self.ready:
+            self.ready.wait_for(lambda: self.queue or self.stopping)
+            if self.stopping:
+                return []
         # Requests sent together (clients answered by one batch ask again) arrive some ms apart: gather
         # while they keep coming, for GATHER_SECONDS after the last one and GATHER_MAX_SECONDS in all.
         deadline, seen = time.monotonic() + GATHER_MAX_SECONDS, 0
@@ -170,6 +188,8 @@ class Worker:
             seen = len(self.queue)
             time.sleep(GATHER_SECONDS)
         with self.ready:
+            if not self.queue:  # stopped, or the job cancelled, while gathering
+                return []
             first = self.queue.pop(0)
             batch, rows = [first], first.rows
             if first.key is not None:
@@ -191,8 +211,10 @@ class Worker:
 
     def _loop(self) -> None:
         self._warm_up()
-        while True:
-            batch = self._next_batch()
+        while not self.stopping:
+            batch = self.running = self._next_batch()
+            if not batch:
+                continue
             for job in batch:
                 job.status, job.started, job.batch = "running", time.perf_counter(), len(batch)
                 job.changed()

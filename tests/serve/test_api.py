@@ -13,9 +13,10 @@ import symusic
 from fastapi.testclient import TestClient
 
 from aurl.cli import main
-from aurl.generation.generate import generate
+from aurl.generation.generate import Trained, generate, pieces
 from aurl.render import RenderError
 from aurl.serve.app import create_app
+from aurl.serve.jobs import Job, Worker
 from tests.conftest import CXX, make_midi
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -188,6 +189,11 @@ def test_bad_uploads(client, tmp_path):
     empty.dump_midi(str(tmp_path / "empty.mid"))
     response = client.post("/api/songs?name=empty.mid", content=(tmp_path / "empty.mid").read_bytes())
     assert response.status_code == 400 and "no notes" in response.json()["detail"]
+    # A 40-byte file whose one note starts 35 hours in: refused as aurl prepare refuses it, never decoded
+    absurd = b"\x00\x90\x3c\x40\x84\xe2\xad\x00\x90\x3e\x40\x01\x80\x3e\x40\x00\xff\x2f\x00"
+    header = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x01MTrk" + len(absurd).to_bytes(4, "big")
+    response = client.post("/api/songs?name=absurd.mid", content=header + absurd)
+    assert response.status_code == 400 and response.json()["detail"].startswith("absurd.mid: too long: "), response.text
     response = client.post("/api/songs?name=big.mid", content=b"\x00" * 60_000)
     assert response.status_code == 413 and "MB" in response.json()["detail"]
 
@@ -268,3 +274,19 @@ def test_serve_refuses_a_busy_port(trained_run, capsys):
         assert main(["serve", "--run", str(trained_run), "--port", str(port)]) == 2
     assert f"--port {port}" in capsys.readouterr().err
     assert main(["serve", "--run", str(trained_run / "missing")]) == 2
+
+
+def test_a_stopped_worker_cancels_its_jobs_and_ends(trained_run, tmp_path):
+    """The server's shutdown stops each worker before the process exits (a process that exits while a
+    worker thread is inside torch aborts): queued and running jobs end cancelled, and the thread ends."""
+    trained = Trained.load(trained_run)
+    worker = Worker("tiny", trained, max_rows=1)  # one row per batch: the second job stays queued
+    settings = trained.settings({"num": 1, "max_tokens": 4000, "min_tokens": 4000})
+    jobs = [Job("tiny", "generate", pieces(trained, settings), tmp_path) for _ in range(2)]
+    for job in jobs:
+        worker.submit(job)
+    while jobs[0].status != "running" or jobs[0].tokens == 0:
+        time.sleep(0.01)
+    worker.stop()
+    assert not worker.thread.is_alive()
+    assert [job.status for job in jobs] == ["cancelled", "cancelled"]
