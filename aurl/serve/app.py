@@ -2,7 +2,7 @@
 
 It calls the same library functions as `aurl generate` (aurl.generation) and owns no musical logic: a
 request is checked when it is posted (a bad option is a 422 naming the field, an unusable file a 400),
-then queued for its model's worker (aurl.serve.jobs). Files are reached only through ids the server
+then queued for the worker (aurl.serve.jobs). Files are reached only through ids the server
 handed out (songs, jobs, takes), never through a path a client sends, and uploads are parsed by symusic
 alone. OpenAPI docs: /docs.
 """
@@ -69,7 +69,6 @@ class JobRequest(BaseModel):
 class Served:
     id: str
     trained: Trained
-    worker: Worker
 
     @property
     def tasks(self) -> list[str]:
@@ -145,15 +144,21 @@ def create_app(
     work = Path(tempfile.mkdtemp(prefix="aurl-studio-")) if temporary else Path(work_dir)
     (work / "songs").mkdir(parents=True, exist_ok=True)
     served: dict[str, Served] = {}
-    for run in runs:
-        trained = Trained.load(run, checkpoint, compiled)
-        name = base = trained.run_dir.name
-        for n in itertools.count(2):
-            if name not in served:
-                break
-            name = f"{base}-{n}"
-        served[name] = Served(name, trained, Worker(name, trained, max_rows))
-    jobs = Jobs({name: s.worker for name, s in served.items()})
+    worker = Worker(max_rows)  # loads the models too: all torch work runs on its thread (see jobs)
+    try:
+        for run in runs:
+            trained = worker.call(lambda run=run: Trained.load(run, checkpoint, compiled)).result()
+            name = base = trained.run_dir.name
+            for n in itertools.count(2):
+                if name not in served:
+                    break
+                name = f"{base}-{n}"
+            served[name] = Served(name, trained)
+            worker.serve(name, trained)
+    except BaseException:
+        worker.stop()
+        raise
+    jobs = Jobs(worker)
     songs: dict[str, Song] = {}
     for i, path in enumerate(_example_files([s.trained for s in served.values()])):
         songs[f"example-{i}"] = Song(f"example-{i}", path.stem, path, _with_notes(read_score(path)))
@@ -162,7 +167,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        await asyncio.to_thread(lambda: [s.worker.stop() for s in served.values()])
+        await asyncio.to_thread(worker.stop)
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -1,12 +1,17 @@
-"""The studio's jobs: one queue and one worker thread per served model, decoding requests together.
+"""The studio's jobs: one queue and one worker thread for every served model, decoding requests together.
 
 A job is checked when it is posted (a bad option never reaches the queue) and becomes one of two kinds
 of work. Pieces written from one prompt (generate from nothing, or continue one file) are batchable: the
-worker takes every queued job with the same prompt and `constrained` setting, up to `max_rows` rows, and
-samples them as one batch in which each job keeps its own settings and random generator, so a job gets
-the takes it would get alone. Co-creation (accompany, infill) runs one job at a time. Every sampled
-token passes the job's hook, which counts progress, decodes the first take's notes a few times a second
-for the page, and stops the rows of a cancelled job.
+worker takes every queued job of the same model with the same prompt and `constrained` setting, up to
+`max_rows` rows, and samples them as one batch in which each job keeps its own settings and random
+generator, so a job gets the takes it would get alone. Co-creation (accompany, infill) runs one job at a
+time. Every sampled token passes the job's hook, which counts progress, decodes the first take's notes a
+few times a second for the page, and stops the rows of a cancelled job.
+
+All of the server's torch work runs on the one worker thread, models loaded there too (`Worker.call`):
+torch's CPU kernels run in parallel through OpenMP, and once a second thread has used OpenMP the process
+holds more OpenMP threads than cores, which makes GNU OpenMP stop spinning between parallel regions: a
+512-token piece then took 1.2-1.5 s instead of 0.37 s on a 2-core machine, eager or compiled.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import shutil
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import symusic
 import torch
@@ -38,6 +46,7 @@ GATHER_SECONDS = 0.02  # a worker waits this long after a request for others arr
 GATHER_MAX_SECONDS = 0.2
 FINISHED = ("done", "failed", "cancelled")
 _ids = itertools.count(1)
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,7 +88,7 @@ class Job:
     def key(self) -> tuple | None:
         """Jobs with equal keys can be sampled in one batch; None: alone."""
         if isinstance(self.work, Pieces):
-            return tuple(self.work.prompt), self.work.settings.constrained
+            return self.model, tuple(self.work.prompt), self.work.settings.constrained
         return None
 
     @property
@@ -139,16 +148,32 @@ class Job:
 
 
 class Worker:
-    """The queue of one served model and the thread that decodes it."""
+    """The queue of every served model and the one thread that runs the server's torch work: the calls
+    given to `call` first (loading a model, compiling its decoding step), then the jobs, oldest first."""
 
-    def __init__(self, name: str, trained: Trained, max_rows: int):
-        self.name, self.trained, self.max_rows = name, trained, max_rows
+    def __init__(self, max_rows: int):
+        self.max_rows = max_rows
+        self.models: dict[str, Trained] = {}
+        self.calls: list[tuple[Callable[[], object], Future]] = []
         self.queue: list[Job] = []
         self.running: list[Job] = []
         self.stopping = False
         self.ready = threading.Condition()
-        self.thread = threading.Thread(target=self._loop, name=f"aurl-serve-{name}", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name="aurl-serve-worker", daemon=True)
         self.thread.start()
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run fn on the worker's thread before the next job; its result (or exception) in the future."""
+        future: Future[T] = Future()
+        with self.ready:
+            self.calls.append((fn, future))
+            self.ready.notify()
+        return future
+
+    def serve(self, name: str, trained: Trained) -> None:
+        """Take jobs for `name`; its decoding step is compiled first (jobs meanwhile wait in the queue)."""
+        self.models[name] = trained
+        self.call(lambda: self._warm_up(name, trained))
 
     def submit(self, job: Job) -> None:
         with self.ready:
@@ -167,6 +192,9 @@ class Worker:
         the thread is inside torch (compiling, decoding) aborts."""
         with self.ready:
             self.stopping = True
+            for _, future in self.calls:
+                future.cancel()
+            self.calls.clear()
             for job in self.queue:
                 job.finish("cancelled")
             self.queue.clear()
@@ -176,10 +204,10 @@ class Worker:
         self.thread.join(timeout)
 
     def _next_batch(self) -> list[Job]:
-        """The next jobs to decode together; none once the worker is stopping."""
+        """The next jobs to decode together; none when calls are waiting or the worker is stopping."""
         with self.ready:
-            self.ready.wait_for(lambda: self.queue or self.stopping)
-            if self.stopping:
+            self.ready.wait_for(lambda: self.queue or self.calls or self.stopping)
+            if self.stopping or self.calls:
                 return []
         # Requests sent together (clients answered by one batch ask again) arrive some ms apart: gather
         # while they keep coming, for GATHER_SECONDS after the last one and GATHER_MAX_SECONDS in all.
@@ -200,18 +228,28 @@ class Worker:
                         rows += job.rows
         return batch
 
-    def _warm_up(self) -> None:
-        """Compile the decoding step for one row and for several before the first request is decoded
-        (requests arriving meanwhile wait in the queue)."""
-        decoder = self.trained.decoder
+    @staticmethod
+    def _warm_up(name: str, trained: Trained) -> None:
+        """Compile the decoding step for one row and for several before the model's first request."""
+        decoder = trained.decoder
         if isinstance(decoder, FastDecoder):
             start = time.perf_counter()
             if decoder.warm_up(1) and decoder.warm_up(2):
-                log.info("%s: compiled decoding ready in %.1f s", self.name, time.perf_counter() - start)
+                log.info("%s: compiled decoding ready in %.1f s", name, time.perf_counter() - start)
+
+    def _run_calls(self) -> None:
+        with self.ready:
+            calls, self.calls = self.calls, []
+        for fn, future in calls:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as err:  # the caller gets it; the worker goes on
+                    future.set_exception(err)
 
     def _loop(self) -> None:
-        self._warm_up()
         while not self.stopping:
+            self._run_calls()
             batch = self.running = self._next_batch()
             if not batch:
                 continue
@@ -232,7 +270,8 @@ class Worker:
                     job.finish("failed", f"internal error: {type(err).__name__}: {err}")
 
     def _pieces(self, batch: list[Job]) -> None:
-        tokenizer, pad = self.trained.tokenizer, self.trained.tokenizer.pad_token_id
+        trained = self.models[batch[0].model]
+        tokenizer, pad = trained.tokenizer, trained.tokenizer.pad_token_id
         prompt = len(batch[0].work.prompt)
         spans, first = [], 0
         for job in batch:
@@ -257,7 +296,7 @@ class Worker:
                 stop[span] = job.cancelled.is_set()
             return stop
 
-        results = sample_together(self.trained, [job.work for job in batch], on_step)
+        results = sample_together(trained, [job.work for job in batch], on_step)
         for job, rows in zip(batch, results, strict=True):
             if job.cancelled.is_set():
                 job.finish("cancelled")
@@ -265,7 +304,7 @@ class Worker:
             try:
                 job.progress(sum(len(_trimmed(row, pad)) - prompt for row in rows))
                 job.folder.mkdir(parents=True, exist_ok=True)
-                title = f"{self.name} {job.id}"
+                title = f"{job.model} {job.id}"
                 stems = [job.folder / f"sample_{i}" for i in range(len(rows))]
                 job.takes = [
                     write_sample(tokenizer, _trimmed(row, pad)[1:], stem, job.work.head, title, None, png=False)
@@ -276,6 +315,7 @@ class Worker:
                 job.finish("failed", str(err))
 
     def _cocreate(self, job: Job) -> None:
+        trained = self.models[job.model]
         written = [0]
         last = [0.0]
 
@@ -284,7 +324,7 @@ class Worker:
             now = time.perf_counter()
             if now - last[0] >= PROGRESS_SECONDS:
                 last[0] = now
-                job.progress(written[0], _preview(self.trained, seq[0, 1:].tolist()) if job.watchers else None)
+                job.progress(written[0], _preview(trained, seq[0, 1:].tolist()) if job.watchers else None)
             return torch.ones(seq.shape[0], dtype=torch.bool) if job.cancelled.is_set() else None
 
         job.folder.mkdir(parents=True, exist_ok=True)
@@ -325,8 +365,8 @@ def _trimmed(row: list[int], pad: int) -> list[int]:
 class Jobs:
     """Every job of the server, by id, with at most `keep` finished ones (older ones and their files go)."""
 
-    def __init__(self, workers: dict[str, Worker], keep: int = 256):
-        self.workers, self.keep = workers, keep
+    def __init__(self, worker: Worker, keep: int = 256):
+        self.worker, self.keep = worker, keep
         self.all: dict[str, Job] = {}
         self.lock = threading.Lock()
 
@@ -337,11 +377,11 @@ class Jobs:
             for old in finished[: max(0, len(finished) - self.keep)]:
                 del self.all[old.id]
                 shutil.rmtree(old.folder, ignore_errors=True)
-        self.workers[job.model].submit(job)
+        self.worker.submit(job)
         return job
 
     def get(self, job_id: str) -> Job | None:
         return self.all.get(job_id)
 
     def cancel(self, job: Job) -> None:
-        self.workers[job.model].cancel(job)
+        self.worker.cancel(job)

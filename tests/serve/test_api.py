@@ -279,8 +279,9 @@ def test_serve_refuses_a_busy_port(trained_run, capsys):
 def test_a_stopped_worker_cancels_its_jobs_and_ends(trained_run, tmp_path):
     """The server's shutdown stops each worker before the process exits (a process that exits while a
     worker thread is inside torch aborts): queued and running jobs end cancelled, and the thread ends."""
-    trained = Trained.load(trained_run)
-    worker = Worker("tiny", trained, max_rows=1)  # one row per batch: the second job stays queued
+    worker = Worker(max_rows=1)  # one row per batch: the second job stays queued
+    trained = worker.call(lambda: Trained.load(trained_run)).result()
+    worker.serve("tiny", trained)
     settings = trained.settings({"num": 1, "max_tokens": 4000, "min_tokens": 4000})
     jobs = [Job("tiny", "generate", pieces(trained, settings), tmp_path) for _ in range(2)]
     for job in jobs:
