@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aurl.data.corpus import cache_dir, load_midi, read_score
 from aurl.data.multitrack import CONTROLS, is_multitrack
-from aurl.errors import AurlError, ConfigError, DataError
+from aurl.errors import AurlError, ConfigError, DataError, WriteError
+from aurl.files import write_together
 from aurl.generation.cocreate import accompaniment, infilling
 from aurl.generation.generate import Trained, pieces
 from aurl.render import bar_starts, drawing
@@ -102,6 +103,11 @@ class Song:
         notes = drawing(self.score)
         tracks = [{k: v for k, v in t.items() if k != "notes"} | {"notes": len(t["notes"])} for t in notes["tracks"]]
         return {"id": self.id, "name": self.name, "bars": len(notes["bars"]), "tracks": tracks, "notes": notes}
+
+
+def no_space(err: WriteError) -> HTTPException:
+    """A file the server could not write (its disk full): 507, the sentence naming the file."""
+    return HTTPException(507, f"{err}; free space on the server or start it with another --work-dir")
 
 
 def _with_notes(score: symusic.Score) -> symusic.Score:
@@ -266,7 +272,10 @@ def create_app(
             raise HTTPException(400, f"{name}: holds no notes to work with")
         song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
         path = work / "songs" / f"{song_id}.mid"
-        score.dump_midi(str(path))
+        try:  # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
+            write_together({path: lambda tmp: tmp.write_bytes(score.dumps_midi())})
+        except WriteError as err:
+            raise no_space(err) from None
         songs[song_id] = Song(song_id, Path(name).name, path, score)
         return songs[song_id].public()
 
@@ -359,6 +368,8 @@ def create_app(
         index, kind = int(match[1]), match[2]
         try:
             path = found.file(index, kind)
+        except WriteError as err:
+            raise no_space(err) from None
         except AurlError as err:  # e.g. no SoundFont on this server: the take's other files still serve
             raise HTTPException(503, str(err)) from None
         download = f"{found.model}-{found.id}-take{index}.mid" if kind == "mid" else None

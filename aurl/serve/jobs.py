@@ -34,6 +34,7 @@ import symusic
 import torch
 
 from aurl.errors import AurlError
+from aurl.files import write_together, writing
 from aurl.generation.cocreate import Work
 from aurl.generation.fast import FastDecoder
 from aurl.generation.generate import Pieces, Sample, Trained, sample_together, tokens_to_score, write_sample
@@ -132,7 +133,9 @@ class Job:
                 take.wav = render_wav(take.midi, path)
             elif kind == "png" and take.png is None:
                 title = f"{self.model} {self.id} take {index}"
-                take.png = piano_roll(symusic.Score(str(take.midi)), path, title=title)
+                score = symusic.Score(str(take.midi))
+                write_together({path: lambda tmp: piano_roll(score, tmp, title=title)})
+                take.png = path
         return path
 
     def progress(self, tokens: int, notes: dict | None = None) -> None:
@@ -303,7 +306,8 @@ class Worker:
                 continue
             try:
                 job.progress(sum(len(_trimmed(row, pad)) - prompt for row in rows))
-                job.folder.mkdir(parents=True, exist_ok=True)
+                with writing(job.folder):
+                    job.folder.mkdir(parents=True, exist_ok=True)
                 title = f"{job.model} {job.id}"
                 stems = [job.folder / f"sample_{i}" for i in range(len(rows))]
                 job.takes = [
@@ -327,7 +331,8 @@ class Worker:
                 job.progress(written[0], _preview(trained, seq[0, 1:].tolist()) if job.watchers else None)
             return torch.ones(seq.shape[0], dtype=torch.bool) if job.cancelled.is_set() else None
 
-        job.folder.mkdir(parents=True, exist_ok=True)
+        with writing(job.folder):
+            job.folder.mkdir(parents=True, exist_ok=True)
         takes = job.work.write(job.folder, log=None, on_step=on_step, png=False)
         if job.cancelled.is_set():
             job.finish("cancelled")
@@ -341,7 +346,8 @@ class Worker:
         """Each take's notes beside its MIDI file (for the page), then the job is done. Its WAV and piano
         roll are made when first asked for (Job.file), so decoding the next batch need not wait for them."""
         for sample in job.takes:
-            sample.midi.with_suffix(".json").write_text(json.dumps(drawing(symusic.Score(str(sample.midi)))))
+            notes = json.dumps(drawing(symusic.Score(str(sample.midi))))
+            write_together({sample.midi.with_suffix(".json"): lambda tmp, notes=notes: tmp.write_text(notes)})
         job.finish("done")
 
 

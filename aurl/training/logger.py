@@ -8,7 +8,6 @@ so a crash loses nothing and a failed write is a WriteError naming its file.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -24,15 +23,16 @@ from torch.utils.tensorboard.summary import image, scalar
 
 from aurl.files import write_together, writing
 
-_FILES = itertools.count()  # two event files of one process in one second get distinct names
-
 
 class EventFile:
     """A TensorBoard event file in `folder`; with purge_step (a resume), TensorBoard hides the events an
     earlier file logged from that step on."""
 
     def __init__(self, folder: Path, purge_step: int | None = None):
-        name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}.{next(_FILES)}"
+        # TensorBoard reads a folder's event files in the order of their names, and a resume's purge applies
+        # to the files read before it: the names sort by creation time, to the nanosecond (one second and
+        # a counter had a resume at counter 10 read before the failed run's file at 9).
+        name = f"events.out.tfevents.{time.time_ns():020d}.{socket.gethostname()}.{os.getpid()}"
         self.path = folder / name
         with writing(self.path):
             folder.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import io
 import json
 import time
 import wave
+from pathlib import Path
 
 import pytest
 import symusic
@@ -291,3 +292,22 @@ def test_a_stopped_worker_cancels_its_jobs_and_ends(trained_run, tmp_path):
     worker.stop()
     assert not worker.thread.is_alive()
     assert [job.status for job in jobs] == ["cancelled", "cancelled"]
+
+
+def test_a_full_disk_is_a_507_naming_the_file_and_leaves_no_part_of_it(client, tmp_path, full_disk):
+    path = tmp_path / "mine.mid"
+    make_midi(path, seed=7, bars=4, drums=False)
+    disk = full_disk("/songs/", 100)
+    response = client.post("/api/songs?name=mine.mid", content=path.read_bytes())
+    assert response.status_code == 507, response.text
+    failed = Path(disk.failed)
+    assert response.json()["detail"] == (
+        f"writing {failed.parent / failed.name.removeprefix('.').replace('.tmp', '')}: No space left on device; "
+        "free space on the server or start it with another --work-dir"
+    )
+    assert not [p.name for p in failed.parent.iterdir() if p.name.startswith(".")]  # no part of it left
+    disk.undo()
+    take = run(client, {"model": "tiny", "settings": SMALL})["takes"][0]
+    full_disk(".png", 0)  # the piano roll is drawn on its first request
+    response = client.get(take["png"])
+    assert response.status_code == 507 and "sample_0.png: No space left on device" in response.json()["detail"]

@@ -1,15 +1,10 @@
 """A full disk at every place aurl writes, and one writer per folder.
 
-The full disk is simulated in the test process: every file opened for writing whose path contains a given
-text goes through a wrapper that writes what fits in the bytes left, then fails with ENOSPC, as a real full
-disk does. All of aurl's writers (torch.save and safetensors included) write through Python file objects.
+The full disk is simulated in the test process (conftest's full_disk); all of aurl's writers (torch.save and
+safetensors included) write through Python file objects.
 """
 
-import builtins
-import errno
-import io
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -35,59 +30,6 @@ SETS = [
     "model.dropout=0.1",
 ]
 SAMPLES = ["train.sample_interval=2", "train.sample_count=1", "train.sample_tokens=16"]
-
-
-class FullDisk:
-    """`free` bytes left for files whose path contains `match`, counted once `when()` is true; `undo()`
-    frees the space."""
-
-    def __init__(self, match: str, free: int, when: Callable[[], bool] = lambda: True):
-        self.free, self.when = free, when
-        self.failed = ""  # the file whose write did not fit
-        real = builtins.open
-
-        def open_(file, mode="r", *args, **kwargs):
-            handle = real(file, mode, *args, **kwargs)
-            writes = any(c in mode for c in "wax+")
-            return _Filling(handle, self, str(file)) if writes and match in str(file) else handle
-
-        self.patch = pytest.MonkeyPatch()
-        self.patch.setattr(builtins, "open", open_)
-        self.patch.setattr(io, "open", open_)  # pathlib's write_text and write_bytes
-
-    def undo(self) -> None:
-        self.patch.undo()
-
-    def take(self, size: int) -> int:
-        """Bytes of `size` that fit; 0 bytes left after a write that did not fit."""
-        if not self.when():
-            return size
-        fits = min(size, self.free)
-        self.free -= fits
-        return fits
-
-
-class _Filling:
-    def __init__(self, handle, disk: FullDisk, name: str):
-        self.handle, self.disk, self.name = handle, disk, name
-
-    def write(self, data):
-        fits = self.disk.take(len(data))
-        if fits < len(data):
-            self.handle.write(data[:fits])
-            self.handle.flush()
-            self.disk.failed = self.name
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.handle.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()
 
 
 def _train(run: Path, prepared: Path, *sets: str) -> int:
@@ -120,19 +62,6 @@ def _error(capsys) -> str:
 def _leftovers(folder: Path) -> list[Path]:
     """Temporary files and folders of an interrupted write, and a lock nobody released."""
     return [p for p in folder.rglob(".*") if p.name.startswith((".step_", ".aurl.lock")) or ".tmp" in p.name]
-
-
-@pytest.fixture
-def full_disk():
-    disks: list[FullDisk] = []
-
-    def make(match: str, free: int, when: Callable[[], bool] = lambda: True) -> FullDisk:
-        disks.append(FullDisk(match, free, when))
-        return disks[-1]
-
-    yield make
-    for disk in disks:
-        disk.undo()
 
 
 @pytest.fixture(scope="module")
