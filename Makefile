@@ -11,6 +11,10 @@ MMM_RUN := runs/demo-mmm
 # The multitrack model harmonises the soprano of two held-out (valid split) chorales. It trains for
 # fewer steps than configs/mmm.yaml's 300 so that the demo stays within 10 minutes on 2 cores.
 MMM_STEPS ?= 100
+# Wall-time budgets (minutes) so that a slower 2-core CPU still finishes within 10 minutes: training stops
+# at its steps or its minutes, whichever come first, the LR decaying over the nearer of the two.
+DEMO_MINUTES ?= 3.5
+MMM_MINUTES ?= 1.25
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
@@ -38,11 +42,12 @@ dev: $(VENV)/.installed-dev
 
 demo: venv
 	$(BIN)/aurl prepare builtin:bach-chorales --out $(DEMO_DATA) --config configs/demo.yaml --workers 2
-	$(BIN)/aurl train --config configs/demo.yaml --set data.dataset=$(DEMO_DATA) --run-dir $(DEMO_RUN) --overwrite
+	$(BIN)/aurl train --config configs/demo.yaml --set data.dataset=$(DEMO_DATA) --run-dir $(DEMO_RUN) --overwrite \
+		--set train.max_minutes=$(DEMO_MINUTES)
 	$(BIN)/aurl generate --run $(DEMO_RUN) --num 4 --out $(DEMO_RUN)/samples/final --wav
 	$(BIN)/aurl prepare builtin:bach-chorales --out $(MMM_DATA) --config configs/mmm.yaml --workers 2
 	$(BIN)/aurl train --config configs/mmm.yaml --set data.dataset=$(MMM_DATA) --run-dir $(MMM_RUN) --overwrite \
-		--set train.max_steps=$(MMM_STEPS) --set train.eval_interval=$(MMM_STEPS) --set train.save_interval=$(MMM_STEPS)
+		--set train.max_steps=$(MMM_STEPS) --set train.eval_interval=$(MMM_STEPS) --set train.save_interval=$(MMM_STEPS) --set train.max_minutes=$(MMM_MINUTES)
 	for chorale in $(HARMONISE); do \
 		$(BIN)/aurl generate --run $(MMM_RUN) --accompany $(CHORALES)/$$chorale.mid --keep 0 --add 41 42 43 \
 			--num 1 --out $(DEMO_RUN)/samples/final/harmonised_$$chorale --wav || exit 1; \
