@@ -13,8 +13,8 @@ MMM_RUN := runs/demo-mmm
 MMM_STEPS ?= 100
 # Wall-time budgets (minutes) so that a slower 2-core CPU still finishes within 10 minutes: training stops
 # at its steps or its minutes, whichever come first, the LR decaying over the nearer of the two.
-DEMO_MINUTES ?= 3.5
-MMM_MINUTES ?= 1.25
+DEMO_MINUTES ?= 3
+MMM_MINUTES ?= 1
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
