@@ -47,7 +47,8 @@ demo: venv
 	$(BIN)/aurl generate --run $(DEMO_RUN) --num 4 --out $(DEMO_RUN)/samples/final --wav
 	$(BIN)/aurl prepare builtin:bach-chorales --out $(MMM_DATA) --config configs/mmm.yaml --workers 2
 	$(BIN)/aurl train --config configs/mmm.yaml --set data.dataset=$(MMM_DATA) --run-dir $(MMM_RUN) --overwrite \
-		--set train.max_steps=$(MMM_STEPS) --set train.eval_interval=$(MMM_STEPS) --set train.save_interval=$(MMM_STEPS) --set train.max_minutes=$(MMM_MINUTES)
+		--set train.max_steps=$(MMM_STEPS) --set train.eval_interval=$(MMM_STEPS) --set train.save_interval=$(MMM_STEPS) \
+		--set train.max_minutes=$(MMM_MINUTES)
 	for chorale in $(HARMONISE); do \
 		$(BIN)/aurl generate --run $(MMM_RUN) --accompany $(CHORALES)/$$chorale.mid --keep 0 --add 41 42 43 \
 			--num 1 --out $(DEMO_RUN)/samples/final/harmonised_$$chorale --wav || exit 1; \
