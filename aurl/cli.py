@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="samples generated together (default 8)")
     p.add_argument("--primer", metavar="FILE", help="continue the first --primer-bars bars of this MIDI file")
     p.add_argument("--primer-bars", type=int, help="bars of --primer to continue (default 4)")
+    p.add_argument(
+        "--meter",
+        metavar="hold|free|N/D",
+        help="time signature of every bar: hold (default) keeps the first bar's (a primer's, a song's), "
+        "free lets the model change it, N/D (e.g. 3/4) holds that one",
+    )
     p.add_argument("--seed", type=int, help="random seed; equal seeds give equal samples")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
     p.add_argument("--wav", action="store_true", help="also render each sample to WAV (see `aurl render`)")

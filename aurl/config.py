@@ -6,11 +6,12 @@ the key; pydantic's messages name the allowed values of a bad one.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aurl.errors import ConfigError
 
@@ -317,7 +318,19 @@ class GenerateConfig(Section):
     constrained: bool = Field(True, description="sample only tokens the tokenizer's grammar allows next")
     batch_size: int = Field(8, ge=1, description="pieces sampled together")
     primer_bars: int = Field(4, ge=1, description="bars of a --primer file the piece continues")
+    meter: str = Field(
+        "hold",
+        description="hold: every bar keeps the first bar's time signature (a primer's or a song's); free: the "
+        "model may change it at any bar; or one to hold, e.g. 3/4",
+    )
     seed: int = 0
+
+    @field_validator("meter")
+    @classmethod
+    def _meter(cls, value: str) -> str:
+        if not re.fullmatch(r"hold|free|[1-9][0-9]*/[1-9][0-9]*", value):
+            raise ValueError("expected hold, free or a time signature such as 3/4")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:

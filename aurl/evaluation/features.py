@@ -136,6 +136,12 @@ def longest_repeated_bars(notes: Notes) -> int:
     return best
 
 
+def meter_changes(score: symusic.Score) -> int:
+    """How often the time signature changes (a bar that names the meter it already has is no change)."""
+    sigs = [(ts.numerator, ts.denominator) for ts in score.time_signatures]
+    return sum(a != b for a, b in zip(sigs, sigs[1:], strict=False))
+
+
 def piece_features(score: symusic.Score) -> dict[str, float | list[float]]:
     """Every feature of one piece: scalars and normalised histograms (lists)."""
     notes = Notes.of(score)
@@ -158,6 +164,7 @@ def piece_features(score: symusic.Score) -> dict[str, float | list[float]]:
         "groove_consistency": groove_consistency(notes),
         "empty_beat_rate": empty_beat_rate(notes),
         "longest_repeated_bars": float(longest_repeated_bars(notes)),
+        "meter_changes": float(meter_changes(score)),  # reported beside the features, not compared as one
         "pitch_class_histogram": (class_counts / max(1.0, class_counts.sum())).tolist(),
         "ioi_histogram": _histogram(np.diff(onsets) / RESOLUTION, IOI_BINS).tolist(),
         "note_length_histogram": _histogram((notes.end - notes.time) / RESOLUTION, LENGTH_BINS).tolist(),

@@ -63,6 +63,11 @@ def load_set(source: str, log: Callable[[str], None]) -> tuple[list[dict], list[
     return features, sequences, failed
 
 
+def _meter_changes(rows: list[dict]) -> dict[str, float]:
+    changes = [row["meter_changes"] for row in rows]
+    return {"mean": float(np.mean(changes)), "pieces_changing": sum(c > 0 for c in changes)}
+
+
 def _plots(generated: list[dict], reference: list[dict], out: Path) -> list[Path]:
     """Histograms of every scalar feature in both sets, and the two sets' mean pitch-class histograms."""
     cols = 4
@@ -110,6 +115,12 @@ def _markdown(report: dict[str, Any]) -> str:
             else:
                 g = r = "(histogram)"
             lines.append(f"| {name} | {g} | {r} | {row['overlap']:.3f} | {row['kl']:.3f} |")
+        g, r = report["meter_changes"]["generated"], report["meter_changes"]["reference"]
+        lines.append(
+            f"\ntime-signature changes per piece: generated {g['mean']:.2f} ({g['pieces_changing']} of "
+            f"{report['generated_pieces']} pieces change meter), reference {r['mean']:.2f} ({r['pieces_changing']} of "
+            f"{report['reference_pieces']})"
+        )
         m = report["memorisation"]
         lines.append(
             f"\nmemorisation against `{m['train']}`: longest run of notes shared with one training piece, median "
@@ -179,6 +190,7 @@ def evaluate(
             generated_pieces=len(gen),
             reference_pieces=len(ref),
             comparison=compare_sets(gen, ref, SCALAR_FEATURES + HISTOGRAM_FEATURES),
+            meter_changes={label: _meter_changes(rows) for label, rows in (("generated", gen), ("reference", ref))},
             memorisation={
                 "train": train or reference,
                 "threshold": copy_threshold,

@@ -91,6 +91,8 @@ class Session:
         self.settings = trained.settings(overrides)
         if self.settings.max_bars is not None:
             raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
+        if self.settings.meter != "hold":
+            raise ConfigError("generate.meter: co-creation keeps the song's meter in every bar; leave it at hold")
         self.mt = Multitrack(self.tokenizer)
         self.grammar: MultitrackGrammar = trained.grammar  # multitrack, as checked above
         self.generator = torch.Generator().manual_seed(self.settings.seed)

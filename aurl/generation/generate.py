@@ -84,8 +84,15 @@ class Trained:
         return MODES[self.config.model.mode]
 
     def settings(self, overrides: dict[str, Any]) -> GenerateConfig:
-        """The run's generate section with `overrides` applied (a bad value names generate.<field>)."""
-        return updated(self.config.generate, overrides, "generate")
+        """The run's generate section with `overrides` applied (a bad value names generate.<field>), its meter
+        one this run can write."""
+        settings = updated(self.config.generate, overrides, "generate")
+        if settings.constrained:
+            self.grammar.meter_id(settings.meter)
+        elif settings.meter not in ("hold", "free"):
+            meter = settings.meter
+            raise ConfigError(f"generate.meter {meter}: the grammar holds a meter; leave generate.constrained on")
+        return settings
 
 
 @dataclass

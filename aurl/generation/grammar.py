@@ -74,6 +74,7 @@ class Grammar:
         # denominator); a Position past its bar's end would put notes in the next bar.
         self.bar_length = torch.full((len(vocab),), -1, dtype=torch.long)
         self.default_bar_length = 4 * cfg.max_num_pos_per_beat  # 4/4 until a TimeSig says otherwise
+        self.meters: dict[str, int] = {}  # "3/4" → its TimeSig id
         for token, i in vocab.items():
             kind, _, value = token.partition("_")
             self.type_of[i] = index[self._type_name(token)]
@@ -81,6 +82,7 @@ class Grammar:
                 self.value[i] = int(value)
             if kind == "TimeSig":
                 self.bar_length[i] = int(value.split("/")[0]) * cfg.max_num_pos_per_beat
+                self.meters[value] = i
 
         def ids_of(*kinds: str) -> torch.Tensor:
             return torch.isin(self.type_of, torch.tensor([index[k] for k in kinds if k in index], dtype=torch.long))
@@ -157,6 +159,10 @@ class Grammar:
         # the bar length the run's last TimeSig sets (-1: unchanged)
         lengths = [[int(self.bar_length[t]) for t in r if self.bar_length[t] >= 0] for r in runs]
         self.bar_length_after = torch.tensor([found[-1] if found else -1 for found in lengths])
+        # the TimeSig ids each run writes: the last (-1: none), and whether they are not all one
+        sigs = [[t for t in r if self.bar_length[t] >= 0] for r in runs]
+        self.meter_after = torch.tensor([found[-1] if found else -1 for found in sigs])
+        self.meter_mixed = torch.tensor([len(set(found)) > 1 for found in sigs])
 
     def _summary(self, run: list[int]) -> tuple:
         """What one run of base ids needs of the state and does to it (see _runs), walked token by token."""
@@ -205,6 +211,10 @@ class Grammar:
             "position": torch.full((batch,), -1, dtype=torch.long, device=device),
             "bar_length": torch.full((batch,), self.default_bar_length, dtype=torch.long, device=device),
             "program": torch.ones(batch, dtype=torch.long, device=device),  # program index = program + 1
+            # the meter held: the TimeSig id every later bar must write (-1: none yet, the next one written
+            # is held), and whether it is held at all (see set_meter)
+            "meter": torch.full((batch,), -1, dtype=torch.long, device=device),
+            "hold": torch.ones(batch, dtype=torch.bool, device=device),
         }
         if self.track_duplicates:  # pitches begun at the current onset, per program (drums at index 0)
             state["onset"] = torch.zeros(batch, 130, 128, dtype=torch.bool, device=device)
@@ -234,6 +244,9 @@ class Grammar:
             exempt = self.position_exempt | (self.position_at_start & after_rest[:, None])
             ok &= ~(backwards & ~exempt)
             ok &= ~(self.first_position[None, :] >= state["bar_length"][:, None])  # within the bar
+        # a held meter: a TimeSig other than the held one never comes
+        held = (state["hold"] & (state["meter"] >= 0))[:, None]
+        ok &= ~(held & (self.meter_after >= 0) & (self.meter_mixed | (self.meter_after != state["meter"][:, None])))
         if self.track_duplicates:
             taken = self._lookup(state["onset"], state, self.began_program, self.began_pitch)
             ok &= ~taken.any(-1)
@@ -261,6 +274,8 @@ class Grammar:
         state["position"] = torch.where(position == -2, state["position"], position)
         length = self.bar_length_after[token]
         state["bar_length"] = torch.where(length >= 0, length, state["bar_length"])
+        meter = self.meter_after[token]
+        state["meter"] = torch.where(meter >= 0, meter, state["meter"])
         before, program = state["program"], self.program_after[token]
         state["program"] = torch.where(program >= 0, program, before)
         if self.track_duplicates:
@@ -278,6 +293,26 @@ class Grammar:
     def _program(programs: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         """Program indices of runs' notes: their own, or (-1) the state's program, current (batch,)."""
         return torch.where(programs < 0, current.view(-1, *(1,) * (programs.dim() - 1)), programs)
+
+    def meter_id(self, meter: str) -> int | None:
+        """The TimeSig id a generate.meter setting asks for: None for "hold" and "free" (see set_meter); a
+        ConfigError names a meter this tokenizer cannot write."""
+        if meter in ("hold", "free"):
+            return None
+        if meter not in self.meters:
+            known = ", ".join(self.meters) or "none: tokenizer.use_time_signatures is false"
+            raise ConfigError(f"generate.meter {meter}: not a time signature this run writes ({known}); or hold, free")
+        return self.meters[meter]
+
+    def set_meter(self, state: dict[str, torch.Tensor], meters: list[str]) -> None:
+        """Apply each row's generate.meter, after its prompt was replayed: "hold" keeps the meter the prompt
+        last wrote (or, with none, the first one written), "free" lets the model change it at any bar, and a
+        time signature ("3/4") is held from the next bar on."""
+        for row, meter in enumerate(meters):
+            state["hold"][row] = meter != "free"
+            chosen = self.meter_id(meter)
+            if chosen is not None:
+                state["meter"][row] = chosen
 
     def replay(self, state: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
         """Advance the state over tokens (batch, time) already in the sequences, e.g. a primer."""

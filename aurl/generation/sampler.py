@@ -119,6 +119,7 @@ def sample(
     if grammar is not None:
         state = grammar.start(batch)
         grammar.replay(state, prompt[:, 1:])
+        grammar.set_meter(state, [r.settings.meter for r in groups for _ in range(r.count)])
         if plan is not None:
             grammar.plan(state, plan)
 

@@ -56,7 +56,7 @@ class JobRequest(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
-        "repetition_window, min_tokens, max_bars, constrained, primer_bars, seed",
+        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, seed",
     )
     song: str | None = Field(None, description="a song id (POST /api/songs or GET /api/examples)")
     keep: list[int] | None = Field(None, description="accompany: the song's tracks kept (default: all)")
@@ -64,6 +64,12 @@ class JobRequest(BaseModel):
     bars: tuple[int, int] | None = Field(None, description="infill: the bars rewritten, 1-based, inclusive")
     track: int | None = Field(None, description="infill: the track rewritten (none: every track)")
     controls: list[str] = Field(default_factory=list, description='e.g. "track=4 density=6", "bars=5-8 polyphony=2"')
+
+
+def meters(tokenizer) -> list[str]:
+    """The time signatures a model can write (what settings.meter may hold), by beat then beats."""
+    found = [token.removeprefix("TimeSig_") for token in tokenizer.vocab if token.startswith("TimeSig_")]
+    return sorted(found, key=lambda m: (int(m.split("/")[1]), int(m.split("/")[0])))
 
 
 @dataclass
@@ -89,6 +95,7 @@ class Served:
             "context": config.model.context,
             "settings": config.generate.model_dump(),
             "controls": sorted({CONTROLS[name][2] for name in config.tokenizer.controls}),
+            "meters": meters(self.trained.tokenizer),
         }
 
 

@@ -123,10 +123,11 @@ def test_generate_from_nothing_draws_plays_and_downloads(studio, page):
     choose(page, "model", remi)
     by_id(page, "task-generate").click()
     small_settings(page, max_tokens=64, num=2)
+    choose(page, "set-meter", "3/4")  # every bar in 3/4
     cards = generate(page, num=2)
     assert len(cards) == 2
     card = cards[0]
-    assert remi in card.text and "from nothing" in card.text
+    assert remi in card.text and "from nothing" in card.text and "meter 3/4" in card.text
     roll = card.find_element("css selector", "canvas")
     assert page.execute_script(COLOURED_PIXELS, roll) > 20, "the take's piano roll has no notes drawn"
 
@@ -153,6 +154,7 @@ def test_generate_from_nothing_draws_plays_and_downloads(studio, page):
     assert midi.status_code == 200
     score = symusic.Score.from_midi(midi.content)
     assert sum(len(t.notes) for t in score.tracks) > 0
+    assert {(ts.numerator, ts.denominator) for ts in score.time_signatures} == {(3, 4)}
 
     # a take becomes the next song
     card.find_element("css selector", "button.use-song").click()

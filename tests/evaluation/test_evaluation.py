@@ -53,6 +53,24 @@ def test_repetition_finds_the_longest_repeated_run_of_bars():
     assert piece_features(_score(notes))["longest_repeated_bars"] == 2
 
 
+def test_evaluate_reports_time_signature_changes_beside_the_references(midi_dir, tmp_path, capsys):
+    steady = tmp_path / "steady"
+    steady.mkdir()
+    for i in range(3):
+        score = _score([(24 * j, 24, 60 + j % 12) for j in range(32)])
+        score.time_signatures.append(symusic.TimeSignature(96, 4, 4))  # the same meter named again: no change
+        score.dump_midi(str(steady / f"{i}.mid"))
+    # make_midi's pieces change from 4/4 to 3/4 once
+    assert main(["evaluate", str(midi_dir), "--reference", str(steady), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["meter_changes"] == {
+        "generated": {"mean": 1.0, "pieces_changing": 10},
+        "reference": {"mean": 0.0, "pieces_changing": 0},
+    }
+    said = "time-signature changes per piece: generated 1.00 (10 of 10 pieces change meter), reference 0.00 (0 of 3)"
+    assert said in capsys.readouterr().out
+
+
 def _set(folder, seeds):
     rows = []
     for seed in seeds:

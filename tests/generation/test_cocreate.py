@@ -140,6 +140,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(mmm_run, midi_dir
         (["--accompany", "{song}", "--add", "33", "--control", "bars=1-2", "polyphony=9"], "outside 1-6"),
         (["--accompany", "{song}", "--add", "33", "--control", "bars=2", "repetition=0.5"], "no repetition control"),
         (["--control", "density=3"], "steer --accompany or --infill"),
+        (["--accompany", "{song}", "--add", "33", "--meter", "3/4"], "keeps the song's meter"),
     ],
 )
 def test_bad_cocreation_options_are_one_line_errors(mmm_run, midi_dir, tmp_path, capsys, extra, message):

@@ -62,3 +62,35 @@ def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tm
     for sample in generate(tmp_path / "run", tmp_path / "out", num=2, min_tokens=64, log=lambda s: None):
         assert sample.skipped_tokens == 0 and sample.notes > 0
         assert len(symusic.Score(str(sample.midi)).tracks) == 1
+
+
+def _meters(path) -> list[tuple[int, int]]:
+    """The time signature of each bar line where it changes, as the MIDI file says."""
+    return [(ts.numerator, ts.denominator) for ts in symusic.Score(str(path)).time_signatures]
+
+
+def test_a_piece_keeps_one_meter_unless_asked_otherwise(trained_run, midi_dir, tmp_path):
+    """The tiny model learned pieces that change from 4/4 to 3/4 half-way; by default each piece keeps the
+    meter of its first bar (a primer's when continuing), --meter chooses one, free lets it change."""
+    quiet = {"log": lambda s: None, "num": 4, "min_tokens": 400, "max_tokens": 500}
+    free = generate(trained_run, tmp_path / "free", "latest", meter="free", **quiet)
+    assert any(len(set(_meters(s.midi))) > 1 for s in free)  # the model does change meter when let
+    held = generate(trained_run, tmp_path / "held", "latest", **quiet)
+    assert [len(set(_meters(s.midi))) for s in held] == [1] * 4
+    chosen = generate(trained_run, tmp_path / "chosen", "latest", meter="3/4", **quiet)
+    assert all(set(_meters(s.midi)) == {(3, 4)} for s in chosen)
+    primer = midi_dir / "piece_3.mid"  # 4/4 for its first six bars
+    going_on = generate(trained_run, tmp_path / "cont", "latest", primer=primer, primer_bars=2, **quiet)
+    assert all(set(_meters(s.midi)) == {(4, 4)} for s in going_on)
+    assert all(s.skipped_tokens == 0 for s in [*free, *held, *chosen, *going_on])
+
+
+def test_a_meter_the_run_cannot_write_is_named(trained_run, tmp_path, capsys):
+    args = ["generate", "--run", str(trained_run), "--out", str(tmp_path), "--num", "1", "--max-tokens", "16"]
+    assert main([*args, "--meter", "7/16"]) == 2
+    assert "generate.meter 7/16: not a time signature this run writes" in capsys.readouterr().err
+    assert main([*args, "--meter", "three"]) == 2
+    assert "meter: expected hold, free or a time signature such as 3/4 (got 'three')" in capsys.readouterr().err
+    assert main([*args, "--meter", "3/4", "--unconstrained"]) == 2
+    assert "leave generate.constrained on" in capsys.readouterr().err
+    assert main([*args, "--meter", "3/4"]) == 0

@@ -69,6 +69,7 @@ def test_models_and_examples(client):
     assert models["mmm"]["tasks"] == ["generate", "continue", "accompany", "infill"]
     assert models["mmm"]["tokenization"] == "MMM" and "density" in models["mmm"]["controls"]
     assert models["tiny"]["settings"]["max_tokens"] > 0 and models["tiny"]["parameters"] > 0
+    assert models["tiny"]["settings"]["meter"] == "hold" and {"4/4", "3/4"} <= set(models["tiny"]["meters"])
     assert models["tiny"]["decoding"] == models["mmm"]["decoding"] == ("compiled" if CXX else "eager")
     examples = client.get("/api/examples").json()["examples"]
     assert examples and all(e["tracks"] > 0 and e["bars"] > 0 for e in examples)
@@ -167,6 +168,7 @@ def test_continue_accompany_and_infill_keep_the_song(client, song):
         ({"model": "tiny", "task": "continue"}, 422, "song"),
         ({"model": "tiny", "task": "sing"}, 422, "task"),
         ({"model": "tiny", "bars": "x"}, 422, "bars"),
+        ({"model": "tiny", "settings": {"meter": "7/16"}}, 422, "settings.meter 7/16: not a time signature"),
         ({"model": "nope"}, 404, "nope"),
         ({"model": "tiny", "task": "continue", "song": "s-unknown"}, 404, "s-unknown"),
         ({"model": "mmm", "task": "infill", "song": "SONG"}, 422, "bars"),

@@ -66,6 +66,7 @@
     { key: "repetition_penalty", label: "Repetition penalty", step: "0.05", min: "0" },
     { key: "max_tokens", label: "Max tokens", step: "1", min: "1", int: true },
     { key: "num", label: "Takes", step: "1", min: "1", int: true },
+    { key: "meter", label: "Meter", choices: "meters", note: "hold = the first bar's" },
     { key: "seed", label: "Seed", step: "1", min: "0", int: true },
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
@@ -470,9 +471,15 @@
     more.replaceChildren();
     for (const s of SETTINGS) {
       if (s.more && !(s.key in defaults)) continue;
+      // a choice among what the model lists (e.g. its time signatures), after hold and free
+      const choices = s.choices ? ["hold", "free", ...(state.model[s.choices] || [])] : null;
+      if (choices && choices.length === 2) continue;
       const def = defaults[s.key];
       const user = state.userSettings[s.key];
-      const input = s.bool
+      const input = choices
+        ? el("select", { id: `set-${s.key}`, "data-key": s.key },
+          ...choices.map((c) => el("option", { value: c, text: c })))
+        : s.bool
         ? el("input", { type: "checkbox", id: `set-${s.key}`, "data-key": s.key })
         : el("input", {
           type: "number", id: `set-${s.key}`, "data-key": s.key, step: s.step, min: s.min, max: s.max,
@@ -494,7 +501,7 @@
         else state.userSettings[s.key] = value;
         if (s.key === "primer_bars" && state.task === "continue" && state.song) refresh();
       };
-      input.addEventListener(s.bool ? "change" : "input", mark);
+      input.addEventListener(s.bool || choices ? "change" : "input", mark);
       mark();
       (s.more ? more : main).append(field);
     }
@@ -511,6 +518,10 @@
         continue;
       }
       if (input.value.trim() === "") continue;
+      if (s.choices) {
+        out[s.key] = input.value;
+        continue;
+      }
       const value = Number(input.value);
       if (!Number.isFinite(value) || (s.int && !Number.isInteger(value))) {
         throw new Error(`${s.label} must be ${s.int ? "a whole number" : "a number"}: "${input.value}".`);
@@ -678,6 +689,7 @@
     if (s.min_p) parts.push(`min-p ${s.min_p}`);
     if (s.repetition_penalty !== undefined && s.repetition_penalty !== 1) parts.push(`rep ${s.repetition_penalty}`);
     if (s.max_tokens !== undefined) parts.push(`${s.max_tokens} tokens`);
+    if (s.meter !== undefined && s.meter !== "hold") parts.push(`meter ${s.meter}`);
     if (s.seed !== undefined) parts.push(`seed ${s.seed}`);
     return parts.join(" · ");
   }
