@@ -26,7 +26,8 @@ from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.errors import ConfigError, DataError
 from aurl.generation.controls import ControlRequest, parse_controls
-from aurl.generation.generate import Sample, Trained, sample_pieces, save_sample
+from aurl.generation.generate import Sample, Trained, sample_pieces, save_sample, tokens_to_score
+from aurl.generation.given import Given, GivenGrammar, meters_of, onsets_of, split_bars, time_ordered
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import StepHook
 from aurl.render import render_wav
@@ -78,14 +79,17 @@ def _is_meter(bar: np.ndarray, mt: Multitrack) -> bool:
 
 
 class Session:
-    """A multitrack run loaded for co-creation: its model, tokenizer, grammar and sampling settings."""
+    """A run loaded for co-creation (multitrack, or one time-ordered stream): its model, tokenizer, grammar
+    and sampling settings."""
 
     def __init__(self, run: str | Path | Trained, checkpoint: str, overrides: dict[str, Any], what: str):
         trained = run if isinstance(run, Trained) else Trained.load(run, checkpoint)
         self.tokenizer, self.decoder = trained.tokenizer, trained.decoder
-        if not is_multitrack(self.tokenizer):
+        self.multitrack = is_multitrack(self.tokenizer)
+        if not (self.multitrack or time_ordered(self.tokenizer)):
             raise ConfigError(
-                f"{trained.run_dir}: {what} needs a run trained with tokenizer.kind MMM (this one is not)"
+                f"{trained.run_dir}: {what} needs a run trained with tokenizer.kind REMI and use_programs "
+                "(or MMM); this one is not"
             )
         self.run_dir, self.mode = trained.run_dir, trained.mode
         self.settings = trained.settings(overrides)
@@ -93,14 +97,14 @@ class Session:
             raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
         if self.settings.meter != "hold":
             raise ConfigError("generate.meter: co-creation keeps the song's meter in every bar; leave it at hold")
-        self.mt = Multitrack(self.tokenizer)
-        self.grammar: MultitrackGrammar = trained.grammar  # multitrack, as checked above
+        self.mt = Multitrack(self.tokenizer) if self.multitrack else None
+        self.grammar: MultitrackGrammar | GivenGrammar = trained.grammar  # as checked above
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.on_step: StepHook | None = None  # sees every sampled token (the studio's progress and cancel)
 
-    def write(self, prompts: list[list[int]], plan: list[Segment]) -> list[list[int]]:
-        """The tokens each prompt's row wrote after it (rows with equal prompts are sampled together)."""
-        budget = self.settings.max_tokens * max(1, len(plan))  # max_tokens per segment
+    def write(self, prompts: list[list[int]], plan: list[Segment] | list[Given], budget: int) -> list[list[int]]:
+        """The tokens each prompt's row wrote after it (rows with equal prompts are sampled together), within
+        `budget` tokens but for what the plan forces."""
         settings = self.settings.model_copy(update={"max_tokens": budget, "min_tokens": 0, "num": 1})
         out: list[list[int] | None] = [None] * len(prompts)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -119,8 +123,9 @@ class Session:
                 plan=plan,
                 on_step=self.on_step,
             )
+            ends = (self.tokenizer.pad_token_id, self.tokenizer["EOS_None"])
             for i, row in zip(rows, written, strict=True):
-                out[i] = [t for t in row[len(prompt) :] if t not in (self.mt.pad, self.mt.eos)]
+                out[i] = [t for t in row[len(prompt) :] if t not in ends]
         return out
 
     def decoded(self, track: Track, tpq: int) -> symusic.Track:
@@ -132,7 +137,8 @@ class Session:
     def save(
         self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont, png: bool = True
     ) -> Sample:
-        sample = save_sample(score, tokens, self.mt.errors(tokens), stem, self.run_dir.name, log, png)
+        skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, tokens)[1]
+        sample = save_sample(score, tokens, skipped, stem, self.run_dir.name, log, png)
         if wav:
             sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)
         return sample
@@ -210,6 +216,8 @@ def accompaniment(
 ) -> Work:
     """`accompany` checked and ready to write (every bad option is named before anything is sampled)."""
     session = Session(run, checkpoint, overrides, "--accompany")
+    if not session.multitrack:
+        return _accompany_in_time(session, song, add, keep, controls)
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
     keep = list(range(len(the_song.tracks))) if keep is None else keep
@@ -246,7 +254,8 @@ def accompaniment(
 
     def takes() -> list[tuple[symusic.Score, list[int]]]:
         out = []
-        for row in session.write([prompt] * session.settings.num, plan):
+        budget = session.settings.max_tokens * len(plan)  # max_tokens per segment
+        for row in session.write([prompt] * session.settings.num, plan, budget):
             new = mt.tracks(np.asarray(row, dtype=np.int64))
             score = the_song.score.copy()
             score.tracks = [the_song.score.tracks[k].copy() for k in keep] + [session.decoded(t, tpq) for t in new]
@@ -285,6 +294,8 @@ def infilling(
 ) -> Work:
     """`infill` checked and ready to write (every bad option is named before anything is sampled)."""
     session = Session(run, checkpoint, overrides, "--infill")
+    if not session.multitrack:
+        return _infill_in_time(session, song, bars, track, controls)
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
     first, last = bars
@@ -329,7 +340,7 @@ def infilling(
                 )
                 for bar in span
             ]
-            for i, row in enumerate(session.write(prompts, plan)):
+            for i, row in enumerate(session.write(prompts, plan, session.settings.max_tokens * len(plan))):
                 fills = _fills(row, mt)
                 old = current[i][target]
                 # a fill the budget cut short leaves its bar as it was
@@ -382,3 +393,148 @@ def _fills(row: list[int], mt: Multitrack) -> list[np.ndarray]:
         elif inside is not None:
             inside.append(t)
     return fills
+
+
+# ---- the time-ordered stream (REMI with programs): given notes forced at their onsets (aurl.generation.given)
+
+
+@dataclass
+class TimedSong:
+    """A user's file in the time-ordered stream: its tracks with notes, and the stream cut into bars."""
+
+    path: Path
+    score: symusic.Score
+    bars: list[list[int]]  # every track's tokens, one list per bar from its Bar token
+
+    def programs(self, tracks: list[int]) -> list[int]:
+        return [-1 if self.score.tracks[i].is_drum else self.score.tracks[i].program for i in tracks]
+
+    def stream(self, tracks: list[int], tokenizer: miditok.MusicTokenizer) -> list[list[int]]:
+        """Only these tracks' tokens, cut into the song's bars (bars where they are silent stay empty)."""
+        alone = self.score.copy()
+        alone.tracks = [self.score.tracks[i].copy() for i in tracks]
+        bars = split_bars(tokenize_score(tokenizer, alone), tokenizer) if tracks else []
+        return bars + [[]] * (len(self.bars) - len(bars))
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{i}: {'drums' if t.is_drum else f'program {t.program}'}, {len(t.notes)} notes"
+            for i, t in enumerate(self.score.tracks)
+        )
+
+
+def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer) -> TimedSong:
+    score = read_score(path)
+    score.tracks = [t for t in score.tracks if len(t.notes)]
+    if not score.tracks:
+        raise DataError(f"{path}: holds no notes to work with")
+    return TimedSong(Path(path), score, split_bars(tokenize_score(tokenizer, score), tokenizer))
+
+
+def _no_controls(controls: list[list[str] | str]) -> None:
+    if controls:
+        raise ConfigError("--control: attribute controls need a run trained with them (tokenizer.controls)")
+
+
+def _written_tracks(
+    session: Session, stream: list[int], song: symusic.Score, programs: list[int]
+) -> list[symusic.Track]:
+    """The tracks of `programs` in a decoded stream (BOS dropped), at the song's resolution, in that order,
+    none sounding past the song's end."""
+    score = tokens_to_score(session.tokenizer, stream)[0].resample(song.ticks_per_quarter, min_dur=1)
+    found = {-1 if t.is_drum else t.program: t for t in score.tracks}
+    tracks = [found.get(p, symusic.Track(program=max(p, 0), is_drum=p < 0)) for p in programs]
+    end = song.end()
+    for track in tracks:
+        for note in track.notes:
+            note.duration = max(1, min(note.duration, end - note.time))
+    return tracks
+
+
+def _accompany_in_time(
+    session: Session, song: str | Path, add: list[int], keep: list[int] | None, controls: list[list[str] | str]
+) -> Work:
+    """Keep tracks of the song and write new ones in the one stream, the kept notes forced at their onsets."""
+    _no_controls(controls)
+    tokenizer = session.tokenizer
+    the_song = read_timed_song(song, tokenizer)
+    keep = list(range(len(the_song.score.tracks))) if keep is None else keep
+    for i in keep:
+        if not 0 <= i < len(the_song.score.tracks):
+            raise ConfigError(
+                f"--keep {i}: {song} has tracks 0-{len(the_song.score.tracks) - 1} ({the_song.describe()})"
+            )
+    if not add:
+        raise ConfigError("--add: name at least one program (0-127) or drums for the new tracks")
+    kept = the_song.programs(keep)
+    for n, program in enumerate(add):
+        if program not in session.grammar.program_id:
+            raise ConfigError(f"--add {program}: the run's tokenizer has no such program; use 0-127 or drums")
+        if program in kept or program in add[:n]:
+            raise ConfigError(
+                f"--add {program}: a kept or added track already plays it, and one stream tells tracks apart by "
+                "program; choose another"
+            )
+    given = Given(meters_of(the_song.bars, tokenizer), onsets_of(the_song.stream(keep, tokenizer), tokenizer), add)
+    prompt = [tokenizer["BOS_None"]]
+
+    def takes() -> list[tuple[symusic.Score, list[int]]]:
+        out = []
+        budget = session.settings.max_tokens * len(add) + given.forced  # max_tokens for each new track
+        for row in session.write([prompt] * session.settings.num, [given], budget):
+            score = the_song.score.copy()
+            written = _written_tracks(session, row, the_song.score, add)
+            score.tracks = [the_song.score.tracks[k].copy() for k in keep] + written
+            out.append((score, row))
+        return out
+
+    return Work(session, "accompany", takes)
+
+
+def _infill_in_time(
+    session: Session, song: str | Path, bars: tuple[int, int], track: int | None, controls: list[list[str] | str]
+) -> Work:
+    """Rewrite bars of one track (or of all) in the one stream: the bars before them are the prompt, the other
+    tracks' notes in them are forced at their onsets."""
+    _no_controls(controls)
+    tokenizer = session.tokenizer
+    the_song = read_timed_song(song, tokenizer)
+    tracks = len(the_song.score.tracks)
+    first, last = bars
+    if not 1 <= first <= last <= len(the_song.bars):
+        raise ConfigError(f"--bars {first}-{last}: {song} has bars 1-{len(the_song.bars)}; give A-B within them")
+    if track is not None and not 0 <= track < tracks:
+        raise ConfigError(f"--track {track}: {song} has tracks 0-{tracks - 1} ({the_song.describe()})")
+    targets = [track] if track is not None else list(range(tracks))
+    others = [i for i in range(tracks) if i not in targets]
+    programs = the_song.programs(targets)
+    for i, program in zip(targets, programs, strict=True):
+        shared = [j for j in others if the_song.programs([j]) == [program]]
+        if shared:
+            raise ConfigError(
+                f"--track {i}: track {shared[0]} plays the same program ({program}), and one stream tells tracks "
+                "apart by program; rewrite both (no --track)"
+            )
+    span = slice(first - 1, last)
+    around = the_song.stream(others, tokenizer)[span]
+    given = Given(meters_of(the_song.bars[span], tokenizer), onsets_of(around, tokenizer), programs)
+    prompt = [tokenizer["BOS_None"], *(t for bar in the_song.bars[: first - 1] for t in bar)]
+    score = the_song.score
+    ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
+    start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+
+    def takes() -> list[tuple[symusic.Score, list[int]]]:
+        out = []
+        budget = session.settings.max_tokens * len(targets) + given.forced
+        for row in session.write([prompt] * session.settings.num, [given], budget):
+            new = _written_tracks(session, [*prompt[1:], *row], score, programs)
+            result = score.copy()
+            for target, written in zip(targets, new, strict=True):
+                kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
+                fresh = _fitted([n for n in written.notes if start <= n.time < stop], kept)
+                result.tracks[target].notes = symusic.core.NoteTickList(kept + fresh)
+                result.tracks[target].notes.sort()
+            out.append((result, [*prompt[1:], *row]))
+        return out
+
+    return Work(session, "infill", takes)

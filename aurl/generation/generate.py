@@ -21,6 +21,7 @@ from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
 from aurl.files import write_together
 from aurl.generation.fast import FastDecoder
+from aurl.generation.given import GivenGrammar, time_ordered
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
@@ -127,7 +128,9 @@ def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[
 
 def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:
     """The grammar of a tokenizer's sequences (a ConfigError names what has none)."""
-    return MultitrackGrammar(tokenizer) if is_multitrack(tokenizer) else Grammar(tokenizer)
+    if is_multitrack(tokenizer):
+        return MultitrackGrammar(tokenizer)
+    return GivenGrammar(tokenizer) if time_ordered(tokenizer) else Grammar(tokenizer)
 
 
 def primer_tokens(path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int) -> tuple[list[int], symusic.Score]:

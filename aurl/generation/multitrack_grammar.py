@@ -91,8 +91,9 @@ class MultitrackGrammar(Grammar):
         state["song_bars"] = torch.full((batch,), -1, dtype=torch.long, device=device)  # the first track's
         return state
 
-    def plan(self, state: dict[str, torch.Tensor], segments: list[Segment]) -> None:
-        """Make every sequence of `state` (already past its prompt) write `segments`, then EOS."""
+    def plan(self, state: dict[str, torch.Tensor], segments: list[Segment]) -> int:
+        """Make every sequence of `state` (already past its prompt) write `segments`, then EOS; returns the
+        tokens past the budget it needs at most beyond the sampler's own allowance (none)."""
         batch, device = state["prev"].shape[0], self.type_of.device
         width = max([1, *(len(s.header) for s in segments), *(len(c) for s in segments for c in s.controls.values())])
         most = max([1, *(s.bars for s in segments)])
@@ -114,6 +115,7 @@ class MultitrackGrammar(Grammar):
         state["bars"] = torch.zeros(batch, dtype=torch.long, device=device)
         state["queue"] = state["headers"][:, 0].clone()
         state["head"] = torch.zeros(batch, dtype=torch.long, device=device)
+        return 0
 
     def _forced(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """(batch,) the token each sequence must write next, -1 where it is free."""

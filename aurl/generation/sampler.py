@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from aurl.config import GenerateConfig
+from aurl.generation.given import Given
 from aurl.generation.grammar import Grammar
 from aurl.generation.multitrack_grammar import Segment
 
@@ -84,7 +85,7 @@ def sample(
     bar_ids: list[int] | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
-    plan: list[Segment] | None = None,
+    plan: list[Segment] | list[Given] | None = None,
     groups: list[Rows] | None = None,
     on_step: StepHook | None = None,
 ) -> torch.Tensor:
@@ -94,10 +95,10 @@ def sample(
     bar (one of bar_ids), or at the token budget. With a grammar, only tokens it allows are sampled. When
     the tokens in the model's window reach its context, the window slides: the last half of the context
     is read again into a fresh cache (rotary positions are relative, so the model sees a window like
-    those it trained on). With a plan (a multitrack grammar's segments), the rows write those segments
-    after the prompt and then end. With `groups` (consecutive rows, counts summing to the batch), each
-    group samples with its own settings and generator instead of `settings` and `generator`; a group's
-    rows that end before others pad.
+    those it trained on). With a plan (a multitrack grammar's segments, or a Given per row or for all), the
+    rows write what it asks after the prompt and then end. With `groups` (consecutive rows, counts summing
+    to the batch), each group samples with its own settings and generator instead of `settings` and
+    `generator`; a group's rows that end before others pad.
     """
     model.eval()
     context = model.cfg.context
@@ -110,7 +111,8 @@ def sample(
     if first != batch:
         raise ValueError(f"sample: groups cover {first} rows of a batch of {batch}")
     budget = torch.tensor([r.settings.max_tokens for r in groups for _ in range(r.count)], device=prompt.device)
-    closable = grammar is not None and grammar.needs_closing and eos_id is not None
+    closable = grammar is not None and (grammar.needs_closing or plan is not None) and eos_id is not None
+    closing_steps = CLOSING_STEPS
     seq = prompt
     done = torch.zeros(batch, dtype=torch.bool, device=prompt.device)
     opening = torch.tensor(bar_ids, device=prompt.device) if bar_ids else None
@@ -120,8 +122,8 @@ def sample(
         state = grammar.start(batch)
         grammar.replay(state, prompt[:, 1:])
         grammar.set_meter(state, [r.settings.meter for r in groups for _ in range(r.count)])
-        if plan is not None:
-            grammar.plan(state, plan)
+        if plan is not None:  # a plan's forced tokens may still be due when the budget is spent
+            closing_steps += grammar.plan(state, plan)
 
     def read(ids: torch.Tensor):
         cache = model.new_cache(batch) if use_cache else None
@@ -175,7 +177,7 @@ def sample(
     written = 0
     while True:
         spent = written >= budget  # these rows close their notes (or end) before anything new
-        done.logical_or_(written >= budget + CLOSING_STEPS if closable else spent)
+        done.logical_or_(written >= budget + closing_steps if closable else spent)
         if bool(done.all()):
             return seq
         allowed = None

@@ -35,6 +35,7 @@ from aurl.errors import AurlError, ConfigError, DataError, WriteError
 from aurl.files import write_together
 from aurl.generation.cocreate import accompaniment, infilling
 from aurl.generation.generate import Trained, pieces
+from aurl.generation.given import time_ordered
 from aurl.render import bar_starts, drawing
 from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
 
@@ -79,7 +80,8 @@ class Served:
 
     @property
     def tasks(self) -> list[str]:
-        cocreate = ["accompany", "infill"] if is_multitrack(self.trained.tokenizer) else []
+        tokenizer = self.trained.tokenizer
+        cocreate = ["accompany", "infill"] if is_multitrack(tokenizer) or time_ordered(tokenizer) else []
         return ["generate", "continue", *cocreate]
 
     def public(self) -> dict:

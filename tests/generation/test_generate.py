@@ -48,7 +48,7 @@ def test_generate_command_with_sampling_options_and_wav(trained_run, midi_dir, t
     assert "missing.mid: no such MIDI file" in capsys.readouterr().err
 
 
-def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tmp_path):
+def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tmp_path, capsys):
     from aurl.config import load_config
     from aurl.data.prepare import prepare
     from aurl.training.run import train
@@ -62,6 +62,10 @@ def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tm
     for sample in generate(tmp_path / "run", tmp_path / "out", num=2, min_tokens=64, log=lambda s: None):
         assert sample.skipped_tokens == 0 and sample.notes > 0
         assert len(symusic.Score(str(sample.midi)).tracks) == 1
+    # co-creation needs tracks told apart in the stream
+    args = ["generate", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "co")]
+    assert main([*args, "--accompany", str(midi_dir / "piece_1.mid"), "--add", "33"]) == 2
+    assert "needs a run trained with tokenizer.kind REMI and use_programs" in capsys.readouterr().err
 
 
 def _meters(path) -> list[tuple[int, int]]:

@@ -65,7 +65,7 @@ def notes_of(client: TestClient, url: str) -> list[list]:
 
 def test_models_and_examples(client):
     models = {m["id"]: m for m in client.get("/api/models").json()["models"]}
-    assert models["tiny"]["tasks"] == ["generate", "continue"]
+    assert models["tiny"]["tasks"] == ["generate", "continue", "accompany", "infill"]  # one time-ordered stream
     assert models["mmm"]["tasks"] == ["generate", "continue", "accompany", "infill"]
     assert models["mmm"]["tokenization"] == "MMM" and "density" in models["mmm"]["controls"]
     assert models["tiny"]["settings"]["max_tokens"] > 0 and models["tiny"]["parameters"] > 0
@@ -139,20 +139,19 @@ def test_progress_streams_notes_and_ends_with_the_job(client):
         assert [line for line in done.iter_lines() if line.startswith("event: ")] == ["event: done"]
 
 
-def test_continue_accompany_and_infill_keep_the_song(client, song):
+@pytest.mark.parametrize("model", ["tiny", "mmm"])  # one time-ordered stream, and multitrack
+def test_continue_accompany_and_infill_keep_the_song(client, song, model):
     kept = notes_of(client, f"/api/songs/{song['id']}/midi")
-    job = run(
-        client, {"model": "tiny", "task": "continue", "song": song["id"], "settings": {**SMALL, "primer_bars": 2}}
-    )
+    job = run(client, {"model": model, "task": "continue", "song": song["id"], "settings": {**SMALL, "primer_bars": 2}})
     assert job["takes"][0]["notes"] > 0
     job = run(
-        client, {"model": "mmm", "task": "accompany", "song": song["id"], "keep": [0], "add": [41], "settings": SMALL}
+        client, {"model": model, "task": "accompany", "song": song["id"], "keep": [0], "add": [41], "settings": SMALL}
     )
     result = notes_of(client, job["takes"][0]["midi"])
     assert result[0] == kept[0] and len(result) == 2
     job = run(
         client,
-        {"model": "mmm", "task": "infill", "song": song["id"], "bars": [2, 3], "track": 1, "settings": {"num": 1}},
+        {"model": model, "task": "infill", "song": song["id"], "bars": [2, 3], "track": 1, "settings": {"num": 1}},
     )
     result = notes_of(client, job["takes"][0]["midi"])
     assert result[0] == kept[0]  # the other track is untouched
@@ -164,7 +163,7 @@ def test_continue_accompany_and_infill_keep_the_song(client, song):
         ({"model": "tiny", "settings": {"temperature": -1}}, 422, "settings.temperature"),
         ({"model": "tiny", "settings": {"colour": 3}}, 422, "colour"),
         ({"model": "tiny", "settings": {"num": 99}}, 422, "settings.num"),
-        ({"model": "tiny", "task": "accompany", "song": "x"}, 422, "task"),
+        ({"model": "tiny", "task": "accompany", "song": "x"}, 404, "song 'x'"),
         ({"model": "tiny", "task": "continue"}, 422, "song"),
         ({"model": "tiny", "task": "sing"}, 422, "task"),
         ({"model": "tiny", "bars": "x"}, 422, "bars"),

@@ -1,0 +1,191 @@
+"""Given material in the time-ordered stream (REMI with programs): what a co-creation request keeps, forced
+in place at its onsets while the model writes the other tracks around it.
+
+In that stream every track is one stream, notes ordered by onset: `Bar TimeSig Position Program Pitch
+Duration Program Pitch Duration Position ...`. A `Given` is the part of a song the model does not write,
+bar by bar: each bar's time signature and its onsets, each a Position and the tokens after it (the given
+notes there, a tempo). `GivenGrammar` holds the sampler to it: the model may write onsets of its own
+between the given ones but never past the next one in the bar; when it writes that onset's Position the
+given tokens there are forced, and the model may then add notes of its own tracks at the same onset. A
+bar ends only once its given onsets are written, each Bar brings the song's time signature, the request
+writes exactly the song's bars and then ends, and the model's own notes are on the written tracks'
+programs only. Forcing a token is a mask that allows only that token, so the sampler needs nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import miditok
+import numpy as np
+import torch
+
+from aurl.generation.grammar import Grammar
+
+
+@dataclass
+class Onset:
+    bar: int  # 0-based, counted from the first bar the request writes
+    position: int
+    tokens: list[int]  # what follows its Position token: tempo, given notes
+
+
+@dataclass
+class Given:
+    """What one row must write around its own notes: `bars` bars with these time signatures (TimeSig ids, or
+    none without them) and given onsets, its own notes on `programs` only."""
+
+    meters: list[int]
+    onsets: list[Onset]
+    programs: list[int]  # written programs (-1: drums)
+
+    @property
+    def bars(self) -> int:
+        return len(self.meters)
+
+    @property
+    def forced(self) -> int:
+        """The most tokens the plan forces (given notes, Bars and time signatures)."""
+        return sum(1 + len(o.tokens) for o in self.onsets) + 2 * self.bars
+
+
+def time_ordered(tokenizer: miditok.MusicTokenizer) -> bool:
+    """Whether a tokenizer writes every track in one stream ordered by onset: REMI with programs."""
+    return isinstance(tokenizer, miditok.REMI) and tokenizer.one_token_stream
+
+
+def split_bars(ids: list[int] | np.ndarray, tokenizer: miditok.MusicTokenizer) -> list[list[int]]:
+    """A stream's ids cut at each Bar token: one list per bar, each opening with its Bar."""
+    bar = tokenizer.vocab["Bar_None"]
+    bars: list[list[int]] = []
+    for t in (int(i) for i in ids):
+        if t == bar or not bars:
+            bars.append([])
+        bars[-1].append(t)
+    return bars
+
+
+def onsets_of(bars: list[list[int]], tokenizer: miditok.MusicTokenizer) -> list[Onset]:
+    """The onsets of tokenized bars (bar index = list index): each Position and the tokens up to the next."""
+    out: list[Onset] = []
+    for b, bar in enumerate(bars):
+        for t in bar:
+            name = tokenizer[t]
+            if name.startswith("Position_"):
+                out.append(Onset(b, int(name.split("_")[1]), []))
+            elif out and out[-1].bar == b and not name.startswith(("Bar_", "TimeSig_")):
+                out[-1].tokens.append(t)
+    return out
+
+
+def meters_of(bars: list[list[int]], tokenizer: miditok.MusicTokenizer) -> list[int]:
+    """Each bar's TimeSig id (the token right after its Bar), or -1 where the tokenizer writes none."""
+    return [bar[1] if len(bar) > 1 and tokenizer[bar[1]].startswith("TimeSig_") else -1 for bar in bars]
+
+
+class GivenGrammar(Grammar):
+    """The single-stream grammar, and with a plan (`plan(state, givens)`) the given material held in place."""
+
+    def __init__(self, tokenizer: miditok.MusicTokenizer, device: torch.device | str = "cpu"):
+        super().__init__(tokenizer, device="cpu")
+        vocab = tokenizer.vocab
+        self.bar_id = vocab["Bar_None"]
+        self.program_id = {int(self.value[i]): i for i in torch.nonzero(self.is_program).flatten().tolist()}
+        # never free under a plan: the song's tempo and meter are given
+        self.set_by_song = self.is_time & ~self.is_time_reset
+        self.set_by_song |= self.type_of == self.type_index.get("Tempo", -1)
+        self.drum_note = self.type_of == self.type_index.get("PitchDrum", -1)
+        self.pitched_note = self.is_note_on & ~self.drum_note
+        self.after_position = self.type_index["Position"]
+        self.to(device)
+
+    def plan(self, state: dict[str, torch.Tensor], givens: list[Given]) -> int:
+        """Make each row of `state` (past its prompt, at a bar line) write around its Given; returns the most
+        tokens a plan forces, which the sampler allows past the token budget to finish. One Given serves
+        every row."""
+        device = self.type_of.device
+        if len(givens) == 1:
+            givens = givens * state["prev"].shape[0]
+        most = max([1, *(len(g.onsets) for g in givens)])
+        width = max([1, *(len(o.tokens) for g in givens for o in g.onsets)])
+        bars = max([1, *(g.bars for g in givens)])
+        never = 2**31 - 1  # the sentinel after the last onset: in no bar
+        bar_of = torch.full((len(givens), most + 1), never, dtype=torch.long)
+        position = torch.full_like(bar_of, never)
+        tokens = torch.full((len(givens), most + 1, width), -1, dtype=torch.long)
+        meters = torch.full((len(givens), bars + 1), -1, dtype=torch.long)
+        writable = torch.zeros(len(givens), len(self.type_of), dtype=torch.bool)
+        for row, given in enumerate(givens):
+            for k, onset in enumerate(given.onsets):
+                bar_of[row, k], position[row, k] = onset.bar, onset.position
+                tokens[row, k, : len(onset.tokens)] = torch.tensor(onset.tokens, dtype=torch.long)
+            meters[row, : given.bars] = torch.tensor(given.meters, dtype=torch.long)
+            writable[row, [self.program_id[p] for p in given.programs if p in self.program_id]] = True
+        values = {
+            "given_bar": bar_of,
+            "given_position": position,
+            "given_tokens": tokens,
+            "meters": meters,
+            "writable": writable,
+            "bars_total": torch.tensor([g.bars for g in givens]),
+            "bar": torch.full((len(givens),), -1, dtype=torch.long),  # the bar being written, -1 before the first
+            "next": torch.zeros(len(givens), dtype=torch.long),  # the next given onset
+            "queue": torch.full((len(givens), width), -1, dtype=torch.long),  # tokens forced next, in order
+            "head": torch.full((len(givens),), width, dtype=torch.long),
+        }
+        state.update({name: value.to(device) for name, value in values.items()})
+        return max(g.forced for g in givens)
+
+    @staticmethod
+    def _forced(state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(batch,) the token each row must write next, -1 where it is free."""
+        queue, head = state["queue"], state["head"]
+        inside = head < queue.shape[1]
+        return torch.where(inside, queue.gather(1, head.clamp(max=queue.shape[1] - 1)[:, None])[:, 0], -1)
+
+    def _next_onset(self, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch,) whether the next given onset is in the current bar, and its position."""
+        rows = torch.arange(state["next"].shape[0], device=state["next"].device)
+        in_bar = state["given_bar"][rows, state["next"]] == state["bar"]
+        return in_bar, state["given_position"][rows, state["next"]]
+
+    def mask(self, state: dict[str, torch.Tensor], closing: bool = False) -> torch.Tensor:
+        ok = super().mask(state, closing)
+        if "queue" not in state:
+            return ok
+        ok &= self.single  # a plan steps base token by base token
+        in_bar, position = self._next_onset(state)
+        # never past the bar's next given onset; writing its Position brings its given tokens
+        ok &= ~(self.is_position[None] & in_bar[:, None] & (self.value[None] > position[:, None]))
+        last = state["bar"] + 1 >= state["bars_total"]
+        ok[:, self.bar_id] &= ~in_bar & ~last
+        ok[:, self.eos_id] &= ~in_bar & last
+        ok &= ~self.set_by_song & (~self.is_program | state["writable"])
+        drums = (state["program"] == 0)[:, None]  # a drum track plays drum pitches only, others pitched notes
+        ok &= torch.where(drums, ~self.pitched_note, ~self.drum_note)
+        if closing:  # the budget is spent: only the given material to the end (and a note an onset needs)
+            onset_open = (state["prev"] == self.after_position)[:, None]
+            ok &= ~self.is_program | onset_open
+            ok &= ~(self.is_position[None] & (self.value[None] != position[:, None]))
+        forced = self._forced(state)
+        one = torch.zeros_like(ok).scatter_(1, forced.clamp(min=0)[:, None], True)
+        return torch.where((forced >= 0)[:, None], one, ok)
+
+    def update(self, state: dict[str, torch.Tensor], token: torch.Tensor) -> None:
+        if "queue" not in state:
+            super().update(state, token)
+            return
+        forced = self._forced(state)
+        in_bar, position = self._next_onset(state)
+        super().update(state, token)
+        rows = torch.arange(token.shape[0], device=token.device)
+        state["head"] += (token == forced) & (forced >= 0)
+        arrived = (forced < 0) & self.is_position[token] & in_bar & (self.value[token] == position)
+        state["queue"] = torch.where(arrived[:, None], state["given_tokens"][rows, state["next"]], state["queue"])
+        state["next"] += arrived
+        opened = token == self.bar_id
+        state["bar"] += opened
+        meter = state["meters"][rows, state["bar"].clamp(min=0)]
+        state["queue"][:, 0] = torch.where(opened, meter, state["queue"][:, 0])
+        state["queue"][:, 1:] = torch.where(opened[:, None], -1, state["queue"][:, 1:])
+        state["head"] = torch.where(arrived | opened, 0, state["head"])

@@ -1,0 +1,109 @@
+"""Co-creation in the time-ordered stream (REMI with programs), on the tiny REMI run: given notes forced at
+their onsets, new tracks with exactly the song's bars, every token decoding."""
+
+import pytest
+import symusic
+import torch
+from miditok.utils import get_bars_ticks
+
+from aurl.cli import main
+from aurl.generation.cocreate import Session, accompany, infill, read_timed_song
+from aurl.generation.generate import tokens_to_score
+from aurl.generation.given import Given, meters_of, onsets_of
+
+
+def _notes(track) -> list[tuple[int, int, int]]:
+    return sorted((n.time, n.duration, n.pitch) for n in track.notes)
+
+
+def _bars(score: symusic.Score) -> int:
+    return len(get_bars_ticks(score))
+
+
+def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run, midi_dir):
+    """Random weights: whatever the model wants, the grammar forces the melody at its onsets, writes only the
+    new program, keeps every bar's meter and ends at the song's last bar."""
+    session = Session(trained_run, "latest", {"num": 4, "seed": 3}, "test")
+    torch.manual_seed(0)
+    for p in session.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    tokenizer = session.tokenizer
+    song = read_timed_song(midi_dir / "piece_6.mid", tokenizer)
+    melody = song.stream([0], tokenizer)
+    given = Given(meters_of(song.bars, tokenizer), onsets_of(melody, tokenizer), [48])
+    for row in session.write([[tokenizer["BOS_None"]]] * 4, [given], 300 + given.forced):
+        score, skipped = tokens_to_score(tokenizer, row)
+        assert skipped == 0
+        assert [bar[:2] for bar in read_timed_song_bars(row, tokenizer)] == [bar[:2] for bar in song.bars]
+        by_program = {t.program: t for t in score.tracks}
+        assert set(by_program) <= {0, 48}
+        expected = tokens_to_score(tokenizer, [t for bar in melody for t in bar])[0].tracks[0]
+        assert _notes(by_program[0]) == _notes(expected)  # the melody, note for note, at its onsets
+
+
+def read_timed_song_bars(row, tokenizer):
+    from aurl.generation.given import split_bars
+
+    return split_bars(row, tokenizer)
+
+
+def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path):
+    song = midi_dir / "piece_2.mid"
+    original = symusic.Score(str(song))
+    samples = accompany(
+        trained_run,
+        song,
+        add=[48, 41],
+        keep=[1],
+        num=2,
+        max_tokens=200,
+        out_dir=tmp_path,
+        checkpoint="latest",
+        log=None,
+    )
+    end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
+    for s in samples:
+        out = symusic.Score(str(s.midi))
+        assert _notes(out.tracks[0]) == _notes(original.tracks[1])  # the kept bass, untouched
+        assert [t.program for t in out.tracks[1:]] == [48, 41] and s.skipped_tokens == 0
+        assert max(n.time for t in out.tracks for n in t.notes) < end  # no note starts after the song
+        assert _bars(out) == _bars(original)
+        assert [(ts.time, ts.numerator) for ts in out.time_signatures] == [
+            (ts.time, ts.numerator) for ts in original.time_signatures
+        ]
+
+
+@pytest.mark.parametrize("track", [0, None])
+def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi_dir, tmp_path, track):
+    song = midi_dir / "piece_5.mid"
+    original = symusic.Score(str(song))
+    ticks = get_bars_ticks(original)
+    start, stop = ticks[2], ticks[4]  # bars 3-4
+    samples = infill(trained_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None)
+    targets = [0] if track == 0 else range(len(original.tracks))
+    for s in samples:
+        out = symusic.Score(str(s.midi))
+        assert s.skipped_tokens == 0 and len(out.tracks) == len(original.tracks)
+        for i, (old, new) in enumerate(zip(original.tracks, out.tracks, strict=True)):
+            outside = [n for n in _notes(old) if not start <= n[0] < stop]
+            assert [n for n in _notes(new) if not start <= n[0] < stop] == outside  # kept note for note
+            if i not in targets:
+                assert _notes(new) == _notes(old)
+    spans = [[n for n in _notes(symusic.Score(str(s.midi)).tracks[0]) if start <= n[0] < stop] for s in samples]
+    assert any(span != [n for n in _notes(original.tracks[0]) if start <= n[0] < stop] for span in spans)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--accompany", "{song}", "--add", "0"], "--add 0: a kept or added track already plays it"),
+        (["--accompany", "{song}", "--add", "48", "--control", "track=2", "density=3"], "attribute controls need"),
+        (["--infill", "{song}", "--bars", "9-40"], "has bars 1-12"),
+    ],
+)
+def test_bad_options_are_one_line_errors(trained_run, midi_dir, tmp_path, capsys, extra, message):
+    song = str(midi_dir / "piece_1.mid")
+    args = ["generate", "--run", str(trained_run), "--checkpoint", "latest", "--out", str(tmp_path)]
+    assert main([*args, *(a.format(song=song) for a in extra)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
