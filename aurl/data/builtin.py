@@ -2,12 +2,15 @@
 
 One `CorpusSpec` per corpus says how to list its pieces from music21's files (without parsing a score),
 how to name each piece's MIDI file and which General MIDI program each part gets; one converter, `_convert`,
-serves them all. `builtin:music21` is the union of every corpus but the Bach chorales (a base model
-pretrains on it and is measured on them); it reads its members' folders rather than converting again.
+serves them all, keeping the score's bar lines in the MIDI file (music21 writes a pickup at time 0, shifting
+every bar line by it; the converter writes it as the end of a full first bar). `builtin:music21` is the union
+of every corpus but the Bach chorales (a base model pretrains on it and is measured on them); it reads its
+members' folders rather than converting again.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 import json
@@ -18,7 +21,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -40,6 +43,10 @@ VOICE_PROGRAMS = {"soprano": 40, "alto": 41, "tenor": 42, "bass": 43}
 # second violin or second tenor: a part whose program an earlier part has takes the first free one of these
 # (string ensembles, voices, then winds, so that the sound stays close).
 SPARE_PROGRAMS = (48, 49, 50, 51, 52, 53, 54, 44, 45, 68, 70, 71, 73, 56, 57, 60)
+# The converter's version, recorded in each corpus's complete.json: a corpus folder an older one wrote (1: one
+# without it) is converted again on first use. Bump it when the MIDI files the converter writes change.
+# 2: a pickup is written as the end of a full first bar, so that the file's bar lines are the score's.
+CONVERTER = 2
 CHORDS = "Chords"  # the track made from chord symbols
 CHORDS_PROGRAM = 0  # piano: the usual accompaniment
 CHORD_VELOCITY = 64  # below the tune's (music21 writes 90): an accompaniment
@@ -128,7 +135,7 @@ def _voice_programs(tracks: list[Track]) -> None:
 
 
 def _chorale_programs(tracks: list[Track]) -> None:
-    """By voice name, as aurl has always converted the chorales (their files stay byte for byte the same);
+    """By voice name, as aurl has always converted the chorales (their programs stay what they were);
     instruments that double the voices in a few take 0. The three that name no voice plainly (two Humdrum
     files and BWV 41.6, whose parts are "Soprano Oboe 1 Violin1"...) go by voice order instead."""
     names = [track.name.strip().lower() for track in tracks]
@@ -214,21 +221,111 @@ def _take_chords(score) -> list[tuple[float, float, list[int]]]:
     return chords
 
 
-def _convert(job: tuple[Piece, str, Callable[[list[Track]], None], bool]) -> tuple[str, str | None]:
+def _mark_continuations(score) -> None:
+    """A bar split in two by a repeat or a fermata is two short measures. music21 marks the second as the
+    end of the bar (its paddingLeft, from which `beat` counts) when it reads MusicXML, not when it reads ABC or
+    plays repeats out: mark each short measure that follows a short one and fits in the rest of its bar."""
+    from music21 import stream
+
+    for part in score.parts:
+        filled, sig = 0, None  # how much of the bar the measures before have filled, while it is not full
+        for measure in part.getElementsByClass(stream.Measure):
+            sig = measure.timeSignature or sig
+            if sig is None:
+                continue
+            bar = sig.barDuration.quarterLength
+            if filled and not measure.paddingLeft and filled + measure.duration.quarterLength <= bar:
+                measure.paddingLeft = filled
+            end = measure.paddingLeft + measure.duration.quarterLength
+            filled = end if end < bar else 0
+
+
+def read_score(piece: Piece):
+    """The piece as the converter reads it with music21: repaired where music21's MIDI writer would fail,
+    repeats played out (as that writer plays them) and split bars marked, so that each note's `beat` is its
+    beat in the MIDI file written from it."""
+    from music21 import corpus
+
+    with warnings.catch_warnings():  # music21 warns about every overfull measure it repairs
+        warnings.simplefilter("ignore")
+        score = corpus.parse(piece.source, number=piece.number, forceSource=True)
+        _unshare_time_signatures(score)
+        _drop_broken_repeats(score)
+        score = score.expandRepeats()
+        _mark_continuations(score)
+    return score
+
+
+def _pickup(score) -> float | None:
+    """The part of the first bar that a pickup leaves out (0 without one), or None where music21 cannot say:
+    a part without measures, parts that disagree."""
+    from music21 import stream
+
+    firsts = [part.getElementsByClass(stream.Measure).first() for part in score.parts]
+    missing = {None if first is None else float(first.paddingLeft) for first in firsts}
+    return missing.pop() if len(missing) == 1 else None
+
+
+def _shifted(midi: symusic.Score, ticks: int) -> symusic.Score:
+    """A copy with everything later by ticks but what music21 writes at time 0 (the first bar's time
+    signature, key and tempo), without the time signatures that restate the one before: music21 writes the
+    first one again where repeats play the pickup again, and there, mid-bar, it would start a bar."""
+    out = midi.shift_time(ticks)
+    for events in (out.tempos, out.time_signatures, out.key_signatures, out.markers):
+        for event in events:
+            if event.time == ticks:
+                event.time = 0
+    kept = []
+    for sig in sorted(out.time_signatures, key=lambda sig: sig.time):
+        if not kept or (sig.numerator, sig.denominator) != (kept[-1].numerator, kept[-1].denominator):
+            kept.append(sig)
+    out.time_signatures = kept
+    return out
+
+
+def _bars_match(midi: symusic.Score, score, missing: float) -> bool:
+    """Whether each measure of the score (repeats played out), written `missing` quarters later, starts in a
+    bar of the MIDI file where it starts in the score's bar (after its paddingLeft) and ends within that bar.
+    Measures after the file's last event hold nothing of it."""
+    from miditok.utils import get_bars_ticks
+    from music21 import stream
+
+    tpq, last = midi.ticks_per_quarter, midi.end()
+    bars = get_bars_ticks(midi)
+    for part in score.parts:
+        for measure in part.getElementsByClass(stream.Measure):
+            start = round((measure.offset + missing) * tpq)
+            if start >= last:
+                break
+            bar = bisect.bisect_right(bars, start) - 1
+            if start - bars[bar] != round(measure.paddingLeft * tpq):
+                return False
+            if bar + 1 < len(bars) and start + round(measure.duration.quarterLength * tpq) > bars[bar + 1]:
+                return False
+    return True
+
+
+def _aligned(midi: symusic.Score, score) -> symusic.Score | None:
+    """The MIDI file with the score's bar lines: a pickup written as the end of a full first bar (everything
+    but the first bar's time signature, key and tempo later by the part it leaves out); None where music21
+    cannot say where the bar lines are or the file's would not all be the score's."""
+    missing = _pickup(score)
+    if missing is None:
+        return None
+    aligned = _shifted(midi, round(missing * midi.ticks_per_quarter)) if missing else midi
+    return aligned if _bars_match(aligned, score, missing) else None
+
+
+def _convert(job: tuple[Piece, str, Callable[[list[Track]], None], bool]) -> tuple[str, str | None, bool]:
     """Parse one piece with music21 and write it as MIDI, one track per part that has notes (and one for
-    its chords where the corpus has them); returns the piece's name and an error (or None)."""
+    its chords where the corpus has them), with the score's bar lines where music21 can say where they are;
+    returns the piece's name, an error (or None) and whether its bar lines are the score's."""
     piece, out, programs, with_chords = job
     try:
-        from music21 import corpus
-
-        with warnings.catch_warnings():  # music21 warns about every overfull measure it repairs
+        score = read_score(piece)
+        chords = _take_chords(score)
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            score = corpus.parse(piece.source, number=piece.number, forceSource=True)
-            _unshare_time_signatures(score)
-            _drop_broken_repeats(score)
-            if with_chords:  # music21's MIDI writer plays repeats out: time the chords the same way
-                score = score.expandRepeats()
-            chords = _take_chords(score)
             score.write("midi", fp=out)
         midi = symusic.Score(out)
         midi.tracks = [track for track in midi.tracks if track.notes]
@@ -244,11 +341,27 @@ def _convert(job: tuple[Piece, str, Callable[[list[Track]], None], bool]) -> tup
                         symusic.Note(round(start * tpq), round((end - start) * tpq), pitch, CHORD_VELOCITY)
                     )
             midi.tracks.append(track)
-        midi.dump_midi(out)
-        return piece.name, None
+        aligned = _aligned(midi, score)
+        (midi if aligned is None else aligned).dump_midi(out)
+        return piece.name, None, aligned is not None
     except Exception as err:  # music21 raises many types for the odd malformed score
         Path(out).unlink(missing_ok=True)
-        return piece.name, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+        return piece.name, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", False
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What `CorpusSpec.convert` did, as a corpus's complete.json records it."""
+
+    converted: int
+    failed: dict[str, str]  # piece name → why it could not be converted
+    unaligned: list[str]  # written as music21 writes them: their bar lines could not all be made the score's
+
+
+def _converter_version(root: Path) -> int:
+    """The version of the converter that converted the corpus folder; 0 where none has."""
+    done = root / "complete.json"
+    return json.loads(done.read_text()).get("converter", 1) if done.is_file() else 0
 
 
 @dataclass(frozen=True)
@@ -262,35 +375,44 @@ class CorpusSpec:
 
     def convert(
         self, out: Path, workers: int = 1, log: Callable[[str], None] = print, pieces: list[Piece] | None = None
-    ) -> dict[str, str]:
-        """Write the pieces (all by default) as MIDI files under out, in `workers` processes; returns the
-        failures, piece name → reason, each also logged."""
+    ) -> Conversion:
+        """Write the pieces (all by default) as MIDI files under out, in `workers` processes; each failure is
+        also logged."""
         pieces = self.pieces() if pieces is None else pieces
         jobs = []
         for piece in pieces:
             (out / piece.name).parent.mkdir(parents=True, exist_ok=True)
             jobs.append((piece, str(out / piece.name), self.programs, self.chords))
-        failed, step = {}, max(50, len(jobs) // 10)
+        failed, unaligned, step = {}, [], max(50, len(jobs) // 10)
         with ProcessPoolExecutor(max(1, workers)) as pool:
-            for done, (name, err) in enumerate(pool.map(_convert, jobs, chunksize=8), 1):
+            for done, (name, err, aligned) in enumerate(pool.map(_convert, jobs, chunksize=8), 1):
                 if err:
                     failed[name] = err
                     log(f"  skipped {name}: {err}")
+                elif not aligned:
+                    unaligned.append(name)
                 if done % step == 0:
                     log(f"  {done}/{len(jobs)} pieces")
-        return failed
+        return Conversion(len(jobs) - len(failed), failed, unaligned)
 
     def folder(self, workers: int = 1, log: Callable[[str], None] = print) -> Path:
-        """The corpus as MIDI files, converted on first use under AURL_CACHE."""
+        """The corpus as MIDI files, converted on first use under AURL_CACHE (again where an older converter
+        converted it)."""
         root = cache_dir() / self.name
-        if (root / "complete.json").is_file():
+        version = _converter_version(root)
+        if version >= CONVERTER:
             return root
         pieces = self.pieces()
-        log(f"Converting {len(pieces)} pieces of builtin:{self.name} from music21 to MIDI in {root} (once) ...")
+        if not version:
+            log(f"Converting {len(pieces)} pieces of builtin:{self.name} from music21 to MIDI in {root} (once) ...")
+        else:
+            log(f"builtin:{self.name} was converted by an older converter (version {version}); converting again ...")
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}-", dir=root.parent))
-        failed = self.convert(tmp, workers, log, pieces)
-        (tmp / "complete.json").write_text(json.dumps({"converted": len(pieces) - len(failed), "failed": failed}))
+        done = self.convert(tmp, workers, log, pieces)
+        (tmp / "complete.json").write_text(json.dumps({"converter": CONVERTER, **asdict(done)}))
+        if done.unaligned:
+            log(f"  {len(done.unaligned)} pieces keep music21's bar lines (listed as unaligned in complete.json)")
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)  # atomic: a crash never leaves a half-built corpus that looks complete
         return root
@@ -301,7 +423,7 @@ class CorpusSpec:
 
     def info(self) -> CorpusInfo:
         root = cache_dir() / self.name
-        converted = (root / "complete.json").is_file()
+        converted = _converter_version(root) >= CONVERTER  # else converted (again) on first use
         return CorpusInfo(
             f"builtin:{self.name}", self.description, len(self.pieces()), self.parts, root if converted else None
         )
