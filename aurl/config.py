@@ -101,12 +101,14 @@ class DataConfig(Section):
     seq_len: int = Field(512, ge=8, description="training window length in tokens")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     segment_bars: int = Field(4, ge=1, description="vae: bars per training segment (cut at Bar tokens)")
-    # Multitrack (tokenizer.kind MMM) task windows: every track of up to window_bars bars (fewer when they
-    # would not fit data.seq_len), each window one task drawn with these weights.
+    # Training tasks, one drawn per window with these weights: continue (a plain window), accompany (some
+    # tracks given, the others written), infill (bars of one track or of all written, the rest given). On
+    # the time-ordered stream (REMI with programs) given material is anticipated ahead_bars ahead
+    # (aurl.data.layout); multitrack (MMM) windows hold every track of up to window_bars bars.
+    tasks: dict[Literal["continue", "accompany", "infill"], float] = Field(default_factory=lambda: {"continue": 1.0})
+    ahead_bars: int = Field(1, ge=0, description="bars ahead the given material is anticipated (0: not at all)")
+    drop_tracks: float = Field(0.3, ge=0, le=1, description="accompany task: share of windows that drop tracks")
     window_bars: int = Field(8, ge=1)
-    tasks: dict[Literal["continue", "track", "infill"], float] = Field(
-        default_factory=lambda: {"continue": 0.4, "track": 0.3, "infill": 0.3}
-    )
     infill_bars: tuple[int, int] = Field((1, 4), description="infill task: bars taken out, [fewest, most]")
     # Share of the tracks' track-level controls, and of the bars for each bar-level control, drawn
     # uniformly from [low, high] per window (the ratios of MidiTok's create_random_ac_indexes).

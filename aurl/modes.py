@@ -8,6 +8,9 @@ themselves, so a new mode is a new spec.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,8 +18,10 @@ from torch.utils.data import Dataset
 
 from aurl.config import AugmentConfig, Config, ModelConfig
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, SegmentDataset, WindowDataset
+from aurl.data.layout import run_layout, time_ordered
 from aurl.data.multitrack import is_multitrack
 from aurl.data.tasks import TaskDataset
+from aurl.data.timed_tasks import TimedTaskDataset
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError
 from aurl.models.balance import LossBalance
@@ -40,17 +45,26 @@ class LanguageModelMode:
     def objective(self, config: Config, model: nn.Module, vocab_size: int, weights: torch.Tensor | None) -> Objective:
         return LanguageModelObjective(model, weights)
 
-    def datasets(self, config: Config, data: PreparedDataset, augment: AugmentConfig | None) -> tuple[Dataset, Dataset]:
+    def datasets(
+        self, config: Config, data: PreparedDataset, augment: AugmentConfig | None
+    ) -> tuple[Dataset, Dataset | None]:
+        """Training items and validation items (None: the dataset holds no validation pieces)."""
         seed, seq_len = config.train.seed, config.data.seq_len
         if is_multitrack(data.tokenizer):
             return (
                 TaskDataset(data.pieces("train"), data.tokenizer, config.data, True, augment, seed),
-                TaskDataset(data.pieces("valid"), data.tokenizer, config.data, False),
+                _valid(data, lambda pieces: TaskDataset(pieces, data.tokenizer, config.data, False)),
             )
-        return (
-            WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, seed),
-            WindowDataset(data.pieces("valid"), data.tables, seq_len, False),
-        )
+        valid = _valid(data, lambda pieces: WindowDataset(pieces, data.tables, seq_len, False))
+        if {name for name, weight in config.data.tasks.items() if weight > 0} - {"continue"}:
+            if not time_ordered(data.tokenizer) or data.tokenizer.is_trained:
+                raise ConfigError(
+                    "data.tasks: accompany and infill need tokenizer.kind REMI with use_programs and no BPE (or "
+                    "MMM); train this one with data.tasks={continue: 1}"
+                )
+            layout = run_layout(data.tokenizer, config.data)
+            return TimedTaskDataset(data.pieces("train"), data.tables, layout, config.data, True, augment, seed), valid
+        return WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, seed), valid
 
     def evaluation_items(self, config: Config, data: PreparedDataset, split: str) -> Dataset:
         """Items that hold every token of the split once, as a likelihood needs."""
@@ -95,12 +109,14 @@ class LatentMode(LanguageModelMode):
                 f"model.mode: {self.name} reads single-stream segments; use a tokenizer.kind other than MMM"
             )
 
-    def datasets(self, config: Config, data: PreparedDataset, augment: AugmentConfig | None) -> tuple[Dataset, Dataset]:
+    def datasets(
+        self, config: Config, data: PreparedDataset, augment: AugmentConfig | None
+    ) -> tuple[Dataset, Dataset | None]:
         self._single_stream(data)
         bars, n, seq_len = bar_token_ids(data.tokenizer), config.data.segment_bars, config.data.seq_len
         return (
             SegmentDataset(data.pieces("train"), data.tables, bars, n, seq_len, True, augment, config.train.seed),
-            SegmentDataset(data.pieces("valid"), data.tables, bars, n, seq_len, False),
+            _valid(data, lambda pieces: SegmentDataset(pieces, data.tables, bars, n, seq_len, False)),
         )
 
     def evaluation_items(self, config: Config, data: PreparedDataset, split: str) -> Dataset:
@@ -160,6 +176,12 @@ def build_objective(config: Config, model: nn.Module, vocab_size: int, token_wei
     if token_weights is not None:
         token_weights = torch.as_tensor(token_weights, device=next(model.parameters()).device)
     return MODES[config.model.mode].objective(config, model, vocab_size, token_weights)
+
+
+def _valid(data: PreparedDataset, items: Callable[[list[np.ndarray]], Dataset]) -> Dataset | None:
+    """Validation items from the valid pieces, or None where there are none (a folder of one or two files)."""
+    pieces = data.pieces("valid")
+    return items(pieces) if pieces else None
 
 
 def _summed_ce(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ their bar lines differ), and of --samples free samples (the run's generate setti
 default): the mean feature overlap (aurl evaluate's features) with the held-out chorales as converted today
 (builtin:bach-chorales:valid), and the time-signature changes per sample beside those of the chorales.
 
-Run: .venv/bin/python benchmarks/meter.py --data old=DIR_A --data new=DIR_B [--minutes 3] [--samples 8]
+Run: .venv/bin/python benchmarks/meter.py --data old=DIR_A --data new=DIR_B [--minutes 3] [--samples 8] [--set K=V]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--data", action="append", required=True, metavar="LABEL=DIR", help="a prepared dataset")
     parser.add_argument("--minutes", type=float, default=3.0, help="training minutes per dataset (default 3)")
     parser.add_argument("--samples", type=int, default=8, help="free samples per model (default 8)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = parser.parse_args()
     datasets = dict(item.split("=", 1) for item in args.data)
     reference_files = midi_files("builtin:bach-chorales:valid", lambda s: None)
@@ -55,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, data in datasets.items():
             run = Path(tmp) / label
-            sets = [f"data.dataset={data}", "train.sample_interval=0", f"train.max_minutes={args.minutes}"]
+            sets = [f"data.dataset={data}", "train.sample_interval=0", f"train.max_minutes={args.minutes}", *args.set]
             train(load_config(DEMO, [*sets, "train.max_steps=1000000"]), run, progress=False, log=lambda s: None)
             steps = max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
             rate = likelihood(run, data)["bits_per_note"]
@@ -66,7 +67,9 @@ def main() -> None:
             changes = np.mean([meter_changes(symusic.Score(str(s.midi))) for s in free])
             rows.append((label, data, steps, rate, overlap, changes))
     own = np.mean([meter_changes(symusic.Score(str(p))) for p in reference_files])
-    print(f"### The demo model, {args.minutes:g} minutes of training on each dataset ({len(reference)} held-out)")
+    settings = f", {' '.join(args.set)}" if args.set else ""
+    held_out = len(reference)
+    print(f"### The demo model{settings}, {args.minutes:g} minutes of training on each dataset ({held_out} held-out)")
     print("| dataset | steps | bits/note (held-out) | mean feature overlap | meter changes per sample |")
     print("|---|---|---|---|---|")
     for label, data, steps, rate, overlap, changes in rows:

@@ -30,6 +30,7 @@ MMM = [
     "track_density,track_polyphony,track_duration,track_repetition]",
     "data.valid_fraction=0.2",
     "data.test_fraction=0.1",
+    "data.tasks={continue: 0.4, accompany: 0.3, infill: 0.3}",
 ]
 
 
@@ -99,6 +100,7 @@ def trained_run(prepared, tiny_config, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     config = _with_splits(tiny_config).model_copy(deep=True)
     config.data.dataset = str(prepared)
+    config.data.tasks = {"continue": 0.4, "accompany": 0.3, "infill": 0.3}  # co-creation, anticipated
     train(config, run, progress=False, log=lambda s: None)
     return run
 

@@ -3,7 +3,7 @@
 A window holds every track of up to data.window_bars consecutive bars (fewer when they would not fit
 data.seq_len). Each training window is one task, drawn with the weights of data.tasks:
 - continue: the tracks in their own order, so the model writes a piece track after track;
-- track: the other tracks in random order, then the target track last (accompaniment, harmonisation);
+- accompany: the other tracks in random order, then the target track last (accompaniment, harmonisation);
 - infill: a span of bars of one track replaced by Infill_Bar placeholders, their content written after
   the last track as Infill_Start bar Infill_End each (MMM's scheme), so both sides are in view.
 Training windows are transposed like single-stream windows, then given attribute controls measured on
@@ -42,8 +42,8 @@ class ContinueTask:
         return [*sequence(mt, tracks), mt.eos]
 
 
-class TrackTask:
-    name = "track"
+class AccompanyTask:
+    name = "accompany"
 
     def assemble(self, tracks: list[Track], mt: Multitrack, rng: np.random.Generator, cfg: DataConfig) -> list[int]:
         target = int(rng.integers(len(tracks)))
@@ -69,7 +69,7 @@ class InfillTask:
         return [*sequence(mt, holed), *fills, mt.eos]
 
 
-TASKS = {task.name: task for task in (ContinueTask(), TrackTask(), InfillTask())}
+TASKS = {task.name: task for task in (ContinueTask(), AccompanyTask(), InfillTask())}
 
 
 class TaskDataset(Dataset):

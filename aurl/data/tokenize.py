@@ -11,6 +11,7 @@ import miditok
 import numpy as np
 
 from aurl.config import TokenizerConfig
+from aurl.data.layout import AHEAD_TOKENS
 from aurl.data.multitrack import CONTROLS, INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
 
@@ -24,6 +25,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
         params["base_tokenizer"] = cfg.base
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
         params.update({CONTROLS[name][0]: True for name in cfg.controls})
+    elif cfg.kind == "REMI" and cfg.use_programs and cfg.extra.get("one_token_stream_for_programs", True):
+        params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *AHEAD_TOKENS]  # time-ordered: co-creation
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
         tokenizer = getattr(miditok, cfg.kind)(tok_cfg)

@@ -21,6 +21,7 @@ from aurl.data.corpus import BUILTIN_PREFIX, read_score, resolve_source, split_o
 from aurl.errors import AurlError, DataError  # noqa: E402
 from aurl.evaluation.compare import compare_sets  # noqa: E402
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, Notes, piece_features  # noqa: E402
+from aurl.evaluation.harmony import FAULTS, voice_leading_faults  # noqa: E402
 from aurl.evaluation.memorisation import NGRAM, TrainingIndex, note_sequence  # noqa: E402
 
 # Notes in one run shared with a training piece that flag a piece as copying. benchmarks/memorisation.py:
@@ -54,6 +55,8 @@ def load_set(source: str, log: Callable[[str], None]) -> tuple[list[dict], list[
             failed.append(str(err))
             continue
         row = piece_features(score)
+        if sum(not track.is_drum for track in score.tracks) == 4:  # four-part writing: its voice leading
+            row["voice_leading"] = voice_leading_faults(score)
         row["file"] = str(path)
         row["id"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         features.append(row)
@@ -61,6 +64,14 @@ def load_set(source: str, log: Callable[[str], None]) -> tuple[list[dict], list[
     if not features:
         raise DataError(f"{source}: no readable MIDI file to evaluate")
     return features, sequences, failed
+
+
+def _voice_leading(rows: list[dict]) -> dict[str, float]:
+    """Faults per 100 notes of each kind and of all, pooled over the four-part pieces."""
+    found = [row["voice_leading"] for row in rows if "voice_leading" in row]
+    notes = max(1, sum(faults["notes"] for faults in found))
+    per_100 = {name: 100 * sum(faults[name] for faults in found) / notes for name in (*FAULTS, "total")}
+    return {"pieces": len(found), **per_100}
 
 
 def _meter_changes(rows: list[dict]) -> dict[str, float]:
@@ -121,6 +132,13 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{report['generated_pieces']} pieces change meter), reference {r['mean']:.2f} ({r['pieces_changing']} of "
             f"{report['reference_pieces']})"
         )
+        g, r = report["voice_leading"]["generated"], report["voice_leading"]["reference"]
+        if g["pieces"] or r["pieces"]:
+            kinds = ", ".join(f"{name.replace('_', ' ')} {g[name]:.1f} / {r[name]:.1f}" for name in FAULTS)
+            lines.append(
+                f"\nvoice-leading faults per 100 notes, generated / reference ({g['pieces']} / {r['pieces']} "
+                f"four-part pieces): {g['total']:.1f} / {r['total']:.1f} ({kinds})"
+            )
         m = report["memorisation"]
         lines.append(
             f"\nmemorisation against `{m['train']}`: longest run of notes shared with one training piece, median "
@@ -191,6 +209,7 @@ def evaluate(
             reference_pieces=len(ref),
             comparison=compare_sets(gen, ref, SCALAR_FEATURES + HISTOGRAM_FEATURES),
             meter_changes={label: _meter_changes(rows) for label, rows in (("generated", gen), ("reference", ref))},
+            voice_leading={label: _voice_leading(rows) for label, rows in (("generated", gen), ("reference", ref))},
             memorisation={
                 "train": train or reference,
                 "threshold": copy_threshold,

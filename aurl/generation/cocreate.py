@@ -22,12 +22,13 @@ import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.data.corpus import read_score
+from aurl.data.layout import Bar, Layout, run_layout, time_ordered
 from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.errors import ConfigError, DataError
 from aurl.generation.controls import ControlRequest, parse_controls
 from aurl.generation.generate import Sample, Trained, sample_pieces, save_sample, tokens_to_score
-from aurl.generation.given import Given, GivenGrammar, meters_of, onsets_of, split_bars, time_ordered
+from aurl.generation.given import Given, GivenGrammar, plan_of
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import StepHook
 from aurl.render import render_wav
@@ -98,6 +99,7 @@ class Session:
         if self.settings.meter != "hold":
             raise ConfigError("generate.meter: co-creation keeps the song's meter in every bar; leave it at hold")
         self.mt = Multitrack(self.tokenizer) if self.multitrack else None
+        self.layout = None if self.multitrack else run_layout(self.tokenizer, trained.config.data)
         self.grammar: MultitrackGrammar | GivenGrammar = trained.grammar  # as checked above
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.on_step: StepHook | None = None  # sees every sampled token (the studio's progress and cancel)
@@ -137,7 +139,7 @@ class Session:
     def save(
         self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont, png: bool = True
     ) -> Sample:
-        skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, tokens)[1]
+        skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, self.layout.played(tokens))[1]
         sample = save_sample(score, tokens, skipped, stem, self.run_dir.name, log, png)
         if wav:
             sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)
@@ -400,21 +402,21 @@ def _fills(row: list[int], mt: Multitrack) -> list[np.ndarray]:
 
 @dataclass
 class TimedSong:
-    """A user's file in the time-ordered stream: its tracks with notes, and the stream cut into bars."""
+    """A user's file in the time-ordered stream: its tracks with notes, and every track's notes in bars."""
 
     path: Path
     score: symusic.Score
-    bars: list[list[int]]  # every track's tokens, one list per bar from its Bar token
+    bars: list[Bar]
 
     def programs(self, tracks: list[int]) -> list[int]:
         return [-1 if self.score.tracks[i].is_drum else self.score.tracks[i].program for i in tracks]
 
-    def stream(self, tracks: list[int], tokenizer: miditok.MusicTokenizer) -> list[list[int]]:
-        """Only these tracks' tokens, cut into the song's bars (bars where they are silent stay empty)."""
+    def bars_of(self, tracks: list[int], tokenizer: miditok.MusicTokenizer, layout: Layout) -> list[Bar]:
+        """Only these tracks' notes, in the song's bars (each with its time signature)."""
         alone = self.score.copy()
         alone.tracks = [self.score.tracks[i].copy() for i in tracks]
-        bars = split_bars(tokenize_score(tokenizer, alone), tokenizer) if tracks else []
-        return bars + [[]] * (len(self.bars) - len(bars))
+        bars = layout.bars(tokenize_score(tokenizer, alone)) if tracks else []
+        return bars + [Bar(bar.head, []) for bar in self.bars[len(bars) :]]
 
     def describe(self) -> str:
         return "; ".join(
@@ -423,12 +425,12 @@ class TimedSong:
         )
 
 
-def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer) -> TimedSong:
+def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer, layout: Layout) -> TimedSong:
     score = read_score(path)
     score.tracks = [t for t in score.tracks if len(t.notes)]
     if not score.tracks:
         raise DataError(f"{path}: holds no notes to work with")
-    return TimedSong(Path(path), score, split_bars(tokenize_score(tokenizer, score), tokenizer))
+    return TimedSong(Path(path), score, layout.bars(tokenize_score(tokenizer, score)))
 
 
 def _no_controls(controls: list[list[str] | str]) -> None:
@@ -441,7 +443,8 @@ def _written_tracks(
 ) -> list[symusic.Track]:
     """The tracks of `programs` in a decoded stream (BOS dropped), at the song's resolution, in that order,
     none sounding past the song's end."""
-    score = tokens_to_score(session.tokenizer, stream)[0].resample(song.ticks_per_quarter, min_dur=1)
+    played = session.layout.played(stream)
+    score = tokens_to_score(session.tokenizer, played)[0].resample(song.ticks_per_quarter, min_dur=1)
     found = {-1 if t.is_drum else t.program: t for t in score.tracks}
     tracks = [found.get(p, symusic.Track(program=max(p, 0), is_drum=p < 0)) for p in programs]
     end = song.end()
@@ -456,8 +459,8 @@ def _accompany_in_time(
 ) -> Work:
     """Keep tracks of the song and write new ones in the one stream, the kept notes forced at their onsets."""
     _no_controls(controls)
-    tokenizer = session.tokenizer
-    the_song = read_timed_song(song, tokenizer)
+    tokenizer, layout = session.tokenizer, session.layout
+    the_song = read_timed_song(song, tokenizer, layout)
     keep = list(range(len(the_song.score.tracks))) if keep is None else keep
     for i in keep:
         if not 0 <= i < len(the_song.score.tracks):
@@ -475,7 +478,8 @@ def _accompany_in_time(
                 f"--add {program}: a kept or added track already plays it, and one stream tells tracks apart by "
                 "program; choose another"
             )
-    given = Given(meters_of(the_song.bars, tokenizer), onsets_of(the_song.stream(keep, tokenizer), tokenizer), add)
+    bars = the_song.bars_of(keep, tokenizer, layout)
+    given = plan_of(layout, bars, range(len(bars)), lambda bar, program: True, add)
     prompt = [tokenizer["BOS_None"]]
 
     def takes() -> list[tuple[symusic.Score, list[int]]]:
@@ -497,8 +501,8 @@ def _infill_in_time(
     """Rewrite bars of one track (or of all) in the one stream: the bars before them are the prompt, the other
     tracks' notes in them are forced at their onsets."""
     _no_controls(controls)
-    tokenizer = session.tokenizer
-    the_song = read_timed_song(song, tokenizer)
+    tokenizer, layout = session.tokenizer, session.layout
+    the_song = read_timed_song(song, tokenizer, layout)
     tracks = len(the_song.score.tracks)
     first, last = bars
     if not 1 <= first <= last <= len(the_song.bars):
@@ -515,10 +519,13 @@ def _infill_in_time(
                 f"--track {i}: track {shared[0]} plays the same program ({program}), and one stream tells tracks "
                 "apart by program; rewrite both (no --track)"
             )
-    span = slice(first - 1, last)
-    around = the_song.stream(others, tokenizer)[span]
-    given = Given(meters_of(the_song.bars[span], tokenizer), onsets_of(around, tokenizer), programs)
-    prompt = [tokenizer["BOS_None"], *(t for bar in the_song.bars[: first - 1] for t in bar)]
+    gap = range(first - 1, last)
+
+    def is_given(bar: int, program: int) -> bool:
+        return bar not in gap or program not in programs
+
+    given = plan_of(layout, the_song.bars, gap, is_given, programs)
+    prompt = [tokenizer["BOS_None"], *layout.lay_out(the_song.bars, first - 1, is_given).ids]
     score = the_song.score
     ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
     start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]

@@ -15,13 +15,14 @@ from torch import nn
 
 from aurl.config import Config, GenerateConfig, updated
 from aurl.data.corpus import read_score
+from aurl.data.layout import time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError
 from aurl.files import write_together
 from aurl.generation.fast import FastDecoder
-from aurl.generation.given import GivenGrammar, time_ordered
+from aurl.generation.given import GivenGrammar
 from aurl.generation.grammar import Grammar
 from aurl.generation.latent import encode_file, slerp
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment

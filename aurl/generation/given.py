@@ -1,15 +1,15 @@
 """Given material in the time-ordered stream (REMI with programs): what a co-creation request keeps, forced
 in place at its onsets while the model writes the other tracks around it.
 
-In that stream every track is one stream, notes ordered by onset: `Bar TimeSig Position Program Pitch
-Duration Program Pitch Duration Position ...`. A `Given` is the part of a song the model does not write,
-bar by bar: each bar's time signature and its onsets, each a Position and the tokens after it (the given
-notes there, a tempo). `GivenGrammar` holds the sampler to it: the model may write onsets of its own
-between the given ones but never past the next one in the bar; when it writes that onset's Position the
-given tokens there are forced, and the model may then add notes of its own tracks at the same onset. A
-bar ends only once its given onsets are written, each Bar brings the song's time signature, the request
-writes exactly the song's bars and then ends, and the model's own notes are on the written tracks'
-programs only. Forcing a token is a mask that allows only that token, so the sampler needs nothing new.
+The request is laid out as the run trained (aurl.data.layout): each bar opens with its Bar, the song's
+time signature and the block anticipating the given notes ahead; each onset with a Position, then its given
+tokens (a tempo, given notes), then the model's own notes. A `Given` is what one request forces, bar by bar.
+`GivenGrammar` holds the sampler to it: the model may write onsets of its own between the given ones but never
+past the next one in the bar; when it writes that onset's Position the given tokens there are forced, and the
+model may then add notes of its own tracks at the same onset. A bar ends only once its given onsets are
+written, each Bar brings the song's time signature and its block, the request writes exactly the song's bars
+and then ends, and the model's own notes are on the written tracks' programs only. Forcing a token is a mask
+that allows only that token, so the sampler needs nothing new.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import miditok
-import numpy as np
 import torch
 
+from aurl.data.layout import AHEAD_TOKENS, Bar, IsGiven, Layout
 from aurl.generation.grammar import Grammar
 
 
@@ -32,55 +32,36 @@ class Onset:
 
 @dataclass
 class Given:
-    """What one row must write around its own notes: `bars` bars with these time signatures (TimeSig ids, or
-    none without them) and given onsets, its own notes on `programs` only."""
+    """What one row must write around its own notes: `bars` bars, each opening with these tokens after its Bar
+    (time signature, anticipated block), with these given onsets, its own notes on `programs` only."""
 
-    meters: list[int]
+    openings: list[list[int]]
     onsets: list[Onset]
     programs: list[int]  # written programs (-1: drums)
 
     @property
     def bars(self) -> int:
-        return len(self.meters)
+        return len(self.openings)
 
     @property
     def forced(self) -> int:
-        """The most tokens the plan forces (given notes, Bars and time signatures)."""
-        return sum(1 + len(o.tokens) for o in self.onsets) + 2 * self.bars
+        """The most tokens the plan forces (given notes, Bars, time signatures, blocks)."""
+        return sum(1 + len(o.tokens) for o in self.onsets) + sum(1 + len(opening) for opening in self.openings)
 
 
-def time_ordered(tokenizer: miditok.MusicTokenizer) -> bool:
-    """Whether a tokenizer writes every track in one stream ordered by onset: REMI with programs."""
-    return isinstance(tokenizer, miditok.REMI) and tokenizer.one_token_stream
+def plan_of(layout: Layout, bars: list[Bar], span: range, given: IsGiven, programs: list[int]) -> Given:
+    """What a request writing the bars of `span` (of the song's `bars`) is given, laid out as in training."""
+    openings, onsets = [], []
+    for k, b in enumerate(span):
+        openings.append([*bars[b].head[1:], *layout.anticipated(bars, b, given)])
+        for onset in bars[b].onsets:
+            held = layout.held(onset, lambda program, b=b: given(b, program))
+            if held:
+                onsets.append(Onset(k, int(layout.value[onset.position]), held))
+    return Given(openings, onsets, programs)
 
 
-def split_bars(ids: list[int] | np.ndarray, tokenizer: miditok.MusicTokenizer) -> list[list[int]]:
-    """A stream's ids cut at each Bar token: one list per bar, each opening with its Bar."""
-    bar = tokenizer.vocab["Bar_None"]
-    bars: list[list[int]] = []
-    for t in (int(i) for i in ids):
-        if t == bar or not bars:
-            bars.append([])
-        bars[-1].append(t)
-    return bars
-
-
-def onsets_of(bars: list[list[int]], tokenizer: miditok.MusicTokenizer) -> list[Onset]:
-    """The onsets of tokenized bars (bar index = list index): each Position and the tokens up to the next."""
-    out: list[Onset] = []
-    for b, bar in enumerate(bars):
-        for t in bar:
-            name = tokenizer[t]
-            if name.startswith("Position_"):
-                out.append(Onset(b, int(name.split("_")[1]), []))
-            elif out and out[-1].bar == b and not name.startswith(("Bar_", "TimeSig_")):
-                out[-1].tokens.append(t)
-    return out
-
-
-def meters_of(bars: list[list[int]], tokenizer: miditok.MusicTokenizer) -> list[int]:
-    """Each bar's TimeSig id (the token right after its Bar), or -1 where the tokenizer writes none."""
-    return [bar[1] if len(bar) > 1 and tokenizer[bar[1]].startswith("TimeSig_") else -1 for bar in bars]
+ASIDE = ("prev", "prev2", "position", "program")  # what an anticipated block's tokens move in the state
 
 
 class GivenGrammar(Grammar):
@@ -97,6 +78,7 @@ class GivenGrammar(Grammar):
         self.drum_note = self.type_of == self.type_index.get("PitchDrum", -1)
         self.pitched_note = self.is_note_on & ~self.drum_note
         self.after_position = self.type_index["Position"]
+        self.ahead_start, self.ahead_end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
         self.to(device)
 
     def plan(self, state: dict[str, torch.Tensor], givens: list[Given]) -> int:
@@ -107,31 +89,36 @@ class GivenGrammar(Grammar):
         if len(givens) == 1:
             givens = givens * state["prev"].shape[0]
         most = max([1, *(len(g.onsets) for g in givens)])
-        width = max([1, *(len(o.tokens) for g in givens for o in g.onsets)])
+        width = max(
+            [1, *(len(o.tokens) for g in givens for o in g.onsets), *(len(o) for g in givens for o in g.openings)]
+        )
         bars = max([1, *(g.bars for g in givens)])
         never = 2**31 - 1  # the sentinel after the last onset: in no bar
         bar_of = torch.full((len(givens), most + 1), never, dtype=torch.long)
         position = torch.full_like(bar_of, never)
         tokens = torch.full((len(givens), most + 1, width), -1, dtype=torch.long)
-        meters = torch.full((len(givens), bars + 1), -1, dtype=torch.long)
+        openings = torch.full((len(givens), bars + 1, width), -1, dtype=torch.long)
         writable = torch.zeros(len(givens), len(self.type_of), dtype=torch.bool)
         for row, given in enumerate(givens):
             for k, onset in enumerate(given.onsets):
                 bar_of[row, k], position[row, k] = onset.bar, onset.position
                 tokens[row, k, : len(onset.tokens)] = torch.tensor(onset.tokens, dtype=torch.long)
-            meters[row, : given.bars] = torch.tensor(given.meters, dtype=torch.long)
+            for k, opening in enumerate(given.openings):
+                openings[row, k, : len(opening)] = torch.tensor(opening, dtype=torch.long)
             writable[row, [self.program_id[p] for p in given.programs if p in self.program_id]] = True
         values = {
             "given_bar": bar_of,
             "given_position": position,
             "given_tokens": tokens,
-            "meters": meters,
+            "openings": openings,
             "writable": writable,
             "bars_total": torch.tensor([g.bars for g in givens]),
             "bar": torch.full((len(givens),), -1, dtype=torch.long),  # the bar being written, -1 before the first
             "next": torch.zeros(len(givens), dtype=torch.long),  # the next given onset
             "queue": torch.full((len(givens), width), -1, dtype=torch.long),  # tokens forced next, in order
             "head": torch.full((len(givens),), width, dtype=torch.long),
+            # the state before an anticipated block, restored after it: the block is an aside
+            **{f"before_{key}": state[key].clone() for key in ASIDE},
         }
         state.update({name: value.to(device) for name, value in values.items()})
         return max(g.forced for g in givens)
@@ -161,6 +148,8 @@ class GivenGrammar(Grammar):
         ok[:, self.bar_id] &= ~in_bar & ~last
         ok[:, self.eos_id] &= ~in_bar & last
         ok &= ~self.set_by_song & (~self.is_program | state["writable"])
+        # a bar's notes come after a Position, as the layout reads them (MidiTok would also take a TimeSig's)
+        ok &= ~(self.is_program[None] & (state["prev"] == self.time_sig)[:, None])
         drums = (state["program"] == 0)[:, None]  # a drum track plays drum pitches only, others pitched notes
         ok &= torch.where(drums, ~self.pitched_note, ~self.drum_note)
         if closing:  # the budget is spent: only the given material to the end (and a note an onset needs)
@@ -177,7 +166,11 @@ class GivenGrammar(Grammar):
             return
         forced = self._forced(state)
         in_bar, position = self._next_onset(state)
+        for key in ASIDE:
+            state[f"before_{key}"] = torch.where(token == self.ahead_start, state[key], state[f"before_{key}"])
         super().update(state, token)
+        for key in ASIDE:
+            state[key] = torch.where(token == self.ahead_end, state[f"before_{key}"], state[key])
         rows = torch.arange(token.shape[0], device=token.device)
         state["head"] += (token == forced) & (forced >= 0)
         arrived = (forced < 0) & self.is_position[token] & in_bar & (self.value[token] == position)
@@ -185,7 +178,6 @@ class GivenGrammar(Grammar):
         state["next"] += arrived
         opened = token == self.bar_id
         state["bar"] += opened
-        meter = state["meters"][rows, state["bar"].clamp(min=0)]
-        state["queue"][:, 0] = torch.where(opened, meter, state["queue"][:, 0])
-        state["queue"][:, 1:] = torch.where(opened[:, None], -1, state["queue"][:, 1:])
+        opening = state["openings"][rows, state["bar"].clamp(min=0)]
+        state["queue"] = torch.where(opened[:, None], opening, state["queue"])
         state["head"] = torch.where(arrived | opened, 0, state["head"])

@@ -27,7 +27,7 @@ NOTE_OFF = ("NoteOff", "DrumOff")
 TIME_RESET = ("TimeShift", "Time-Shift", "Rest")  # tokens that move time on and end the current onset
 # Types that continue a note already begun: a piece never opens with them.
 CONTINUATION = ("Velocity", "Duration", *NOTE_OFF)
-SPECIAL = ("PAD", "BOS", "EOS", "MASK")
+SPECIAL = ("PAD", "BOS", "EOS", "MASK", "Ahead")  # "Ahead": co-creation blocks, only ever forced
 SPARE = 129  # program slot 129 of the per-program tables is never a program: padding writes land there
 
 

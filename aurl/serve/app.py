@@ -30,12 +30,12 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from aurl.data.corpus import cache_dir, load_midi, read_score
+from aurl.data.layout import time_ordered
 from aurl.data.multitrack import CONTROLS, is_multitrack
 from aurl.errors import AurlError, ConfigError, DataError, WriteError
 from aurl.files import write_together
 from aurl.generation.cocreate import accompaniment, infilling
 from aurl.generation.generate import Trained, pieces
-from aurl.generation.given import time_ordered
 from aurl.render import bar_starts, drawing
 from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
 

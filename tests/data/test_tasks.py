@@ -61,7 +61,7 @@ def test_continue_windows_are_the_piece_as_it_is(mmm_prepared):
 
 @pytest.mark.parametrize("epoch", range(4))
 def test_track_windows_put_one_track_last_and_the_others_before_it(mmm_prepared, epoch):
-    dataset, piece = _dataset(mmm_prepared, {"track": 1.0}, controls=[])
+    dataset, piece = _dataset(mmm_prepared, {"accompany": 1.0}, controls=[])
     mt = dataset.mt
     original = [tuple(t.ids(mt.track_end)) for t in mt.tracks(np.asarray(piece))]
     ids = _item_ids(dataset[(0, epoch, 4096)])

@@ -71,6 +71,38 @@ def test_evaluate_reports_time_signature_changes_beside_the_references(midi_dir,
     assert said in capsys.readouterr().out
 
 
+def _chorale(path, alto: int) -> None:
+    """Four voices of four quarter notes each (S 72, A alto, T 62, B 48), written to path."""
+    score = symusic.Score(24)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    for program, pitch in zip((40, 41, 42, 43), (72, alto, 62, 48), strict=True):
+        track = symusic.Track(program=program)
+        for beat in range(4):
+            track.notes.append(symusic.Note(24 * beat, 24, pitch, 80))
+        score.tracks.append(track)
+    score.dump_midi(str(path))
+
+
+def test_evaluate_counts_voice_leading_faults_of_four_part_pieces(midi_dir, tmp_path, capsys):
+    """The alto above the soprano at every onset: 4 crossings in 16 notes; Bach's (the reference) none. Pieces
+    of other than four voices are left out of the count."""
+    for name, alto in (("written", 74), ("bach", 67)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            _chorale(tmp_path / name / f"{i}.mid", alto)
+    shutil.copy(next(midi_dir.glob("*.mid")), tmp_path / "written" / "band.mid")  # not four-part
+    args = ["evaluate", str(tmp_path / "written"), "--reference", str(tmp_path / "bach"), "--out", str(tmp_path)]
+    assert main(args) == 0
+    faults = json.loads((tmp_path / "report.json").read_text())["voice_leading"]
+    assert faults["generated"] == {"pieces": 2, "crossing": 25.0, "total": 25.0} | {
+        name: 0.0 for name in ("parallel_fifths", "parallel_octaves", "range", "spacing")
+    }
+    assert faults["reference"]["pieces"] == 2 and faults["reference"]["total"] == 0
+    assert "voice-leading faults per 100 notes, generated / reference (2 / 2 four-part pieces): 25.0 / 0.0" in (
+        capsys.readouterr().out
+    )
+
+
 def _set(folder, seeds):
     rows = []
     for seed in seeds:

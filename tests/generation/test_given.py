@@ -9,7 +9,7 @@ from miditok.utils import get_bars_ticks
 from aurl.cli import main
 from aurl.generation.cocreate import Session, accompany, infill, read_timed_song
 from aurl.generation.generate import tokens_to_score
-from aurl.generation.given import Given, meters_of, onsets_of
+from aurl.generation.given import plan_of
 
 
 def _notes(track) -> list[tuple[int, int, int]]:
@@ -21,30 +21,34 @@ def _bars(score: symusic.Score) -> int:
 
 
 def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run, midi_dir):
-    """Random weights: whatever the model wants, the grammar forces the melody at its onsets, writes only the
-    new program, keeps every bar's meter and ends at the song's last bar."""
+    """Random weights: whatever the model wants, the grammar forces the melody at its onsets and the next
+    bar's melody in a block after each time signature, writes only the new program, keeps every bar's meter
+    and ends at the song's last bar."""
     session = Session(trained_run, "latest", {"num": 4, "seed": 3}, "test")
     torch.manual_seed(0)
     for p in session.decoder.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    tokenizer = session.tokenizer
-    song = read_timed_song(midi_dir / "piece_6.mid", tokenizer)
-    melody = song.stream([0], tokenizer)
-    given = Given(meters_of(song.bars, tokenizer), onsets_of(melody, tokenizer), [48])
+    tokenizer, layout = session.tokenizer, session.layout
+    assert layout.ahead == 1  # the run trained accompany and infill windows
+    song = read_timed_song(midi_dir / "piece_6.mid", tokenizer, layout)
+    melody = song.bars_of([0], tokenizer, layout)
+    given = plan_of(layout, melody, range(len(melody)), lambda bar, program: True, [48])
     for row in session.write([[tokenizer["BOS_None"]]] * 4, [given], 300 + given.forced):
-        score, skipped = tokens_to_score(tokenizer, row)
+        played = layout.played(row)
+        score, skipped = tokens_to_score(tokenizer, played)
         assert skipped == 0
-        assert [bar[:2] for bar in read_timed_song_bars(row, tokenizer)] == [bar[:2] for bar in song.bars]
+        bars = layout.bars(played)
+        assert [bar.head for bar in bars] == [bar.head for bar in song.bars]
         by_program = {t.program: t for t in score.tracks}
         assert set(by_program) <= {0, 48}
-        expected = tokens_to_score(tokenizer, [t for bar in melody for t in bar])[0].tracks[0]
+        expected = tokens_to_score(tokenizer, [t for bar in melody for t in layout.plain(bar)])[0].tracks[0]
         assert _notes(by_program[0]) == _notes(expected)  # the melody, note for note, at its onsets
-
-
-def read_timed_song_bars(row, tokenizer):
-    from aurl.generation.given import split_bars
-
-    return split_bars(row, tokenizer)
+        # each bar opens with its Bar, its time signature and the block of the next bar's melody
+        opened = [i for i, t in enumerate(row) if t == layout.bar]
+        for b, i in enumerate(opened):
+            block = layout.block(melody[b + 1] if b + 1 < len(melody) else None, lambda program: True)
+            opening = [*melody[b].head[1:], *block]
+            assert block[0] == layout.start and row[i + 1 : i + 1 + len(opening)] == opening
 
 
 def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path):

@@ -1,0 +1,171 @@
+"""The time-ordered stream laid out for co-creation: what is given, what is written, and what is anticipated.
+
+In REMI with programs every track is one stream, notes ordered by onset: `Bar TimeSig Position Tempo Program
+Pitch Duration Program Pitch Duration Position ...`. A co-creation request, and a training window of the
+accompany or infill task, splits a piece's notes into given ones (the model reads them, never predicts them:
+generation forces them) and written ones. The layout
+- puts the given notes first at each onset, so that a voice is written knowing what the given voices do at
+  that moment (MidiTok orders an onset's notes by track instead);
+- anticipates: right after each bar's time signature, a block `Ahead_Start ... Ahead_End` holds the given
+  notes of the bar `ahead` bars later (each onset's Position, tempo and notes), so the model knows where the
+  melody goes, and what follows a gap, before it writes under them: the Anticipatory Music Transformer's
+  idea in REMI's terms. A block is read, never played: decoding drops it.
+Training windows and generation requests are laid out here alone, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import miditok
+import numpy as np
+
+from aurl.config import DataConfig
+
+AHEAD_TOKENS = ("Ahead_Start", "Ahead_End")
+IsGiven = Callable[[int, int], bool]  # (bar index, program: -1 drums) → whether that bar's notes are given
+
+
+def time_ordered(tokenizer: miditok.MusicTokenizer) -> bool:
+    """Whether a tokenizer writes every track in one stream ordered by onset: REMI with programs."""
+    return isinstance(tokenizer, miditok.REMI) and tokenizer.one_token_stream
+
+
+@dataclass
+class Note:
+    program: int
+    ids: list[int]  # Program Pitch (Velocity) Duration
+
+
+@dataclass
+class Onset:
+    position: int  # its Position id
+    head: list[int]  # what comes before its notes (a Tempo): given wherever anything is
+    notes: list[Note] = field(default_factory=list)
+
+
+@dataclass
+class Bar:
+    head: list[int]  # Bar and its TimeSig
+    onsets: list[Onset] = field(default_factory=list)
+
+    def without(self, programs: set[int]) -> Bar:
+        """The bar with these programs' notes taken out (and the onsets left empty)."""
+        onsets = [Onset(o.position, o.head, [n for n in o.notes if n.program not in programs]) for o in self.onsets]
+        return Bar(self.head, [o for o in onsets if o.head or o.notes])
+
+
+@dataclass
+class Laid:
+    """A laid-out stream: its ids and, per id, whether it is given (read, never a target of the loss)."""
+
+    ids: list[int] = field(default_factory=list)
+    given: list[bool] = field(default_factory=list)
+
+    def add(self, ids: list[int], given: bool) -> None:
+        self.ids += ids
+        self.given += [given] * len(ids)
+
+
+def run_layout(tokenizer: miditok.MusicTokenizer, cfg: DataConfig) -> Layout:
+    """The layout a run trains and co-creates with: anticipation only where it trained for it."""
+    trained = {name for name, weight in cfg.tasks.items() if weight > 0} - {"continue"}
+    return Layout(tokenizer, cfg.ahead_bars if trained and AHEAD_TOKENS[0] in tokenizer.vocab else 0)
+
+
+class Layout:
+    """A tokenizer's ids as the layout reads and writes them; `ahead` bars of anticipation (0: none)."""
+
+    def __init__(self, tokenizer: miditok.MusicTokenizer, ahead: int):
+        vocab = tokenizer.vocab
+        self.ahead = ahead
+        self.bar = vocab["Bar_None"]
+        self.start, self.end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
+        self.kind = np.zeros(len(vocab), dtype=np.int8)  # 1 Bar, 2 Position, 3 Program
+        self.value = np.full(len(vocab), -2, dtype=np.int64)  # of Position and Program ids (-1: drums)
+        for token, i in vocab.items():
+            kind, _, value = token.partition("_")
+            self.kind[i] = {"Bar": 1, "Position": 2, "Program": 3}.get(kind, 0)
+            if self.kind[i] > 1:
+                self.value[i] = int(value)
+
+    def bars(self, ids: np.ndarray | list[int]) -> list[Bar]:
+        """A stream of base ids (no BOS, no blocks) read as bars of onsets; what precedes the first Bar is
+        dropped."""
+        out: list[Bar] = []
+        for t in (int(i) for i in ids):
+            kind = self.kind[t]
+            if kind == 1:
+                out.append(Bar([t]))
+            elif not out:
+                continue
+            elif kind == 2:
+                out[-1].onsets.append(Onset(t, []))
+            elif not out[-1].onsets:
+                out[-1].head.append(t)  # TimeSig
+            elif kind == 3:
+                out[-1].onsets[-1].notes.append(Note(int(self.value[t]), [t]))
+            elif out[-1].onsets[-1].notes:
+                out[-1].onsets[-1].notes[-1].ids.append(t)
+            else:
+                out[-1].onsets[-1].head.append(t)
+        return out
+
+    @staticmethod
+    def held(onset: Onset, given: Callable[[int], bool]) -> list[int]:
+        """What of an onset is given (`given(program)`): its head and those notes."""
+        return [*onset.head, *(t for note in onset.notes if given(note.program) for t in note.ids)]
+
+    def block(self, bar: Bar | None, given: Callable[[int], bool]) -> list[int]:
+        """The anticipated block of a bar's given notes (`given(program)`); empty blocks are written too, so
+        that every bar of a request reads alike."""
+        if self.ahead == 0:
+            return []
+        inside = []
+        for onset in bar.onsets if bar is not None else []:
+            held = self.held(onset, given)
+            if held:
+                inside += [onset.position, *held]
+        return [self.start, *inside, self.end]
+
+    def anticipated(self, bars: list[Bar], b: int, given: IsGiven) -> list[int]:
+        """The block written in bar b: bar b + ahead's given notes."""
+        later = b + self.ahead
+        return self.block(bars[later] if later < len(bars) else None, lambda program: given(later, program))
+
+    def lay_out(self, bars: list[Bar], count: int, given: IsGiven | None) -> Laid:
+        """The first `count` bars laid out, anticipating from `bars` (which may run on past them); without
+        `given` (a free continuation) as MidiTok writes them, nothing given and nothing anticipated."""
+        laid = Laid()
+        for b, bar in enumerate(bars[:count]):
+            if given is None:
+                laid.add(self.plain(bar), False)
+                continue
+            laid.add(bar.head[:1], False)
+            laid.add(bar.head[1:], True)  # the meter: forced
+            laid.add(self.anticipated(bars, b, given), True)
+            for onset in bar.onsets:
+                laid.add([onset.position], False)
+                laid.add(self.held(onset, lambda program, b=b: given(b, program)), True)
+                laid.add([t for note in onset.notes if not given(b, note.program) for t in note.ids], False)
+        return laid
+
+    @staticmethod
+    def plain(bar: Bar) -> list[int]:
+        return [
+            *bar.head,
+            *(t for o in bar.onsets for t in (o.position, *o.head, *(u for n in o.notes for u in n.ids))),
+        ]
+
+    def played(self, ids: list[int]) -> list[int]:
+        """The ids without their anticipated blocks: what decodes into notes."""
+        out, inside = [], False
+        for t in ids:
+            if t == self.start:
+                inside = True
+            elif t == self.end:
+                inside = False
+            elif not inside:
+                out.append(t)
+        return out
