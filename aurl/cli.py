@@ -118,11 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the decoding step (CPU, float32, full attention): ~3x faster per token after a "
         "few seconds of compiling (up to ~30 the first time); worth it for long or many pieces",
     )
-    co = p.add_argument_group("co-creation (runs trained with tokenizer.kind MMM)")
+    co = p.add_argument_group("co-creation (runs of REMI with use_programs, or MMM)")
     co.add_argument("--accompany", metavar="SONG", help="keep tracks of SONG note for note and write new ones (--add)")
     co.add_argument("--keep", metavar="I,J", help="tracks of SONG to keep, 0-based (default: all)")
     co.add_argument("--add", nargs="+", metavar="PROGRAM", help="new tracks, by General MIDI program 0-127 or 'drums'")
     co.add_argument("--infill", metavar="SONG", help="rewrite --bars of SONG, keeping everything else note for note")
+    co.add_argument(
+        "--passes",
+        type=int,
+        help="then rewrite each written track in turn with all the others given, N - 1 more times (default 1)",
+    )
     co.add_argument("--bars", metavar="A-B", help="bars to rewrite, 1-based and inclusive, e.g. 9-12")
     co.add_argument("--track", type=int, metavar="N", help="track to rewrite, 0-based (default: every track)")
     co.add_argument(

@@ -325,6 +325,12 @@ class GenerateConfig(Section):
         description="hold: every bar keeps the first bar's time signature (a primer's or a song's); free: the "
         "model may change it at any bar; or one to hold, e.g. 3/4",
     )
+    passes: int = Field(
+        1,
+        ge=1,
+        description="co-creation: after the first pass, each written track rewritten in turn with every other "
+        "track given, passes - 1 times (pseudo-Gibbs)",
+    )
     seed: int = 0
 
     @field_validator("meter")

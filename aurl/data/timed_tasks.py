@@ -6,7 +6,8 @@ data.tasks:
 - infill: the last 1-4 bars of the window (data.infill_bars) written for one track or for all of them, the
   rest given; the bars after the gap are known only as they are anticipated.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
-data.ahead_bars ahead, and given tokens never targets of the loss. Evaluation windows are plain ones, so a
+data.ahead_bars ahead, given tokens never targets of the loss, and an EOS where the window ends, as a request
+ends after its last bar. Evaluation windows are plain ones, so a
 model's bits per note compare with a model trained on plain windows. An item is a pure function of (seed,
 window, epoch, length), as WindowDataset's are.
 """
@@ -86,10 +87,12 @@ class TimedTaskDataset(WindowDataset):
         ahead = self.layout.ahead
         # as many bars as fit with every note given, anticipated included (a block holds less than its bar)
         blocks = np.concatenate([sizes[ahead:], np.zeros(ahead, dtype=np.int64)]) + 2 if ahead else 0
-        count = max(1, int(np.searchsorted(np.cumsum(sizes + blocks), length, side="right")))
+        count = max(1, int(np.searchsorted(np.cumsum(sizes + blocks), length - 1, side="right")))
         tokens = self.pieces[piece][starts[first] : ends[min(count + ahead, len(ends)) - 1]]
         bars, given = TASKS[task](self.layout.bars(tokens), count, rng, self.cfg)
         laid = self.layout.lay_out(bars, count, given)
+        # the request ends where the window does: generation ends a request's last bar with EOS
+        laid.add([self.tables.eos_id], False)
         ids = np.asarray([self.tables.bos_id, *laid.ids[:length]], dtype=np.int64)
         if self.augment_cfg is not None:
             ids = augment(ids, self.tables, self.augment_cfg, rng)

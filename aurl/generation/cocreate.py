@@ -98,6 +98,8 @@ class Session:
             raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
         if self.settings.meter != "hold":
             raise ConfigError("generate.meter: co-creation keeps the song's meter in every bar; leave it at hold")
+        if self.multitrack and self.settings.passes > 1:
+            raise ConfigError("generate.passes: rewriting passes need a time-ordered run (REMI with use_programs)")
         self.mt = Multitrack(self.tokenizer) if self.multitrack else None
         self.layout = None if self.multitrack else run_layout(self.tokenizer, trained.config.data)
         self.grammar: MultitrackGrammar | GivenGrammar = trained.grammar  # as checked above
@@ -430,6 +432,10 @@ def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer, layout:
     score.tracks = [t for t in score.tracks if len(t.notes)]
     if not score.tracks:
         raise DataError(f"{path}: holds no notes to work with")
+    return timed_song(path, score, tokenizer, layout)
+
+
+def timed_song(path: str | Path, score: symusic.Score, tokenizer: miditok.MusicTokenizer, layout: Layout) -> TimedSong:
     return TimedSong(Path(path), score, layout.bars(tokenize_score(tokenizer, score)))
 
 
@@ -490,7 +496,7 @@ def _accompany_in_time(
             written = _written_tracks(session, row, the_song.score, add)
             score.tracks = [the_song.score.tracks[k].copy() for k in keep] + written
             out.append((score, row))
-        return out
+        return _passes(session, the_song.path, out, list(range(len(keep), len(keep) + len(add))), (1, len(bars)))
 
     return Work(session, "accompany", takes)
 
@@ -519,29 +525,58 @@ def _infill_in_time(
                 f"--track {i}: track {shared[0]} plays the same program ({program}), and one stream tells tracks "
                 "apart by program; rewrite both (no --track)"
             )
+
+    def takes() -> list[tuple[symusic.Score, list[int]]]:
+        out = _rewrite(session, the_song, targets, bars, session.settings.num)
+        return _passes(session, the_song.path, out, targets, bars)
+
+    return Work(session, "infill", takes)
+
+
+def _rewrite(
+    session: Session, song: TimedSong, targets: list[int], bars: tuple[int, int], count: int
+) -> list[tuple[symusic.Score, list[int]]]:
+    """`count` takes of the song with bars `bars` (1-based, inclusive) of the target tracks written anew: the
+    bars before them are the prompt, the other tracks' notes in them are forced at their onsets and
+    anticipated; everything outside them stays note for note."""
+    tokenizer, layout = session.tokenizer, session.layout
+    first, last = bars
+    programs = song.programs(targets)
     gap = range(first - 1, last)
 
     def is_given(bar: int, program: int) -> bool:
         return bar not in gap or program not in programs
 
-    given = plan_of(layout, the_song.bars, gap, is_given, programs)
-    prompt = [tokenizer["BOS_None"], *layout.lay_out(the_song.bars, first - 1, is_given).ids]
-    score = the_song.score
+    given = plan_of(layout, song.bars, gap, is_given, programs)
+    prompt = [tokenizer["BOS_None"], *layout.lay_out(song.bars, first - 1, is_given).ids]
+    score = song.score
     ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
     start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+    out = []
+    budget = session.settings.max_tokens * len(targets) + given.forced
+    for row in session.write([prompt] * count, [given], budget):
+        new = _written_tracks(session, [*prompt[1:], *row], score, programs)
+        result = score.copy()
+        for target, written in zip(targets, new, strict=True):
+            kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
+            fresh = _fitted([n for n in written.notes if start <= n.time < stop], kept)
+            result.tracks[target].notes = symusic.core.NoteTickList(kept + fresh)
+            result.tracks[target].notes.sort()
+        out.append((result, [*prompt[1:], *row]))
+    return out
 
-    def takes() -> list[tuple[symusic.Score, list[int]]]:
-        out = []
-        budget = session.settings.max_tokens * len(targets) + given.forced
-        for row in session.write([prompt] * session.settings.num, [given], budget):
-            new = _written_tracks(session, [*prompt[1:], *row], score, programs)
-            result = score.copy()
-            for target, written in zip(targets, new, strict=True):
-                kept = [n for n in result.tracks[target].notes if not start <= n.time < stop]
-                fresh = _fitted([n for n in written.notes if start <= n.time < stop], kept)
-                result.tracks[target].notes = symusic.core.NoteTickList(kept + fresh)
-                result.tracks[target].notes.sort()
-            out.append((result, [*prompt[1:], *row]))
-        return out
 
-    return Work(session, "infill", takes)
+Takes = list[tuple[symusic.Score, list[int]]]  # each take's music and tokens
+
+
+def _passes(session: Session, path: Path, takes: Takes, written: list[int], bars: tuple[int, int]) -> Takes:
+    """generate.passes - 1 more passes over each take (pseudo-Gibbs sampling, as in DeepBach and Coconet):
+    each written track rewritten in turn in `bars`, every other track given, so that each voice hears the
+    voices written after it."""
+    for _ in range(session.settings.passes - 1):
+        for track in written:
+            takes = [
+                _rewrite(session, timed_song(path, score, session.tokenizer, session.layout), [track], bars, 1)[0]
+                for score, _ in takes
+            ]
+    return takes

@@ -228,6 +228,8 @@ def pieces(
         raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
     if is_multitrack(tokenizer) and settings.max_bars is not None:
         raise ConfigError("generate.max_bars: a multitrack (MMM) run counts bars per track; leave it unset")
+    if settings.passes > 1:
+        raise ConfigError("generate.passes: passes rewrite what co-creation writes (accompany, infill); leave it at 1")
     if settings.constrained:
         _ = trained.grammar  # built now: a tokenizer without one is named before anything is sampled
     prompt, head = [tokenizer["BOS_None"]], None

@@ -57,7 +57,7 @@ class JobRequest(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
-        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, seed",
+        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, passes, seed",
     )
     song: str | None = Field(None, description="a song id (POST /api/songs or GET /api/examples)")
     keep: list[int] | None = Field(None, description="accompany: the song's tracks kept (default: all)")

@@ -86,6 +86,7 @@ def test_task_windows_fit_replay_and_never_target_given_tokens(prepared, task):
         targets = item["targets"][item["targets"] != IGNORE_INDEX].numpy()
         assert item["weight"] == len(targets) > 0
         assert layout.start not in targets and layout.end not in targets  # blocks are read, never predicted
+        assert targets[-1] == dataset.tables.eos_id  # the window ends as a request does
         ids = item["input_ids"].tolist()
         assert ids[0] == dataset.tables.bos_id and ids[1] == layout.bar
         opened = [i for i, t in enumerate(ids) if t == layout.bar and i + 2 < len(ids)]

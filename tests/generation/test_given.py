@@ -51,7 +51,9 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
             assert block[0] == layout.start and row[i + 1 : i + 1 + len(opening)] == opening
 
 
-def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path):
+@pytest.mark.parametrize("passes", [1, 2])
+def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path, passes):
+    """With a second pass each new track is rewritten with the kept one and the other new one given."""
     song = midi_dir / "piece_2.mid"
     original = symusic.Score(str(song))
     samples = accompany(
@@ -64,6 +66,7 @@ def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir
         out_dir=tmp_path,
         checkpoint="latest",
         log=None,
+        passes=passes,
     )
     end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
     for s in samples:
@@ -77,13 +80,15 @@ def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir
         ]
 
 
-@pytest.mark.parametrize("track", [0, None])
-def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi_dir, tmp_path, track):
+@pytest.mark.parametrize(("track", "passes"), [(0, 1), (None, 1), (None, 3)])
+def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi_dir, tmp_path, track, passes):
     song = midi_dir / "piece_5.mid"
     original = symusic.Score(str(song))
     ticks = get_bars_ticks(original)
     start, stop = ticks[2], ticks[4]  # bars 3-4
-    samples = infill(trained_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None)
+    samples = infill(
+        trained_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None, passes=passes
+    )
     targets = [0] if track == 0 else range(len(original.tracks))
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -103,6 +108,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi
         (["--accompany", "{song}", "--add", "0"], "--add 0: a kept or added track already plays it"),
         (["--accompany", "{song}", "--add", "48", "--control", "track=2", "density=3"], "attribute controls need"),
         (["--infill", "{song}", "--bars", "9-40"], "has bars 1-12"),
+        (["--passes", "2"], "generate.passes: passes rewrite what co-creation writes"),
     ],
 )
 def test_bad_options_are_one_line_errors(trained_run, midi_dir, tmp_path, capsys, extra, message):

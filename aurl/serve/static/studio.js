@@ -68,6 +68,7 @@
     { key: "num", label: "Takes", step: "1", min: "1", int: true },
     { key: "meter", label: "Meter", choices: "meters", note: "hold = the first bar's" },
     { key: "seed", label: "Seed", step: "1", min: "0", int: true },
+    { key: "passes", label: "Passes", step: "1", min: "1", int: true, more: true, note: "accompany, infill" },
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
     { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
@@ -690,6 +691,7 @@
     if (s.repetition_penalty !== undefined && s.repetition_penalty !== 1) parts.push(`rep ${s.repetition_penalty}`);
     if (s.max_tokens !== undefined) parts.push(`${s.max_tokens} tokens`);
     if (s.meter !== undefined && s.meter !== "hold") parts.push(`meter ${s.meter}`);
+    if (s.passes > 1) parts.push(`${s.passes} passes`);
     if (s.seed !== undefined) parts.push(`seed ${s.seed}`);
     return parts.join(" · ");
   }
