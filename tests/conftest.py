@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import itertools
 import os
 import shutil
 from collections.abc import Callable
@@ -64,6 +65,23 @@ def make_midi(path: Path, seed: int, bars: int = 12, drums: bool = True) -> symu
     path.parent.mkdir(parents=True, exist_ok=True)
     score.dump_midi(str(path))
     return score
+
+
+def lopsided_folder(folder: Path, train: int, test: int) -> list[str]:
+    """A folder of short pieces whose names the hash split (at the default fractions) puts `train` in train,
+    `test` in test and none in valid, as it does to small real folders; returns their names."""
+    from aurl.data.corpus import split_of
+
+    wanted, names = {"train": train, "test": test}, []
+    for i in itertools.count():
+        name = f"song_{i:03d}.mid"
+        split = split_of(name, 0.05, 0.05)
+        if wanted.get(split, 0) > 0:
+            wanted[split] -= 1
+            make_midi(folder / name, seed=i, bars=4)
+            names.append(name)
+        if not any(wanted.values()):
+            return names
 
 
 @pytest.fixture(autouse=True)

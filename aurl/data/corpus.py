@@ -7,6 +7,7 @@ import glob
 import hashlib
 import itertools
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,68 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AURL_CACHE", Path.home() / ".cache" / "aurl")).expanduser()
 
 
+def _position(name: str) -> float:
+    """Where a file's relative path hashes to in [0, 1); the splits are bands of it: test, valid, train."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
+
+
 def split_of(name: str, valid_fraction: float, test_fraction: float) -> str:
     """train/valid/test from a hash of the file's relative path: adding files never moves old ones."""
-    u = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
+    u = _position(name)
     if u < test_fraction:
         return "test"
     if u < test_fraction + valid_fraction:
         return "valid"
     return "train"
+
+
+SPLITS = ("train", "valid", "test")
+MIN_FILES_FOR_VALID = 3  # with fewer, every file is worth more in training than as a validation score
+
+
+def place_splits(
+    names: list[str], placed: dict[str, str], valid_fraction: float, test_fraction: float
+) -> tuple[dict[str, str], list[str]]:
+    """The split of each usable file, and a line for each file moved off its hash band (or for no validation).
+
+    A file keeps the split an earlier prepare gave it (`placed`); a new one goes by split_of. Hash bands
+    leave small folders lopsided (12 files: 10 train, 2 test, no valid), so an empty train split, and from
+    MIN_FILES_FOR_VALID files an empty valid split (unless valid_fraction is 0), takes the new file nearest
+    its band. A move never empties train (or valid), and a file from a split of two or more goes before one
+    that would leave test empty.
+    """
+    splits = {name: placed.get(name) or split_of(name, valid_fraction, test_fraction) for name in names}
+    bands = {
+        "train": (test_fraction + valid_fraction, 1.0),
+        "valid": (test_fraction, test_fraction + valid_fraction),
+    }
+    needed = ["train"] + (["valid"] if valid_fraction > 0 and len(names) >= MIN_FILES_FOR_VALID else [])
+    notes = []
+    for split in needed:
+        counts = Counter(splits.values())
+        movable = [n for n in names if n not in placed and not (splits[n] in needed and counts[splits[n]] == 1)]
+        if counts[split] or not movable:
+            continue
+        name = min((counts[splits[n]] == 1, _distance(n, bands[split]), n) for n in movable)[2]
+        notes.append(
+            f"{split}: {name}, moved from {splits[name]} (its hash is nearest the {split} band), since the hash "
+            f"split left {split} empty among the {len(names)} usable files"
+        )
+        splits[name] = split
+    if names and "valid" not in splits.values():
+        if valid_fraction == 0:
+            why = "data.valid_fraction is 0"
+        elif len(names) < MIN_FILES_FOR_VALID:
+            why = f"{MIN_FILES_FOR_VALID} or more set one aside"
+        else:
+            why = "every file keeps the split an earlier prepare gave it"
+        notes.append(f"valid: none of the {len(names)} usable files ({why}); training runs without evaluation")
+    return splits, notes
+
+
+def _distance(name: str, band: tuple[float, float]) -> float:
+    u = _position(name)
+    return max(band[0] - u, u - band[1], 0.0)
 
 
 def resolve_source(source: str, workers: int = 1, log: Callable[[str], None] = print) -> list[SourceFile]:

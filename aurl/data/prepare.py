@@ -3,7 +3,8 @@
 A prepared dataset is a folder: `tokens.bin` (every file's token ids back to back), `manifest.json`
 (format version, tokenizer hash, and per file: sha256, offset, length, split, and the stats of the corpus
 profile), `rejected.jsonl` (one line per unusable file with the reason) and `tokenizer.json`. A re-run
-tokenizes only files that are new or changed (by sha256), and everything when the tokenizer changed.
+tokenizes only files that are new or changed (by sha256), and everything when the tokenizer changed; a
+file keeps the split it was given first, whatever changed (see aurl.data.corpus.place_splits).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import symusic
 from tqdm import tqdm
 
 from aurl.config import Config
-from aurl.data.corpus import SourceFile, load_midi, resolve_source, split_of
+from aurl.data.corpus import SPLITS, SourceFile, load_midi, place_splits, resolve_source
 from aurl.data.profile import FileStats, Profile, profile_of, score_stats
 from aurl.data.tokenize import (
     TOKENIZER_FILE,
@@ -54,6 +55,7 @@ class PrepareReport:
     splits: Counter = field(default_factory=Counter)
     profile: Profile | None = None  # of the usable files; None only when there is none
     warnings: list[str] = field(default_factory=list)  # what the tokenizer drops of the corpus, a line each
+    split_notes: list[str] = field(default_factory=list)  # files moved off their hash split, no validation
 
     def table(self) -> str:
         reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
@@ -68,7 +70,7 @@ class PrepareReport:
             ("tokens", self.tokens),
         ]
         width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}}  {value:>10,}" for name, value in rows)
+        return "\n".join([*(f"{name:<{width}}  {value:>10,}" for name, value in rows), *self.split_notes])
 
 
 _worker_tokenizer: miditok.MusicTokenizer | None = None
@@ -167,6 +169,15 @@ def _load_previous(out: Path, thash: str) -> tuple[dict[str, dict], dict[str, di
     return {e["name"]: e for e in manifest["files"]}, {r["name"]: r for r in rejected}, tokens
 
 
+def _placed(out: Path) -> dict[str, str]:
+    """Each file's split in an earlier prepare of `out`, whatever its tokenizer or version: it never moves."""
+    try:
+        files = json.loads((out / MANIFEST).read_text())["files"]
+        return {e["name"]: e["split"] for e in files if e.get("split") in SPLITS}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def prepare(
     source: str,
     out: str | Path,
@@ -225,8 +236,12 @@ def _prepare(
             report.tokenized += 1
 
     ordered = sorted(entries.values(), key=lambda e: e["name"])
+    d = config.data
+    splits, report.split_notes = place_splits(
+        [e["name"] for e in ordered], _placed(out), d.valid_fraction, d.test_fraction
+    )
     for entry in ordered:
-        entry["split"] = split_of(entry["name"], config.data.valid_fraction, config.data.test_fraction)
+        entry["split"] = splits[entry["name"]]
     if bpe is not None and ordered:  # learned on the training split only, so validation stays unseen
         learn_bpe(tokenizer, [arrays[e["name"]] for e in ordered if e["split"] == "train"], bpe)
         arrays = {name: encode_bpe(tokenizer, ids) for name, ids in arrays.items()}

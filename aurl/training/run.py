@@ -155,6 +155,11 @@ def build_trainer(
         augment = None
         log("data.augment: off, BPE token ids cannot be transposed by lookup")
     train_set, valid_set = mode.datasets(config, data, augment)
+    if valid_set is None:
+        log(
+            f"the dataset has no validation pieces ({len(data.manifest['files'])} files): training without "
+            "evaluation or early stopping, and `best` names the latest checkpoint"
+        )
     batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     if cfg.batch_probe and device.type == "cuda":
         micro = probe_micro_batch(model, mode, train_set[0], cfg, device)
@@ -173,7 +178,7 @@ def build_trainer(
     loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
     loader_args["generator"] = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
-    valid_loader = DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
+    valid_loader = None if valid_set is None else DataLoader(valid_set, batch_size=batch, shuffle=False, **loader_args)
 
     every = _activation_checkpointing(model, cfg, batch, seq_len)
     model.set_activation_checkpointing(every)
@@ -184,7 +189,7 @@ def build_trainer(
     log(
         f"model: {config.model.mode}, {model.num_parameters() / 1e6:.2f}M parameters on {device}"
         f"{f' x {env.world_size} ranks ({cfg.strategy})' if env.enabled else ''}; "
-        f"data: {len(train_set)} train / {len(valid_set)} valid windows of {seq_len} tokens, batch {batch}"
+        f"data: {len(train_set)} train / {len(valid_set or [])} valid windows of {seq_len} tokens, batch {batch}"
         f"{f', accumulation {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}; "
         f"activation checkpointing {'every ' + str(every) + ' block(s)' if every else 'off'}; "
         f"peak {peak / 1e9:.0f} GFLOP/s"
@@ -323,8 +328,9 @@ def train(
         finally:
             shutdown(env)
     entropy = data.unigram_entropy("train")
+    split, key = ("validation", "valid_loss") if "valid_loss" in metrics else ("training", "train_loss")
     log(
-        f"final validation loss {metrics.get('valid_loss', math.nan):.4f} nats/token "
+        f"final {split} loss {metrics.get(key, math.nan):.4f} nats/token "
         f"(unigram entropy of the training tokens: {entropy:.4f} nats/token)"
     )
     return {**metrics, "unigram_entropy": entropy, "parameters": float(trainer.num_parameters())}

@@ -171,7 +171,7 @@ class Trainer:
         model: nn.Module,
         objective: Objective,
         train_loader: DataLoader,
-        valid_loader: DataLoader,
+        valid_loader: DataLoader | None,  # None: no validation pieces, so no evaluation and `best` is `latest`
         run_dir: Path,
         device: torch.device,
         env: DistEnv | None = None,
@@ -186,7 +186,7 @@ class Trainer:
         self.train_loader = train_loader
         self.sampler: TokenBudgetBatchSampler = train_loader.batch_sampler
         self.run_dir, self.device, self.env = run_dir, device, env or DistEnv()
-        self.valid_loader = _shared_out(valid_loader, cfg.eval_batches, self.env)
+        self.valid_loader = None if valid_loader is None else _shared_out(valid_loader, cfg.eval_batches, self.env)
         self.progress, self.profile_steps = progress and self.env.is_main, profile_steps
         self.log = log if self.env.is_main else (lambda s: None)
         if self.progress:  # messages go above the progress bar instead of through it
@@ -433,7 +433,8 @@ class Trainer:
         flops_per_token = getattr(unwrap(self.model), "flops_per_token", lambda n: 0.0)
         self.meter.reset()
         self._clock = time.perf_counter()
-        if self.evaluate_first and self.step == 0:
+        evaluates = self.valid_loader is not None
+        if self.evaluate_first and self.step == 0 and evaluates:
             valid = self.evaluate()
             self._report_valid(logger, valid, "step 0 (the starting weights)")
         try:
@@ -494,7 +495,7 @@ class Trainer:
                         )
 
                     improved = stop = False
-                    if self.step % cfg.eval_interval == 0 or final:
+                    if evaluates and (self.step % cfg.eval_interval == 0 or final):
                         valid = self.evaluate()
                         improved = self.best_valid.update(valid["loss"])
                         stop = self._after_eval(valid)
@@ -502,7 +503,7 @@ class Trainer:
                     if self.sample_hook and cfg.sample_interval and (self.step % cfg.sample_interval == 0 or final):
                         self._samples(logger)
                     if improved or final or stop or self.step % cfg.save_interval == 0:
-                        self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved)
+                        self.save({f"valid_{k}": v for k, v in valid.items()}, best=improved or not evaluates)
                     self._tick()
                     if final or stop:
                         break
