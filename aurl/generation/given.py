@@ -20,7 +20,7 @@ import miditok
 import torch
 
 from aurl.data.layout import AHEAD_TOKENS, Bar, IsGiven, Layout
-from aurl.generation.grammar import Grammar
+from aurl.generation.grammar import SPARE, Grammar
 
 
 @dataclass
@@ -61,7 +61,8 @@ def plan_of(layout: Layout, bars: list[Bar], span: range, given: IsGiven, progra
     return Given(openings, onsets, programs)
 
 
-ASIDE = ("prev", "prev2", "position", "program")  # what an anticipated block's tokens move in the state
+# what an anticipated block's tokens move in the state
+ASIDE = ("prev", "prev2", "position", "program", "onset_program", "left")
 
 
 class GivenGrammar(Grammar):
@@ -117,9 +118,12 @@ class GivenGrammar(Grammar):
             "next": torch.zeros(len(givens), dtype=torch.long),  # the next given onset
             "queue": torch.full((len(givens), width), -1, dtype=torch.long),  # tokens forced next, in order
             "head": torch.full((len(givens),), width, dtype=torch.long),
+            # at the current onset: the program being written (-1: none yet) and those already left
+            "onset_program": torch.full((len(givens),), -1, dtype=torch.long),
+            "left": torch.zeros(len(givens), SPARE + 1, dtype=torch.bool),
             # the state before an anticipated block, restored after it: the block is an aside
-            **{f"before_{key}": state[key].clone() for key in ASIDE},
         }
+        values |= {f"before_{key}": values[key].clone() if key in values else state[key].clone() for key in ASIDE}
         state.update({name: value.to(device) for name, value in values.items()})
         return max(g.forced for g in givens)
 
@@ -148,6 +152,7 @@ class GivenGrammar(Grammar):
         ok[:, self.bar_id] &= ~in_bar & ~last
         ok[:, self.eos_id] &= ~in_bar & last
         ok &= ~self.set_by_song & (~self.is_program | state["writable"])
+        ok &= ~(self.is_program[None] & state["left"][:, self.program_index])
         # a bar's notes come after a Position, as the layout reads them (MidiTok would also take a TimeSig's)
         ok &= ~(self.is_program[None] & (state["prev"] == self.time_sig)[:, None])
         drums = (state["program"] == 0)[:, None]  # a drum track plays drum pitches only, others pitched notes
@@ -167,11 +172,22 @@ class GivenGrammar(Grammar):
         forced = self._forced(state)
         in_bar, position = self._next_onset(state)
         for key in ASIDE:
-            state[f"before_{key}"] = torch.where(token == self.ahead_start, state[key], state[f"before_{key}"])
+            opens = (token == self.ahead_start).view(-1, *(1,) * (state[key].dim() - 1))
+            state[f"before_{key}"] = torch.where(opens, state[key], state[f"before_{key}"])
         super().update(state, token)
-        for key in ASIDE:
-            state[key] = torch.where(token == self.ahead_end, state[f"before_{key}"], state[key])
+        # an onset holds each program's notes together, as MidiTok writes them: a program left is not taken up
+        # again there (an undertrained model would cycle through the voices, stacking notes)
         rows = torch.arange(token.shape[0], device=token.device)
+        program = torch.where(self.is_program[token], self.program_index[token], -1)
+        leaving = (program >= 0) & (state["onset_program"] >= 0) & (program != state["onset_program"])
+        state["left"][rows, state["onset_program"].clamp(min=0)] |= leaving
+        state["onset_program"] = torch.where(program >= 0, program, state["onset_program"])
+        onset = self.is_position[token] | (token == self.bar_id)
+        state["left"] &= ~onset[:, None]
+        state["onset_program"] = torch.where(onset, -1, state["onset_program"])
+        for key in ASIDE:
+            ends = (token == self.ahead_end).view(-1, *(1,) * (state[key].dim() - 1))
+            state[key] = torch.where(ends, state[f"before_{key}"], state[key])
         state["head"] += (token == forced) & (forced >= 0)
         arrived = (forced < 0) & self.is_position[token] & in_bar & (self.value[token] == position)
         state["queue"] = torch.where(arrived[:, None], state["given_tokens"][rows, state["next"]], state["queue"])

@@ -39,6 +39,11 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
         assert skipped == 0
         bars = layout.bars(played)
         assert [bar.head for bar in bars] == [bar.head for bar in song.bars]
+        for onset in (onset for bar in bars for onset in bar.onsets):  # each program's notes together
+            runs = [
+                p for i, p in enumerate(n.program for n in onset.notes) if i == 0 or onset.notes[i - 1].program != p
+            ]
+            assert len(runs) == len(set(runs))
         by_program = {t.program: t for t in score.tracks}
         assert set(by_program) <= {0, 48}
         expected = tokens_to_score(tokenizer, [t for bar in melody for t in layout.plain(bar)])[0].tracks[0]
