@@ -540,7 +540,7 @@ def _rewrite(
     bars before them are the prompt, the other tracks' notes in them are forced at their onsets and
     anticipated; everything outside them stays note for note."""
     tokenizer, layout = session.tokenizer, session.layout
-    first, last = bars
+    first, last = bars[0], min(bars[1], len(song.bars))  # a take may end a bar before its song: what it holds
     programs = song.programs(targets)
     gap = range(first - 1, last)
 

@@ -1,0 +1,259 @@
+"""Co-creation in the time-ordered stream measured on the Bach chorales' held-out (valid) split.
+
+Trains, one after another and each for --minutes on the same prepared chorales (configs/demo.yaml):
+- plain: plain windows only (data.tasks={continue: 1}), the baseline for free generation;
+- layout: the task mix (accompany, infill), given notes first at each onset, no anticipation
+  (data.ahead_bars=0);
+- anticipation: the task mix with the given notes anticipated a bar ahead (the demo's settings).
+(--runs DIR keeps the runs there and reuses those already trained.) Then prints, per model:
+
+- harmonisation: bits per note of Bach's alto, tenor and bass given the soprano (laid out as a request:
+  the soprano given and anticipated) against the same voices without it (a plain stream of the three),
+  under the same model; voice-leading faults per 100 notes (aurl.evaluation.harmony), all kinds together
+  and each, of harmonisations written for each soprano (--accompany: keep track 0, add 41 42 43) with 1 and
+  3 passes (--passes), beside Bach's own; the mean feature overlap (aurl evaluate's features) of the written
+  harmonisations with the held-out chorales;
+- infilling: bits per note of two true bars of one voice (drawn per chorale, never the first or last bars)
+  laid out as an infill request, with both sides (what follows anticipated) and with the left side only
+  (the chorale cut after the gap: nothing anticipated), in the same format;
+- free generation: bits per note of the held-out chorales (plain windows) beside the plain model's.
+
+Run: .venv/bin/python benchmarks/cocreate_timed.py --data data/bach-chorales [--minutes 10] [--runs DIR]
+     [--samples 1] [--temperature 0.7] [--passes 1 3] [--models layout anticipation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import symusic
+import torch
+
+from aurl.config import load_config
+from aurl.data.layout import Laid, Layout
+from aurl.evaluation.compare import compare_sets
+from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_features
+from aurl.evaluation.harmony import FAULTS, voice_leading_faults
+from aurl.evaluation.likelihood import likelihood
+from aurl.evaluation.report import midi_files
+from aurl.generation.cocreate import Session, accompany, read_timed_song
+from aurl.training.run import train
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
+MODELS = {
+    "plain": ["data.tasks={continue: 1}"],
+    "layout": ["data.ahead_bars=0"],
+    "anticipation": [],
+}
+SOPRANO, LOWER = 40, (41, 42, 43)
+
+
+def quiet(_: str) -> None:
+    """Progress lines are not part of the tables."""
+
+
+def machine() -> str:
+    name = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in name.splitlines() if line.startswith("Model name")), "")
+    flags = next((line for line in name.splitlines() if line.startswith("Flags")), "")
+    extras = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags.split()]
+    return f"{model or platform.processor()} ({', '.join(extras) or 'no bf16 units'}), torch {torch.__version__}"
+
+
+def trained(label: str, data: str, minutes: float, runs: Path) -> Path:
+    """The model's run: trained now for `minutes`, or found in `runs` from before."""
+    run = runs / label
+    if not (run / "config.yaml").is_file():
+        sets = [f"data.dataset={data}", "train.sample_interval=0", f"train.max_minutes={minutes}"]
+        config = load_config(DEMO, [*sets, "train.max_steps=1000000", *MODELS[label]])
+        train(config, run, progress=False, log=quiet)
+    return run
+
+
+@torch.inference_mode()
+def written_nll(model: torch.nn.Module, bos: int, laid: Laid) -> float:
+    """Summed negative log-likelihood (nats) of the tokens a laid-out stream writes (its given ones are
+    read, not scored)."""
+    ids = [bos, *laid.ids]
+    logits = model(torch.tensor([ids]))[0, :-1].float().log_softmax(-1)
+    picked = -logits[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    return float(picked[torch.tensor([not given for given in laid.given])].sum())
+
+
+def notes_of(layout: Layout, laid: Laid, programs: set[int]) -> int:
+    """Notes of these programs a laid-out stream writes (not given, outside the anticipated blocks)."""
+    inside, count = False, 0
+    for t, given in zip(laid.ids, laid.given, strict=True):
+        if t in (layout.start, layout.end):
+            inside = t == layout.start
+        elif not inside and not given and layout.kind[t] == 3:
+            count += int(layout.value[t]) in programs
+    return count
+
+
+def bits(nats: float, notes: int) -> float:
+    return nats / math.log(2) / max(1, notes)
+
+
+def fitting(layout: Layout, bars, given, context: int) -> int:
+    """The most bars from the first whose layout (with `given`) fits the model's context."""
+    count = len(bars)
+    while count > 1 and len(layout.lay_out(bars, count, given).ids) + 1 > context:
+        count -= 1
+    return count
+
+
+def harmonisation_bits(session: Session, chorales: list[Path]) -> tuple[float, float]:
+    """Bits per note of Bach's A, T, B given the soprano, and without it, under the session's model."""
+    layout, model = session.layout, session.decoder
+    bos, context = session.tokenizer["BOS_None"], model.cfg.context
+    given_nats = alone_nats = 0.0
+    notes = 0
+    for path in chorales:
+        bars = read_timed_song(path, session.tokenizer, layout).bars
+        with_soprano = lambda bar, program: program == SOPRANO  # noqa: E731
+        count = fitting(layout, bars, with_soprano, context)
+        laid = layout.lay_out(bars, count, with_soprano)
+        lower = layout.lay_out([bar.without({SOPRANO}) for bar in bars], count, None)
+        given_nats += written_nll(model, bos, laid)
+        alone_nats += written_nll(model, bos, lower)
+        notes += notes_of(layout, lower, set(LOWER))
+    return bits(given_nats, notes), bits(alone_nats, notes)
+
+
+def infill_bits(session: Session, chorales: list[Path], seed: int) -> tuple[float, float, int]:
+    """Bits per note of two true bars of one voice given both sides, and given the left side only."""
+    layout, model = session.layout, session.decoder
+    bos, context = session.tokenizer["BOS_None"], model.cfg.context
+    rng = np.random.default_rng(seed)
+    both = left = 0.0
+    notes = spans = 0
+    for path in chorales:
+        bars = read_timed_song(path, session.tokenizer, layout).bars
+        if len(bars) < 4:
+            continue
+        voice = int(rng.choice([SOPRANO, *LOWER]))
+        first = int(rng.integers(1, len(bars) - 2))  # bars first, first + 1; one bar at least on each side
+        gap = range(first, first + 2)
+
+        def given(bar: int, program: int, gap: range = gap, voice: int = voice) -> bool:
+            return bar not in gap or program != voice
+
+        start = 0  # the bars before the gap that fit the context with it and the bar after it
+        while len(layout.lay_out(bars[start:], gap.stop - start, shifted(given, start)).ids) + 1 > context:
+            start += 1
+        with_right = layout.lay_out(bars[start:], gap.stop - start, shifted(given, start))  # what follows: anticipated
+        left_only = layout.lay_out(bars[start : gap.stop], gap.stop - start, shifted(given, start))  # nothing after
+        both += written_nll(model, bos, with_right)
+        left += written_nll(model, bos, left_only)
+        notes += notes_of(layout, with_right, {voice})
+        spans += 1
+    return bits(both, notes), bits(left, notes), spans
+
+
+def shifted(given, start: int):
+    """`given` for bars counted from `start`."""
+    return lambda bar, program: given(bar + start, program)
+
+
+def faults(paths: list[Path]) -> dict[str, float]:
+    rows = [voice_leading_faults(symusic.Score(str(p))) for p in paths]
+    notes = sum(r["notes"] for r in rows)
+    return {name: 100 * sum(r[name] for r in rows) / notes for name in (*FAULTS, "total")}
+
+
+def overlap(paths: list[Path], reference: list[dict]) -> float:
+    rows = []
+    for i, path in enumerate(paths):
+        row = piece_features(symusic.Score(str(path)))
+        row["id"] = f"{path}#{i}"
+        rows.append(row)
+    comparison = compare_sets(rows, reference, FEATURES)
+    return float(np.nanmean([comparison[name]["overlap"] for name in FEATURES]))
+
+
+def harmonised(run: Path, chorales: list[Path], passes: int, args, out: Path) -> list[Path]:
+    written = []
+    for path in chorales:
+        made = accompany(
+            run, path, list(LOWER), keep=[0], num=args.samples, out_dir=out / path.stem, log=None,
+            temperature=args.temperature, seed=args.seed, passes=passes,
+        )  # fmt: skip
+        written += [s.midi for s in made]
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the chorales prepared with configs/demo.yaml")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training minutes per model (default 10)")
+    parser.add_argument("--runs", help="keep the runs here (and reuse those already trained)")
+    parser.add_argument("--models", nargs="+", default=["layout", "anticipation"], choices=["layout", "anticipation"])
+    parser.add_argument("--samples", type=int, default=1, help="harmonisations per soprano (default 1)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the demo's)")
+    parser.add_argument("--passes", nargs="+", type=int, default=[1, 3], help="harmonise with these (default 1 3)")
+    parser.add_argument("--chorales", type=int, help="only the first N held-out chorales (a quick look)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    chorales = [p for p in midi_files("builtin:bach-chorales:valid", quiet) if len(symusic.Score(str(p)).tracks) == 4]
+    chorales = chorales[: args.chorales]
+    reference = []
+    for i, path in enumerate(chorales):
+        row = piece_features(symusic.Score(str(path)))
+        row["id"] = f"bach#{i}"
+        reference.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(args.runs or tmp)
+        rows = {label: trained(label, args.data, args.minutes, runs) for label in ["plain", *args.models]}
+        steps = {
+            label: max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
+            for label, run in rows.items()
+        }
+        free = {label: likelihood(run, args.data)["bits_per_note"] for label, run in rows.items()}
+        bach = faults(chorales)
+        print(f"## Co-creation in the time-ordered stream: {len(chorales)} held-out four-part chorales")
+        print(
+            f"{machine()}; each model trained {args.minutes:g} minutes: "
+            + ", ".join(f"{k} {v} steps" for k, v in steps.items())
+        )
+        print("\n### Harmonisation (soprano given, alto, tenor and bass written)")
+        print("| model | passes | A/T/B bits/note given S | without S | reduction | faults/100 notes (Bach) | "
+              + " | ".join(name.replace("_", " ") for name in FAULTS) + " | feature overlap |")  # fmt: skip
+        print("|---|---|---|---|---|---|" + "---|" * len(FAULTS) + "---|")
+        infill_rows = []
+        for label in args.models:
+            session = Session(rows[label], "best", {}, "benchmarks/cocreate_timed.py")
+            with_s, without = harmonisation_bits(session, chorales)
+            infill_rows.append((label, *infill_bits(session, chorales, args.seed)))
+            for passes in args.passes:
+                written = harmonised(rows[label], chorales, passes, args, Path(tmp) / f"{label}-{passes}")
+                found = faults(written)
+                kinds = " | ".join(f"{found[name]:.2f} ({bach[name]:.2f})" for name in FAULTS)
+                print(
+                    f"| {label} | {passes} | {with_s:.3f} | {without:.3f} | {100 * (1 - with_s / without):.1f}% "
+                    f"| {found['total']:.2f} ({bach['total']:.2f}) | {kinds} | {overlap(written, reference):.3f} |"
+                )
+        print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75")
+        print("\n### Infilling (two true bars of one voice)")
+        print("| model | chorales | bits/note, both sides | left side only | both sides cost less by |")
+        print("|---|---|---|---|---|")
+        for label, both, left, spans in infill_rows:
+            print(f"| {label} | {spans} | {both:.3f} | {left:.3f} | {100 * (1 - both / left):.1f}% |")
+        print("target: both sides at least 10% fewer bits than the left side alone")
+        print("\n### Free generation: bits/note of the held-out chorales (plain windows)")
+        print("| model | bits/note | against plain |\n|---|---|---|")
+        for label, rate in free.items():
+            print(f"| {label} | {rate:.3f} | {100 * (rate / free['plain'] - 1):+.1f}% |")
+        print("target: within 3% of the plain model")
+
+
+if __name__ == "__main__":
+    main()
