@@ -172,14 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "render",
-        help="draw MIDI files as piano rolls (PNG) and play them into WAV files",
+        help="draw MIDI files as piano rolls (PNG), play them into WAV files, write them as scores (MusicXML)",
         allow_abbrev=False,
         description="Render MIDI files: a piano-roll PNG (tracks in colours, bar lines) and a WAV through a "
-        "General MIDI SoundFont, peak-normalised. Without --png or --wav, both.",
+        "General MIDI SoundFont, peak-normalised; with --musicxml a score for notation programs, with --score "
+        "that score engraved as SVG. Without --png, --wav, --musicxml or --score, the PNG and the WAV.",
     )
     p.add_argument("files", nargs="+", metavar="FILE.mid", help="MIDI files to render")
     p.add_argument("--png", action="store_true", help="write FILE.png")
     p.add_argument("--wav", action="store_true", help="write FILE.wav")
+    p.add_argument(
+        "--musicxml",
+        action="store_true",
+        help="write FILE.musicxml: quantised, a part per track named by its instrument, the key music21 finds",
+    )
+    p.add_argument("--score", action="store_true", help="write FILE.svg: that score engraved (Verovio)")
     p.add_argument("--soundfont", metavar="FILE", help="SoundFont (.sf2) for --wav (default TimGM6mb)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: beside each MIDI file)")
 
@@ -373,9 +380,11 @@ def _render(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from aurl.data.corpus import read_score
+    from aurl.notation import engraved, musicxml
     from aurl.render import piano_roll, render_wav
 
-    png, wav = (args.png, args.wav) if args.png or args.wav else (True, True)
+    chosen = args.png or args.wav or args.musicxml or args.score
+    png, wav = (args.png, args.wav) if chosen else (True, True)
     failed = []
     for name in args.files:
         midi = Path(name)
@@ -385,6 +394,10 @@ def _render(args: argparse.Namespace) -> None:
             written = [piano_roll(read_score(midi), stem.with_suffix(".png"), midi.name)] if png else []
             if wav:
                 written.append(render_wav(midi, stem.with_suffix(".wav"), args.soundfont))
+            xml = musicxml(midi, stem.with_suffix(".musicxml")) if args.musicxml else None
+            if args.score:
+                written.append(engraved(midi, stem.with_suffix(".svg"), xml))
+            written += [xml] if xml else []
             print("  ".join(str(p) for p in written))
         except AurlError as err:
             print(f"aurl render: {err}", file=sys.stderr)

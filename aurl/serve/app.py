@@ -36,6 +36,7 @@ from aurl.errors import AurlError, ConfigError, DataError, WriteError
 from aurl.files import write_together
 from aurl.generation.cocreate import accompaniment, infilling
 from aurl.generation.generate import Trained, pieces
+from aurl.notation import NotationError
 from aurl.render import bar_starts, drawing
 from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
 
@@ -44,7 +45,14 @@ MAX_TAKES = 8  # takes per request
 MAX_TOKENS = 8192  # tokens per take
 EXAMPLES = 6  # built-in example songs offered, from the served runs' held-out files
 API_FLAGS = {"--keep": "keep", "--add": "add", "--bars": "bars", "--track": "track", "--control": "controls"}
-MEDIA = {"mid": "audio/midi", "wav": "audio/wav", "png": "image/png", "json": "application/json"}
+MEDIA = {
+    "mid": "audio/midi",
+    "wav": "audio/wav",
+    "png": "image/png",
+    "json": "application/json",
+    "musicxml": "application/vnd.recordare.musicxml+xml",
+    "svg": "image/svg+xml",
+}
 _song_ids = itertools.count(1)
 
 
@@ -366,22 +374,26 @@ def create_app(
 
     @app.get("/api/jobs/{job_id}/takes/{name}")
     def take(job_id: str, name: str) -> FileResponse:
-        """A finished take: {i}.mid, {i}.wav, {i}.png or {i}.json (its notes for drawing); the WAV and the
-        piano roll are rendered on their first request."""
+        """A finished take: {i}.mid, {i}.wav, {i}.png, {i}.musicxml, {i}.svg (its score engraved) or {i}.json (its
+        notes for drawing); all but the MIDI and the notes are rendered on their first request."""
         found = job_of(job_id)
-        match = re.fullmatch(r"(\d+)\.(mid|wav|png|json)", name)
+        match = re.fullmatch(r"(\d+)\.(mid|wav|png|json|musicxml|svg)", name)
         if match is None or int(match[1]) >= len(found.takes):
             raise HTTPException(
-                404, f"take {name!r}: job {job_id} has takes 0-{len(found.takes) - 1} as .mid/.wav/.png/.json"
+                404,
+                f"take {name!r}: job {job_id} has takes 0-{len(found.takes) - 1} as "
+                ".mid/.wav/.png/.musicxml/.svg/.json",
             )
         index, kind = int(match[1]), match[2]
         try:
             path = found.file(index, kind)
         except WriteError as err:
             raise no_space(err) from None
+        except NotationError as err:  # the take has no score; its other files still serve
+            raise HTTPException(422, str(err)) from None
         except AurlError as err:  # e.g. no SoundFont on this server: the take's other files still serve
             raise HTTPException(503, str(err)) from None
-        download = f"{found.model}-{found.id}-take{index}.mid" if kind == "mid" else None
+        download = f"{found.model}-{found.id}-take{index}.{kind}" if kind in ("mid", "musicxml") else None
         return FileResponse(path, media_type=MEDIA[kind], filename=download)
 
     return app

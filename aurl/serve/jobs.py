@@ -38,6 +38,7 @@ from aurl.files import write_together, writing
 from aurl.generation.cocreate import Work
 from aurl.generation.fast import FastDecoder
 from aurl.generation.generate import Pieces, Sample, Trained, sample_together, tokens_to_score, write_sample
+from aurl.notation import engraved, musicxml
 from aurl.render import drawing, piano_roll, render_wav
 
 log = logging.getLogger("aurl.serve")
@@ -120,18 +121,27 @@ class Job:
                     "wav": f"{base}/{i}.wav",
                     "png": f"{base}/{i}.png",
                     "notes_url": f"{base}/{i}.json",
+                    "musicxml": f"{base}/{i}.musicxml",
+                    "svg": f"{base}/{i}.svg",
                 }
                 for i, s in enumerate(self.takes)
             ],
         }
 
     def file(self, index: int, kind: str) -> Path:
-        """A take's file: mid, json, or wav and png, rendered on the first request."""
+        """A take's file: mid, json, or wav, png, musicxml and svg (its score engraved), rendered on the first
+        request."""
         take = self.takes[index]
         path = take.midi.with_suffix(f".{kind}")
         with self.rendering:
             if kind == "wav" and take.wav is None:
                 take.wav = render_wav(take.midi, path)
+            elif kind in ("musicxml", "svg") and not path.is_file():
+                xml = take.midi.with_suffix(".musicxml")
+                if not xml.is_file():
+                    musicxml(take.midi, xml)
+                if kind == "svg":
+                    engraved(take.midi, path, xml)
             elif kind == "png" and take.png is None:
                 title = f"{self.model} {self.id} take {index}"
                 score = symusic.Score(str(take.midi))

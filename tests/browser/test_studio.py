@@ -156,18 +156,33 @@ def test_generate_from_nothing_draws_plays_and_downloads(studio, page):
     assert sum(len(t.notes) for t in score.tracks) > 0
     assert {(ts.numerator, ts.denominator) for ts in score.time_signatures} == {(3, 4)}
 
+    # the score view: the take engraved, staves and note heads, in place of the piano roll and back
+    toggle = card.find_element("css selector", "button.show-score")
+    toggle.click()
+    wait(page, lambda d: card.find_elements("css selector", ".take-score svg"), 60, "the score was not shown")
+    assert card.find_elements("css selector", ".take-score g.staff")
+    assert card.find_elements("css selector", ".take-score g.note")
+    assert not roll.is_displayed() and toggle.text == "Piano roll"
+    toggle.click()
+    assert roll.is_displayed() and not card.find_element("css selector", ".take-score").is_displayed()
+
+    # the MusicXML link gives the take as a score in 3/4
+    link = card.find_element("css selector", "a.download-musicxml")
+    assert link.get_attribute("download").endswith(".musicxml")
+    xml = httpx.get(link.get_attribute("href"), timeout=60)
+    assert xml.status_code == 200 and b"<score-partwise" in xml.content and b"<beats>3</beats>" in xml.content
+
     # a take becomes the next song
     card.find_element("css selector", "button.use-song").click()
     wait(page, lambda d: "take" in by_id(d, "song-title").text, 30, "the take did not become the song")
     assert page.execute_script(COLOURED_PIXELS, by_id(page, "song-roll")) > 20
 
 
-def test_upload_and_accompany_with_the_multitrack_model(studio, page, tmp_path):
+def test_upload_and_accompany_in_the_time_ordered_stream(studio, page, tmp_path):
     midi = tmp_path / "band.mid"
     make_midi(midi, seed=3, bars=8, drums=False)
     open_studio(page, studio.url)
-    mmm = model_id(studio, multitrack=True)
-    choose(page, "model", mmm)
+    choose(page, "model", model_id(studio, multitrack=False))
     upload(page, midi)
     assert page.execute_script(COLOURED_PIXELS, by_id(page, "song-roll")) > 50
     legend = css(page, "#song-legend .legend-item")
@@ -195,7 +210,7 @@ def test_drag_bars_on_the_roll_and_infill_them(studio, page, tmp_path):
     midi = tmp_path / "tune.mid"
     make_midi(midi, seed=5, bars=8, drums=False)
     open_studio(page, studio.url)
-    choose(page, "model", model_id(studio, multitrack=True))
+    choose(page, "model", model_id(studio, multitrack=False))
     upload(page, midi)
     roll = by_id(page, "song-roll")
     # the x offsets (from the canvas' centre, as Selenium wants them) of the middles of bars 2 and 3

@@ -89,6 +89,9 @@ def test_generate_gives_every_format_and_equals_the_cli(client, trained_run, tmp
     assert sum(len(t["notes"]) for t in drawn["tracks"]) == take["notes"]
     download = client.get(take["midi"])
     assert "attachment" in download.headers["content-disposition"]
+    score = client.get(take["musicxml"])  # the take as a score, written on its first request
+    assert score.status_code == 200 and "attachment" in score.headers["content-disposition"]
+    assert b"<score-partwise" in score.content and b"<note" in score.content
     # The studio calls what `aurl generate` calls: the same seed gives the same pieces.
     samples = generate(trained_run, tmp_path, "best", log=lambda s: None, num=2, max_tokens=64, seed=7)
     for take, sample in zip(job["takes"], samples, strict=True):

@@ -901,10 +901,15 @@
     const link = card.querySelector("a.download");
     link.href = withToken(take.midi);
     link.download = `${job.model}-${job.task}-${job.id}-take${take.index + 1}.mid`;
+    const score = card.querySelector("a.download-musicxml");
+    score.href = withToken(take.musicxml);
+    score.download = `${job.model}-${job.task}-${job.id}-take${take.index + 1}.musicxml`;
     const stats = [`${take.tokens} tokens`, `${take.notes} notes`, `${take.pitches} pitches`];
     if (take.skipped_tokens) stats.push(`${take.skipped_tokens} skipped`);
     card.querySelector(".take-stats").textContent = stats.join(" · ");
     card.querySelector(".use-song").addEventListener("click", () => useAsSong(job, take));
+    const toggle = card.querySelector(".show-score");
+    toggle.addEventListener("click", () => showScore(card, take, toggle));
     card.querySelector(".take-remove").addEventListener("click", () => {
       resizer.unobserve(canvas);
       audio.pause();
@@ -923,6 +928,26 @@
       }
     });
     return card;
+  }
+
+  // The engraved score in place of the piano roll (and back): fetched once, on the first look
+  async function showScore(card, take, toggle) {
+    clearError();
+    const box = card.querySelector(".take-score");
+    const canvas = card.querySelector("canvas");
+    const showing = toggle.getAttribute("aria-pressed") === "true";
+    if (!showing && !box.dataset.loaded) {
+      toggle.disabled = true;
+      const res = await guard(() => api(take.svg));
+      toggle.disabled = false;
+      if (!res) return;
+      box.innerHTML = await res.text();
+      box.dataset.loaded = "true";
+    }
+    box.hidden = showing;
+    canvas.hidden = !showing;
+    toggle.setAttribute("aria-pressed", String(!showing));
+    toggle.textContent = showing ? "Score" : "Piano roll";
   }
 
   async function useAsSong(job, take) {

@@ -1,0 +1,83 @@
+"""Reading MIDI as a score: MusicXML through music21, for MuseScore, Dorico or a DAW, and engraved as SVG
+by Verovio, for the eye.
+
+music21 reads the MIDI file with its notes quantised to the piece's grid (sixteenths and eighth-note
+triplets), splits notes at bar lines into tied ones, keeps the file's meter and tempo, and writes one part per
+track; aurl names each part by its General MIDI instrument and puts the key signature of music21's key
+analysis at its start (MIDI files seldom carry a true one, and generated ones never do).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import symusic
+
+from aurl.data.corpus import read_score
+from aurl.errors import AurlError
+from aurl.files import write_together
+
+GRID = (4, 3)  # quarter-note divisions music21 quantises to: sixteenths, eighth-note triplets
+
+
+class NotationError(AurlError):
+    pass
+
+
+def engraved(midi: str | Path, path: str | Path, xml: str | Path | None = None) -> Path:
+    """Engrave the MIDI file's score (its MusicXML `xml`, written now when not given) as one SVG page as long
+    as the piece needs (Verovio: staves, clefs, key and time signatures, note heads, ties, bar lines)."""
+    import verovio
+
+    path = Path(path)
+    if xml is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            return engraved(midi, path, musicxml(midi, Path(scratch) / "score.musicxml"))
+    xml = Path(xml)
+    toolkit = verovio.toolkit(False)  # no resource files: the bundled fonts
+    toolkit.setResourcePath(verovio.__path__[0] + "/data")
+    toolkit.setOptions({"adjustPageHeight": True, "pageWidth": 2100, "scale": 40, "footer": "none", "header": "none"})
+    if not toolkit.loadData(xml.read_text()):
+        raise NotationError(f"{midi}: Verovio cannot engrave its score; its MIDI, WAV and piano roll still work")
+    toolkit.setOptions({"pageHeight": 60000})  # every system on one page
+    toolkit.redoLayout()
+    write_together({path: lambda tmp: tmp.write_text(toolkit.renderToSVG(1))})
+    return path
+
+
+def musicxml(midi: str | Path, path: str | Path) -> Path:
+    """Write the MIDI file `midi` as MusicXML at `path` (see the module's docstring); a file music21 cannot
+    turn into a score is a NotationError naming it, and nothing is written."""
+    from music21 import converter, instrument, key
+
+    midi, path = Path(midi), Path(path)
+    # music21 gives every part the meter and tempo of a conductor track (a first track without notes) and
+    # otherwise only to the track that holds them, where symusic writes them
+    conducted = read_score(midi)  # a missing or broken MIDI file is named as everywhere else
+    conducted.tracks.insert(0, symusic.Track(name="conductor"))
+    try:
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as scratch:
+            warnings.simplefilter("ignore")  # music21 warns about every odd duration it rounds
+            copy = Path(scratch) / midi.name
+            conducted.dump_midi(str(copy))
+            score = converter.parse(str(copy), format="midi", quantizePost=True, quarterLengthDivisors=GRID)
+            analysed = score.analyze("key")
+            for part in score.parts:
+                found = part.recurse().getElementsByClass(instrument.Instrument).first()  # from the program
+                if found is not None and found.instrumentName:
+                    part.partName = found.instrumentName
+                for old in list(part.recurse().getElementsByClass(key.KeySignature)):
+                    old.activeSite.remove(old)
+                first = part.getElementsByClass("Measure").first()
+                (first if first is not None else part).insert(0, key.KeySignature(analysed.sharps))
+            write_together({path: lambda tmp: score.write("musicxml", fp=str(tmp))})
+    except AurlError:
+        raise
+    except Exception as err:  # music21 raises many types for what it cannot notate
+        raise NotationError(
+            f"{midi}: music21 cannot write it as a score ({type(err).__name__}: {str(err)[:120]}); "
+            "its MIDI, WAV and piano roll still work"
+        ) from None
+    return path
