@@ -89,7 +89,7 @@ def pooled_faults(paths: list[Path]) -> dict[str, float]:
 def harmonisation(
     session: Session, songs, chorales: list[Path], samples: int, work: Path, sampling: dict
 ) -> list[Path]:
-    mt, model = session.mt, session.model
+    mt, model = session.mt, session.decoder
     given = alone = 0.0
     notes = scored_pieces = 0
     for song in songs:
@@ -145,7 +145,7 @@ def scored_fills(model: torch.nn.Module, mt: Multitrack, prefix: list[int], fill
 
 
 def infilling(session: Session, songs, rng: np.random.Generator) -> None:
-    mt, model = session.mt, session.model
+    mt, model = session.mt, session.decoder
     totals = {"both sides": 0.0, "left side only": 0.0, "no context": 0.0}
     notes = spans = 0
     for song in songs:
@@ -218,7 +218,8 @@ def controls(session: Session, songs) -> None:
                 program = mt.program[song.score.tracks[voice].program]
                 plan.append(Segment([mt.track_start, program, *header], song.bars, mt.track_end, bar_plan))
                 wanted.append((whole, per_bar))
-            (row,) = session.write([[mt.bos, *song.tracks[0].ids(mt.track_end)]], plan)
+            budget = session.settings.max_tokens * len(plan)  # max_tokens per segment
+            (row,) = session.write([[mt.bos, *song.tracks[0].ids(mt.track_end)]], plan, budget)
             for track, (whole, per_bar) in zip(mt.tracks(np.asarray(row)), wanted, strict=True):
                 got_whole, got_bar = mt.measure(track, names)
                 pairs = [(n, whole[n], got_whole.get(n, [])) for n in whole]
