@@ -115,6 +115,11 @@ class DataConfig(Section):
     control_tracks: tuple[float, float] = (0.0, 1.0)
     control_bars: tuple[float, float] = (0.0, 1.0)
 
+    @property
+    def cocreation(self) -> bool:
+        """Whether windows train co-creation: a task other than continue has a weight."""
+        return any(weight > 0 for name, weight in self.tasks.items() if name != "continue")
+
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.valid_fraction + self.test_fraction >= 1:

@@ -56,7 +56,7 @@ class LanguageModelMode:
                 _valid(data, lambda pieces: TaskDataset(pieces, data.tokenizer, config.data, False)),
             )
         valid = _valid(data, lambda pieces: WindowDataset(pieces, data.tables, seq_len, False))
-        if {name for name, weight in config.data.tasks.items() if weight > 0} - {"continue"}:
+        if config.data.cocreation:
             if not time_ordered(data.tokenizer) or data.tokenizer.is_trained:
                 raise ConfigError(
                     "data.tasks: accompany and infill need tokenizer.kind REMI with use_programs and no BPE (or "

@@ -3,8 +3,9 @@ by Verovio, for the eye.
 
 music21 reads the MIDI file with its notes quantised to the piece's grid (sixteenths and eighth-note
 triplets), splits notes at bar lines into tied ones, keeps the file's meter and tempo, and writes one part per
-track; aurl names each part by its General MIDI instrument and puts the key signature of music21's key
-analysis at its start (MIDI files seldom carry a true one, and generated ones never do).
+track named by its instrument (its track name where that names one, else its General MIDI program); aurl puts
+the key signature of music21's key analysis at each part's start (MIDI files seldom carry a true one, and
+generated ones never do).
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ def engraved(midi: str | Path, path: str | Path, xml: str | Path | None = None) 
     if xml is None:
         with tempfile.TemporaryDirectory() as scratch:
             return engraved(midi, path, musicxml(midi, Path(scratch) / "score.musicxml"))
-    xml = Path(xml)
-    toolkit = verovio.toolkit(False)  # no resource files: the bundled fonts
-    toolkit.setResourcePath(verovio.__path__[0] + "/data")
-    toolkit.setOptions({"adjustPageHeight": True, "pageWidth": 2100, "scale": 40, "footer": "none", "header": "none"})
-    if not toolkit.loadData(xml.read_text()):
+    toolkit = verovio.toolkit()
+    # every system on one page, as tall as they need
+    options = {"pageWidth": 2100, "pageHeight": 60000, "adjustPageHeight": True, "scale": 40}
+    toolkit.setOptions({**options, "header": "none", "footer": "none"})
+    if not toolkit.loadData(Path(xml).read_text()):
         raise NotationError(f"{midi}: Verovio cannot engrave its score; its MIDI, WAV and piano roll still work")
-    toolkit.setOptions({"pageHeight": 60000})  # every system on one page
-    toolkit.redoLayout()
     write_together({path: lambda tmp: tmp.write_text(toolkit.renderToSVG(1))})
     return path
 
@@ -50,7 +49,7 @@ def engraved(midi: str | Path, path: str | Path, xml: str | Path | None = None) 
 def musicxml(midi: str | Path, path: str | Path) -> Path:
     """Write the MIDI file `midi` as MusicXML at `path` (see the module's docstring); a file music21 cannot
     turn into a score is a NotationError naming it, and nothing is written."""
-    from music21 import converter, instrument, key
+    from music21 import converter, key
 
     midi, path = Path(midi), Path(path)
     # music21 gives every part the meter and tempo of a conductor track (a first track without notes) and
@@ -65,9 +64,6 @@ def musicxml(midi: str | Path, path: str | Path) -> Path:
             score = converter.parse(str(copy), format="midi", quantizePost=True, quarterLengthDivisors=GRID)
             analysed = score.analyze("key")
             for part in score.parts:
-                found = part.recurse().getElementsByClass(instrument.Instrument).first()  # from the program
-                if found is not None and found.instrumentName:
-                    part.partName = found.instrumentName
                 for old in list(part.recurse().getElementsByClass(key.KeySignature)):
                     old.activeSite.remove(old)
                 first = part.getElementsByClass("Measure").first()

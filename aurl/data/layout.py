@@ -70,8 +70,7 @@ class Laid:
 
 def run_layout(tokenizer: miditok.MusicTokenizer, cfg: DataConfig) -> Layout:
     """The layout a run trains and co-creates with: anticipation only where it trained for it."""
-    trained = {name for name, weight in cfg.tasks.items() if weight > 0} - {"continue"}
-    return Layout(tokenizer, cfg.ahead_bars if trained and AHEAD_TOKENS[0] in tokenizer.vocab else 0)
+    return Layout(tokenizer, cfg.ahead_bars if cfg.cocreation and AHEAD_TOKENS[0] in tokenizer.vocab else 0)
 
 
 class Layout:

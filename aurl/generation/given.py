@@ -121,8 +121,8 @@ class GivenGrammar(Grammar):
             # at the current onset: the program being written (-1: none yet) and those already left
             "onset_program": torch.full((len(givens),), -1, dtype=torch.long),
             "left": torch.zeros(len(givens), SPARE + 1, dtype=torch.bool),
-            # the state before an anticipated block, restored after it: the block is an aside
         }
+        # the state before an anticipated block, restored after it: the block is an aside
         values |= {f"before_{key}": values[key].clone() if key in values else state[key].clone() for key in ASIDE}
         state.update({name: value.to(device) for name, value in values.items()})
         return max(g.forced for g in givens)
