@@ -36,7 +36,8 @@ def engraved(midi: str | Path, path: str | Path, xml: str | Path | None = None) 
     if xml is None:
         with tempfile.TemporaryDirectory() as scratch:
             return engraved(midi, path, musicxml(midi, Path(scratch) / "score.musicxml"))
-    toolkit = verovio.toolkit()
+    toolkit = verovio.toolkit(False)  # its fonts from the wheel's data folder, wherever the wheel is installed
+    toolkit.setResourcePath(str(Path(verovio.__file__).parent / "data"))
     # every system on one page, as tall as they need
     options = {"pageWidth": 2100, "pageHeight": 60000, "adjustPageHeight": True, "scale": 40}
     toolkit.setOptions({**options, "header": "none", "footer": "none"})
