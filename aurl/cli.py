@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "free lets the model change it, N/D (e.g. 3/4) holds that one",
     )
     p.add_argument("--seed", type=int, help="random seed; equal seeds give equal samples")
-    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/CHECKPOINT)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/samples/TASK: generate, continue, ...)")
     p.add_argument("--wav", action="store_true", help="also render each sample to WAV (see `aurl render`)")
     p.add_argument("--soundfont", metavar="FILE", help="General MIDI SoundFont for --wav (default TimGM6mb)")
     p.add_argument(
@@ -306,54 +306,66 @@ def _bars(text: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def _cocreate(args: argparse.Namespace, given: dict):
-    from aurl.generation.cocreate import accompany, infill
-    from aurl.generation.generate import Trained
+# Where the generate command's flags meet the requests' fields (aurl.generation.requests), in one place:
+# the flag that names a task's song, and the flags of the other fields.
+TASK_FLAGS = {"continue": "--primer", "accompany": "--accompany", "infill": "--infill", "encode": "--encode"}
+TASK_FLAGS |= {"interpolate": "--interpolate", "generate": "plain generation"}
+FIELD_FLAGS = {"keep": "--keep", "add": "--add", "bars": "--bars", "track": "--track", "controls": "--control"}
 
-    common = {"out_dir": args.out, "checkpoint": args.checkpoint, "controls": args.control, "wav": args.wav}
-    common |= {"soundfont": args.soundfont, **given}
 
-    def run() -> Trained:  # loaded once the options are known to go together
-        return Trained.load(args.run, args.checkpoint, args.compiled)
+def _flag(field: str, task: str) -> str:
+    """The flag a request's field comes from."""
+    name = field.removeprefix("settings.")
+    if name != field:
+        return "--unconstrained" if name == "constrained" else f"--{name.replace('_', '-')}"
+    if field in ("song", "to", "task"):
+        return TASK_FLAGS[task]
+    return FIELD_FLAGS.get(field, field)
 
-    if args.accompany and args.infill:
-        raise AurlError("--accompany and --infill: choose one")
-    if args.accompany:
-        if args.bars or args.track is not None:
-            raise AurlError("--bars and --track go with --infill, not --accompany")
-        keep = _tracks(args.keep, "--keep") if args.keep else None
-        return accompany(run(), args.accompany, _programs(args.add or []), keep, **common)
-    if args.keep or args.add:
-        raise AurlError("--keep and --add go with --accompany, not --infill")
-    if not args.bars:
-        raise AurlError("--infill needs --bars A-B: the bars to rewrite")
-    return infill(run(), args.infill, _bars(args.bars), args.track, **common)
+
+def _task(args: argparse.Namespace) -> str:
+    """The task the generate command's flags name (plain generation without any)."""
+    named = [task for task, flag in TASK_FLAGS.items() if getattr(args, flag.removeprefix("--"), None)]
+    if len(named) > 1:
+        raise AurlError(f"{' and '.join(TASK_FLAGS[t] for t in named)}: choose one")
+    return named[0] if named else "generate"
+
+
+def _request(args: argparse.Namespace, task: str):
+    """The request the generate command's flags ask for."""
+    from aurl.config import GenerateConfig
+    from aurl.generation.requests import REQUESTS
+
+    song = getattr(args, TASK_FLAGS[task].removeprefix("--"), None)
+    fields = {"song": song[0], "to": song[1]} if task == "interpolate" else {"song": song}
+    fields |= {
+        "keep": _tracks(args.keep, "--keep") if args.keep else None,
+        "add": _programs(args.add) if args.add else None,
+        "bars": _bars(args.bars) if args.bars else None,
+        "track": args.track,
+        "controls": [" ".join(words) for words in args.control] or None,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    cls = REQUESTS[task]
+    for name in fields:
+        if name not in cls.model_fields:
+            where = " or ".join(TASK_FLAGS[t] for t, other in REQUESTS.items() if name in other.model_fields)
+            raise AurlError(f"{_flag(name, task)} goes with {where}, not {TASK_FLAGS[task]}")
+    settings = {k: getattr(args, k) for k in GenerateConfig.model_fields if getattr(args, k, None) is not None}
+    return cls.of({**fields, "settings": settings})
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from aurl.config import GenerateConfig
-    from aurl.generation.generate import generate
+    from aurl.errors import RequestError
+    from aurl.generation.generate import Trained
 
-    keys = [name for name in GenerateConfig.model_fields if hasattr(args, name)]
-    given = {k: getattr(args, k) for k in keys}
-    if args.accompany or args.infill:
-        samples = _cocreate(args, given)
-        print(f"{len(samples)} samples in {samples[0].midi.parent}")
-        return
-    if args.control or args.keep or args.add or args.bars or args.track is not None:
-        raise AurlError("--control, --keep, --add, --bars and --track steer --accompany or --infill; give one of them")
-    samples = generate(
-        args.run,
-        args.out,
-        args.checkpoint,
-        encode=args.encode,
-        interpolate=args.interpolate,
-        primer=args.primer,
-        wav=args.wav,
-        soundfont=args.soundfont,
-        compiled=args.compiled,
-        **given,
-    )
+    task = _task(args)
+    try:
+        request = _request(args, task)
+        trained = Trained.load(args.run, args.checkpoint, args.compiled)
+        samples = request.write(trained, args.out, _say, args.wav, args.soundfont)
+    except RequestError as err:
+        raise AurlError(f"{_flag(err.field, task)}{err.detail}") from None
     print(f"{len(samples)} samples in {samples[0].midi.parent}")
 
 

@@ -30,3 +30,13 @@ class WriteError(AurlError):
 
 class BusyError(AurlError):
     """A folder another aurl process is writing to."""
+
+
+class RequestError(ConfigError):
+    """A generation request's field with a bad value or out of place. `field` is its name in the request
+    (aurl.generation.requests: "keep", "settings.temperature"), `detail` what follows the name in the message,
+    so that the CLI can name its flag instead and the studio the API's field."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}{detail}")

@@ -40,8 +40,8 @@ from aurl.evaluation.harmony import FAULTS, voice_leading_faults
 from aurl.evaluation.likelihood import likelihood
 from aurl.evaluation.report import midi_files
 from aurl.generation.cocreate import Session, accompany, read_song
-from aurl.generation.generate import generate
 from aurl.generation.multitrack_grammar import Segment
+from aurl.generation.requests import generate
 
 FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
 PARTS = ["harmonisation", "infilling", "controls", "remi"]

@@ -28,7 +28,7 @@ from aurl.data.prepare import prepare
 from aurl.evaluation.compare import compare_sets
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_features
 from aurl.evaluation.likelihood import likelihood
-from aurl.generation.generate import generate
+from aurl.generation.requests import generate
 from aurl.training.checkpoint import STATE_FILE, resolve_checkpoint
 from aurl.training.run import train
 

@@ -128,7 +128,7 @@ def prepare_case(path: Path) -> tuple[str, str]:
 def primer_case(path: Path, tokenizer) -> tuple[str, str]:
     """("accepted", "") or ("error", message) as `aurl generate --primer` reads the file and keeps its meter."""
     try:
-        _, head = primer_tokens(path, tokenizer, PRIMER_BARS)
+        _, head, _ = primer_tokens(path, tokenizer, PRIMER_BARS)
         written = symusic.Score(tokenizer.time_division)  # a piece as the tokenizer decodes it
         keep_meter(written, head, tokenizer)
         written.dumps_midi()

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from aurl.config import load_config
-from aurl.generation.generate import generate
+from aurl.generation.requests import generate
 from aurl.training.run import train
 
 

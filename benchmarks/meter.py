@@ -26,7 +26,7 @@ from aurl.evaluation.compare import compare_sets
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, meter_changes, piece_features
 from aurl.evaluation.likelihood import likelihood
 from aurl.evaluation.report import midi_files
-from aurl.generation.generate import generate
+from aurl.generation.requests import generate
 from aurl.training.run import train
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

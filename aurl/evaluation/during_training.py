@@ -16,8 +16,8 @@ from torch import nn
 from aurl.config import Config
 from aurl.data.tokenize import build_tokenizer, load_tokenizer
 from aurl.evaluation.features import SCALAR_FEATURES, piece_features
-from aurl.files import writing
-from aurl.generation.generate import grammar_for, sample_pieces, write_sample
+from aurl.generation.generate import grammar_for, piece_take, sample_pieces
+from aurl.generation.takes import write_takes
 from aurl.modes import MODES
 
 
@@ -45,12 +45,8 @@ class TrainingSamples:
         bos = [self.tokenizer["BOS_None"]]
         rows = sample_pieces(model, self.mode, self.tokenizer, self.settings, grammar, generator, bos, z)
         out = self.run_dir / "samples" / f"step_{step}"
-        with writing(out):
-            out.mkdir(parents=True, exist_ok=True)
-        samples = [
-            write_sample(self.tokenizer, row[1:], out / f"sample_{i}", None, f"step {step}", None)
-            for i, row in enumerate(rows)
-        ]
+        takes = [piece_take(self.tokenizer, row) for row in rows]
+        samples = write_takes(takes, out, f"step {step}", None)
         features = [piece_features(symusic.Score(str(s.midi))) for s in samples]
         metrics = {name: _mean([f[name] for f in features]) for name in SCALAR_FEATURES}
         metrics["notes"] = _mean([s.notes for s in samples])

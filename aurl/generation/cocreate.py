@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import miditok
 import numpy as np
@@ -21,17 +20,18 @@ import symusic
 import torch
 from miditok.utils import get_bars_ticks
 
+from aurl.config import GenerateConfig
 from aurl.data.corpus import read_score
-from aurl.data.layout import Bar, Layout, run_layout, time_ordered
+from aurl.data.layout import Bar, Layout, run_layout
 from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
 from aurl.data.prepare import tokenize_score
-from aurl.errors import ConfigError, DataError
+from aurl.errors import DataError, RequestError
 from aurl.generation.controls import ControlRequest, parse_controls
-from aurl.generation.generate import Sample, Trained, sample_pieces, save_sample, tokens_to_score
+from aurl.generation.generate import Trained, Work, sample_pieces, tokens_to_score
 from aurl.generation.given import Given, GivenGrammar, plan_of
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import StepHook
-from aurl.render import render_wav
+from aurl.generation.takes import Span, Take
 
 
 @dataclass
@@ -83,27 +83,21 @@ class Session:
     """A run loaded for co-creation (multitrack, or one time-ordered stream): its model, tokenizer, grammar
     and sampling settings."""
 
-    def __init__(self, run: str | Path | Trained, checkpoint: str, overrides: dict[str, Any], what: str):
-        trained = run if isinstance(run, Trained) else Trained.load(run, checkpoint)
+    def __init__(self, trained: Trained, settings: GenerateConfig):
         self.tokenizer, self.decoder = trained.tokenizer, trained.decoder
         self.multitrack = is_multitrack(self.tokenizer)
-        if not (self.multitrack or time_ordered(self.tokenizer)):
-            raise ConfigError(
-                f"{trained.run_dir}: {what} needs a run trained with tokenizer.kind REMI and use_programs "
-                "(or MMM); this one is not"
-            )
         self.run_dir, self.mode = trained.run_dir, trained.mode
-        self.settings = trained.settings(overrides)
-        if self.settings.max_bars is not None:
-            raise ConfigError("generate.max_bars: co-creation writes exactly the song's bars; leave it unset")
-        if self.settings.meter != "hold":
-            raise ConfigError("generate.meter: co-creation keeps the song's meter in every bar; leave it at hold")
-        if self.multitrack and self.settings.passes > 1:
-            raise ConfigError("generate.passes: rewriting passes need a time-ordered run (REMI with use_programs)")
+        self.settings = settings
+        if settings.max_bars is not None:
+            raise RequestError("settings.max_bars", ": co-creation writes exactly the song's bars; leave it unset")
+        if settings.meter != "hold":
+            raise RequestError("settings.meter", ": co-creation keeps the song's meter in every bar; leave it at hold")
+        if self.multitrack and settings.passes > 1:
+            raise RequestError("settings.passes", ": rewriting passes need a time-ordered run (REMI with use_programs)")
         self.mt = Multitrack(self.tokenizer) if self.multitrack else None
         self.layout = None if self.multitrack else run_layout(self.tokenizer, trained.config.data)
         self.grammar: MultitrackGrammar | GivenGrammar = trained.grammar  # as checked above
-        self.generator = torch.Generator().manual_seed(self.settings.seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)
         self.on_step: StepHook | None = None  # sees every sampled token (the studio's progress and cancel)
 
     def write(self, prompts: list[list[int]], plan: list[Segment] | list[Given], budget: int) -> list[list[int]]:
@@ -138,14 +132,13 @@ class Session:
         score = score.resample(tpq, min_dur=1)
         return score.tracks[0] if score.tracks else symusic.Track()
 
-    def save(
-        self, score: symusic.Score, tokens: list[int], stem: Path, log, wav: bool, soundfont, png: bool = True
-    ) -> Sample:
+    def take(self, score: symusic.Score, tokens: list[int], given: list[Span]) -> Take:
+        """A written song as a take: its tokens that did not decode counted in the stream the model wrote."""
         skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, self.layout.played(tokens))[1]
-        sample = save_sample(score, tokens, skipped, stem, self.run_dir.name, log, png)
-        if wav:
-            sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)
-        return sample
+        return Take(score, tokens, skipped, given)
+
+    def preview(self, ids: list[int]) -> symusic.Score:
+        return tokens_to_score(self.tokenizer, ids if self.mt else self.layout.played(ids))[0]
 
 
 def _bar_plan(song: Song, requests: list[ControlRequest], track: int, bars: range) -> dict[int, list[int]]:
@@ -164,85 +157,88 @@ def _control_tokens(requests: list[ControlRequest], track: int, bar: int | None)
 
 
 @dataclass
-class Work:
-    """A co-creation checked against its song and ready: `write` samples it and saves the takes."""
+class CoCreation(Work):
+    """A co-creation checked against its song and ready: `takes` samples it."""
 
     session: Session
-    what: str  # the run's samples folder it writes to by default
-    takes: Callable[[], list[tuple[symusic.Score, list[int]]]]  # samples: each take's music and tokens
+    write: Callable[[], list[Take]]  # samples the takes
 
-    def write(
-        self,
-        out_dir: str | Path | None = None,
-        log: Callable[[str], None] | None = print,
-        wav: bool = False,
-        soundfont: str | Path | None = None,
-        on_step: StepHook | None = None,
-        png: bool = True,
-    ) -> list[Sample]:
+    @property
+    def rows(self) -> int:
+        return self.session.settings.num
+
+    def takes(self, on_step: StepHook | None = None) -> list[Take]:
         self.session.on_step = on_step
-        takes = self.takes()
-        out = Path(out_dir) if out_dir else self.session.run_dir / "samples" / self.what
-        out.mkdir(parents=True, exist_ok=True)
-        return [
-            self.session.save(score, tokens, out / f"sample_{i}", log, wav, soundfont, png)
-            for i, (score, tokens) in enumerate(takes)
-        ]
+        return self.write()
+
+    def preview(self, ids: list[int]) -> symusic.Score:
+        return self.session.preview(ids)
 
 
-def accompany(
-    run: str | Path | Trained,
-    song: str | Path,
-    add: list[int],
-    keep: list[int] | None = None,
-    controls: list[list[str] | str] = (),
-    out_dir: str | Path | None = None,
-    checkpoint: str = "best",
-    log: Callable[[str], None] | None = print,
-    wav: bool = False,
-    soundfont: str | Path | None = None,
-    **overrides: Any,
-) -> list[Sample]:
-    """Keep some tracks of `song` (all by default) note for note and write new ones, one per program in
-    `add` (0-127, or -1 for drums), each with exactly the song's bars. `controls`: --control requests,
-    whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
-    return accompaniment(run, song, add, keep, controls, checkpoint, **overrides).write(out_dir, log, wav, soundfont)
+def _whole(tracks: range, score: symusic.Score) -> list[Span]:
+    return [(track, 0, score.end() + 1) for track in tracks]
+
+
+def _check_keep(keep: list[int] | None, tracks: int, song: str | Path, describe: str) -> list[int]:
+    keep = list(range(tracks)) if keep is None else keep
+    for i in keep:
+        if not 0 <= i < tracks:
+            raise RequestError("keep", f" {i}: {song} has tracks 0-{tracks - 1} ({describe})")
+    return keep
+
+
+def _check_add(add: list[int], programs) -> None:
+    if not add:
+        raise RequestError("add", ": name at least one program (0-127) or drums for the new tracks")
+    for program in add:
+        if program not in programs:
+            raise RequestError("add", f" {program}: the run's tokenizer has no such program; use 0-127 or drums")
+
+
+def _check_bars(bars: tuple[int, int], count: int, song: str | Path) -> None:
+    first, last = bars
+    if not 1 <= first <= last <= count:
+        raise RequestError("bars", f" {first}-{last}: {song} has bars 1-{count}; give A-B within them")
+
+
+def _check_track(track: int | None, tracks: int, song: str | Path, describe: str) -> list[int]:
+    """The tracks rewritten: `track`, or every track."""
+    if track is not None and not 0 <= track < tracks:
+        raise RequestError("track", f" {track}: {song} has tracks 0-{tracks - 1} ({describe})")
+    return [track] if track is not None else list(range(tracks))
 
 
 def accompaniment(
-    run: str | Path | Trained,
+    trained: Trained,
+    settings: GenerateConfig,
     song: str | Path,
     add: list[int],
     keep: list[int] | None = None,
-    controls: list[list[str] | str] = (),
-    checkpoint: str = "best",
-    **overrides: Any,
-) -> Work:
-    """`accompany` checked and ready to write (every bad option is named before anything is sampled)."""
-    session = Session(run, checkpoint, overrides, "--accompany")
+    controls: list[str] = (),
+) -> CoCreation:
+    """Keep some tracks of `song` (all by default) note for note and write new ones, one per program in
+    `add` (0-127, or -1 for drums), each with exactly the song's bars. `controls`: control requests,
+    whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
+    session = Session(trained, settings)
     if not session.multitrack:
         return _accompany_in_time(session, song, add, keep, controls)
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
-    keep = list(range(len(the_song.tracks))) if keep is None else keep
-    for i in keep:
-        if not 0 <= i < len(the_song.tracks):
-            raise ConfigError(f"--keep {i}: {song} has tracks 0-{len(the_song.tracks) - 1} ({the_song.describe()})")
-    if not add:
-        raise ConfigError("--add: name at least one program (0-127) or drums for the new tracks")
-    for program in add:
-        if program not in mt.program:
-            raise ConfigError(f"--add {program}: the run's tokenizer has no such program; use 0-127 or drums")
+    keep = _check_keep(keep, len(the_song.tracks), song, the_song.describe())
+    _check_add(add, mt.program)
     requests = parse_controls(list(controls), session.tokenizer)
     written = range(len(keep), len(keep) + len(add))
     for request in requests:
         if request.track is not None and request.track not in written:
-            raise ConfigError(
-                f"--control track={request.track}: not a track being written; the new tracks are "
-                f"{', '.join(map(str, written))} (kept tracks come first)"
+            raise RequestError(
+                "controls",
+                f" track={request.track}: not a track being written; the new tracks are "
+                f"{', '.join(map(str, written))} (kept tracks come first)",
             )
         if request.bars is not None and request.bars[1] > the_song.bars:
-            raise ConfigError(f"--control bars={request.bars[0]}-{request.bars[1]}: {song} has {the_song.bars} bars")
+            raise RequestError(
+                "controls", f" bars={request.bars[0]}-{request.bars[1]}: {song} has {the_song.bars} bars"
+            )
     kept = [the_song.tracks[i] for i in keep]
     prompt = [mt.bos, *(t for track in kept for t in track.ids(mt.track_end))]
     plan = [
@@ -256,65 +252,44 @@ def accompaniment(
     ]
     tpq = the_song.score.ticks_per_quarter
 
-    def takes() -> list[tuple[symusic.Score, list[int]]]:
+    def takes() -> list[Take]:
         out = []
         budget = session.settings.max_tokens * len(plan)  # max_tokens per segment
         for row in session.write([prompt] * session.settings.num, plan, budget):
             new = mt.tracks(np.asarray(row, dtype=np.int64))
             score = the_song.score.copy()
             score.tracks = [the_song.score.tracks[k].copy() for k in keep] + [session.decoded(t, tpq) for t in new]
-            out.append((score, [*prompt[1:], *row]))
+            out.append(session.take(score, [*prompt[1:], *row], _whole(range(len(keep)), score)))
         return out
 
-    return Work(session, "accompany", takes)
-
-
-def infill(
-    run: str | Path | Trained,
-    song: str | Path,
-    bars: tuple[int, int],
-    track: int | None = None,
-    controls: list[list[str] | str] = (),
-    out_dir: str | Path | None = None,
-    checkpoint: str = "best",
-    log: Callable[[str], None] | None = print,
-    wav: bool = False,
-    soundfont: str | Path | None = None,
-    **overrides: Any,
-) -> list[Sample]:
-    """Rewrite bars `bars` (1-based, inclusive) of one track of `song` (every track, one after another,
-    when `track` is None), keeping everything else note for note."""
-    return infilling(run, song, bars, track, controls, checkpoint, **overrides).write(out_dir, log, wav, soundfont)
+    return CoCreation(session, takes)
 
 
 def infilling(
-    run: str | Path | Trained,
+    trained: Trained,
+    settings: GenerateConfig,
     song: str | Path,
     bars: tuple[int, int],
     track: int | None = None,
-    controls: list[list[str] | str] = (),
-    checkpoint: str = "best",
-    **overrides: Any,
-) -> Work:
-    """`infill` checked and ready to write (every bad option is named before anything is sampled)."""
-    session = Session(run, checkpoint, overrides, "--infill")
+    controls: list[str] = (),
+) -> CoCreation:
+    """Rewrite bars `bars` (1-based, inclusive) of one track of `song` (every track, one after another,
+    when `track` is None), keeping everything else note for note."""
+    session = Session(trained, settings)
     if not session.multitrack:
         return _infill_in_time(session, song, bars, track, controls)
     mt = session.mt
     the_song = read_song(song, session.tokenizer, mt)
+    _check_bars(bars, the_song.bars, song)
     first, last = bars
-    if not 1 <= first <= last <= the_song.bars:
-        raise ConfigError(f"--bars {first}-{last}: {song} has bars 1-{the_song.bars}; give A-B within them")
-    if track is not None and not 0 <= track < len(the_song.tracks):
-        raise ConfigError(f"--track {track}: {song} has tracks 0-{len(the_song.tracks) - 1} ({the_song.describe()})")
-    targets = [track] if track is not None else list(range(len(the_song.tracks)))
+    targets = _check_track(track, len(the_song.tracks), song, the_song.describe())
     requests = parse_controls(list(controls), session.tokenizer)
     for request in requests:
         if request.track is not None and request.track not in targets:
-            raise ConfigError(f"--control track={request.track}: not a track being rewritten ({targets})")
+            raise RequestError("controls", f" track={request.track}: not a track being rewritten ({targets})")
     span = range(first - 1, last)
 
-    def takes() -> list[tuple[symusic.Score, list[int]]]:
+    def takes() -> list[Take]:
         current = [list(the_song.tracks) for _ in range(session.settings.num)]  # each sample's tracks so far
         tokens = [[] for _ in current]
         for target in targets:  # a track at a time, as the model was trained (one holed track per window)
@@ -353,8 +328,7 @@ def infilling(
                 current[i] = [*current[i][:target], filled, *current[i][target + 1 :]]
                 tokens[i] = [t for tr in current[i] for t in tr.ids(mt.track_end)]
         score = the_song.score
-        ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
-        start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+        start, stop = _span_ticks(score, first, last)
         out = []
         for i, tracks in enumerate(current):
             result = score.copy()
@@ -364,10 +338,23 @@ def infilling(
                 written = _fitted([n for n in new if start <= n.time < stop], kept)
                 result.tracks[target].notes = symusic.core.NoteTickList(kept + written)
                 result.tracks[target].notes.sort()
-            out.append((result, tokens[i]))
+            out.append(session.take(result, tokens[i], _around(result, targets, start, stop)))
         return out
 
-    return Work(session, "infill", takes)
+    return CoCreation(session, takes)
+
+
+def _span_ticks(score: symusic.Score, first: int, last: int) -> tuple[int, int]:
+    """Where bars first-last (1-based, inclusive) of a file start and stop, by its own bar lines."""
+    ticks = [*get_bars_ticks(score), 2**31 - 1]
+    return ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+
+
+def _around(score: symusic.Score, targets: list[int], start: int, stop: int) -> list[Span]:
+    """What an infill keeps: the other tracks whole, the targets outside [start, stop)."""
+    end = score.end() + 1
+    others = [i for i in range(len(score.tracks)) if i not in targets]
+    return [*_whole(others, score), *((t, 0, start) for t in targets), *((t, stop, end) for t in targets)]
 
 
 def _fitted(written: list, kept: list) -> list:
@@ -439,9 +426,9 @@ def timed_song(path: str | Path, score: symusic.Score, tokenizer: miditok.MusicT
     return TimedSong(Path(path), score, layout.bars(tokenize_score(tokenizer, score)))
 
 
-def _no_controls(controls: list[list[str] | str]) -> None:
+def _no_controls(controls: list[str]) -> None:
     if controls:
-        raise ConfigError("--control: attribute controls need a run trained with them (tokenizer.controls)")
+        raise RequestError("controls", ": attribute controls need a run trained with them (tokenizer.controls)")
 
 
 def _written_tracks(
@@ -461,81 +448,69 @@ def _written_tracks(
 
 
 def _accompany_in_time(
-    session: Session, song: str | Path, add: list[int], keep: list[int] | None, controls: list[list[str] | str]
-) -> Work:
+    session: Session, song: str | Path, add: list[int], keep: list[int] | None, controls: list[str]
+) -> CoCreation:
     """Keep tracks of the song and write new ones in the one stream, the kept notes forced at their onsets."""
     _no_controls(controls)
     tokenizer, layout = session.tokenizer, session.layout
     the_song = read_timed_song(song, tokenizer, layout)
-    keep = list(range(len(the_song.score.tracks))) if keep is None else keep
-    for i in keep:
-        if not 0 <= i < len(the_song.score.tracks):
-            raise ConfigError(
-                f"--keep {i}: {song} has tracks 0-{len(the_song.score.tracks) - 1} ({the_song.describe()})"
-            )
-    if not add:
-        raise ConfigError("--add: name at least one program (0-127) or drums for the new tracks")
+    keep = _check_keep(keep, len(the_song.score.tracks), song, the_song.describe())
+    _check_add(add, session.grammar.program_id)
     kept = the_song.programs(keep)
     for n, program in enumerate(add):
-        if program not in session.grammar.program_id:
-            raise ConfigError(f"--add {program}: the run's tokenizer has no such program; use 0-127 or drums")
         if program in kept or program in add[:n]:
-            raise ConfigError(
-                f"--add {program}: a kept or added track already plays it, and one stream tells tracks apart by "
-                "program; choose another"
+            raise RequestError(
+                "add",
+                f" {program}: a kept or added track already plays it, and one stream tells tracks apart by "
+                "program; choose another",
             )
     bars = the_song.bars_of(keep, tokenizer, layout)
     given = plan_of(layout, bars, range(len(bars)), lambda bar, program: True, add)
     prompt = [tokenizer["BOS_None"]]
 
-    def takes() -> list[tuple[symusic.Score, list[int]]]:
+    def takes() -> list[Take]:
         out = []
         budget = session.settings.max_tokens * len(add) + given.forced  # max_tokens for each new track
         for row in session.write([prompt] * session.settings.num, [given], budget):
             score = the_song.score.copy()
             written = _written_tracks(session, row, the_song.score, add)
             score.tracks = [the_song.score.tracks[k].copy() for k in keep] + written
-            out.append((score, row))
+            out.append(session.take(score, row, _whole(range(len(keep)), score)))
         return _passes(session, the_song.path, out, list(range(len(keep), len(keep) + len(add))), (1, len(bars)))
 
-    return Work(session, "accompany", takes)
+    return CoCreation(session, takes)
 
 
 def _infill_in_time(
-    session: Session, song: str | Path, bars: tuple[int, int], track: int | None, controls: list[list[str] | str]
-) -> Work:
+    session: Session, song: str | Path, bars: tuple[int, int], track: int | None, controls: list[str]
+) -> CoCreation:
     """Rewrite bars of one track (or of all) in the one stream: the bars before them are the prompt, the other
     tracks' notes in them are forced at their onsets."""
     _no_controls(controls)
     tokenizer, layout = session.tokenizer, session.layout
     the_song = read_timed_song(song, tokenizer, layout)
     tracks = len(the_song.score.tracks)
-    first, last = bars
-    if not 1 <= first <= last <= len(the_song.bars):
-        raise ConfigError(f"--bars {first}-{last}: {song} has bars 1-{len(the_song.bars)}; give A-B within them")
-    if track is not None and not 0 <= track < tracks:
-        raise ConfigError(f"--track {track}: {song} has tracks 0-{tracks - 1} ({the_song.describe()})")
-    targets = [track] if track is not None else list(range(tracks))
+    _check_bars(bars, len(the_song.bars), song)
+    targets = _check_track(track, tracks, song, the_song.describe())
     others = [i for i in range(tracks) if i not in targets]
     programs = the_song.programs(targets)
     for i, program in zip(targets, programs, strict=True):
         shared = [j for j in others if the_song.programs([j]) == [program]]
         if shared:
-            raise ConfigError(
-                f"--track {i}: track {shared[0]} plays the same program ({program}), and one stream tells tracks "
-                "apart by program; rewrite both (no --track)"
+            raise RequestError(
+                "track",
+                f" {i}: track {shared[0]} plays the same program ({program}), and one stream tells tracks "
+                "apart by program; rewrite both (no track)",
             )
 
-    def takes() -> list[tuple[symusic.Score, list[int]]]:
+    def takes() -> list[Take]:
         out = _rewrite(session, the_song, targets, bars, session.settings.num)
         return _passes(session, the_song.path, out, targets, bars)
 
-    return Work(session, "infill", takes)
+    return CoCreation(session, takes)
 
 
-def _rewrite(
-    session: Session, song: TimedSong, targets: list[int], bars: tuple[int, int], count: int
-) -> list[tuple[symusic.Score, list[int]]]:
+def _rewrite(session: Session, song: TimedSong, targets: list[int], bars: tuple[int, int], count: int) -> list[Take]:
     """`count` takes of the song with bars `bars` (1-based, inclusive) of the target tracks written anew: the
     bars before them are the prompt, the other tracks' notes in them are forced at their onsets and
     anticipated; everything outside them stays note for note."""
@@ -550,8 +525,7 @@ def _rewrite(
     given = plan_of(layout, song.bars, gap, is_given, programs)
     prompt = [tokenizer["BOS_None"], *layout.lay_out(song.bars, first - 1, is_given).ids]
     score = song.score
-    ticks = [*get_bars_ticks(score), 2**31 - 1]  # the file's own bar lines: the rewritten span in its ticks
-    start, stop = ticks[first - 1], ticks[min(last, len(ticks) - 1)]
+    start, stop = _span_ticks(score, first, last)
     out = []
     budget = session.settings.max_tokens * len(targets) + given.forced
     for row in session.write([prompt] * count, [given], budget):
@@ -562,21 +536,24 @@ def _rewrite(
             fresh = _fitted([n for n in written.notes if start <= n.time < stop], kept)
             result.tracks[target].notes = symusic.core.NoteTickList(kept + fresh)
             result.tracks[target].notes.sort()
-        out.append((result, [*prompt[1:], *row]))
+        out.append(session.take(result, [*prompt[1:], *row], _around(result, targets, start, stop)))
     return out
 
 
-Takes = list[tuple[symusic.Score, list[int]]]  # each take's music and tokens
-
-
-def _passes(session: Session, path: Path, takes: Takes, written: list[int], bars: tuple[int, int]) -> Takes:
+def _passes(session: Session, path: Path, takes: list[Take], written: list[int], bars: tuple[int, int]) -> list[Take]:
     """generate.passes - 1 more passes over each take (pseudo-Gibbs sampling, as in DeepBach and Coconet):
     each written track rewritten in turn in `bars`, every other track given, so that each voice hears the
-    voices written after it."""
+    voices written after it. Each take keeps what its first pass was given."""
     for _ in range(session.settings.passes - 1):
         for track in written:
             takes = [
-                _rewrite(session, timed_song(path, score, session.tokenizer, session.layout), [track], bars, 1)[0]
-                for score, _ in takes
+                _rewritten(session, timed_song(path, take.score, session.tokenizer, session.layout), track, bars, take)
+                for take in takes
             ]
     return takes
+
+
+def _rewritten(session: Session, song: TimedSong, track: int, bars: tuple[int, int], take: Take) -> Take:
+    new = _rewrite(session, song, [track], bars, 1)[0]
+    new.given = take.given
+    return new

@@ -1,9 +1,11 @@
-"""`aurl generate` as a function: a trained run → sampled tokens → MIDI files and piano-roll PNGs."""
+"""Sampling from a trained run: the run loaded once (`Trained`), the tokens of pieces written after a prompt
+(`Pieces`, the work of the requests that write from a prompt alone) and their decoding into takes."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,45 +13,24 @@ from typing import Any
 import miditok
 import symusic
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from aurl.config import Config, GenerateConfig, updated
+from aurl.config import Config, GenerateConfig
 from aurl.data.corpus import read_score
 from aurl.data.layout import time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
-from aurl.errors import ConfigError, DataError
-from aurl.files import write_together
+from aurl.errors import ConfigError, RequestError
 from aurl.generation.fast import FastDecoder
 from aurl.generation.given import GivenGrammar
 from aurl.generation.grammar import Grammar
-from aurl.generation.latent import encode_file, slerp
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import Rows, StepHook, sample
+from aurl.generation.takes import Take
 from aurl.modes import MODES, LanguageModelMode
-from aurl.render import piano_roll, render_wav
 from aurl.training.run import load_trained
-
-
-@dataclass
-class Sample:
-    midi: Path
-    png: Path | None  # None: not drawn (the studio draws it when asked)
-    tokens: int
-    notes: int
-    pitches: int
-    skipped_tokens: int  # tokens MidiTok could not place in the music (wrong type at that point)
-    longest_repeat: int  # longest run of one token id repeated back to back
-    wav: Path | None = None
-
-
-def longest_run(ids: list[int]) -> int:
-    best = run = 0
-    for i, token in enumerate(ids):
-        run = run + 1 if i and token == ids[i - 1] else 1
-        best = max(best, run)
-    return best
 
 
 @dataclass
@@ -82,34 +63,126 @@ class Trained:
         return grammar_for(self.tokenizer)
 
     @property
+    def cocreates(self) -> bool:
+        """Whether the run's tokens can hold given material beside written (accompany, infill)."""
+        return is_multitrack(self.tokenizer) or time_ordered(self.tokenizer)
+
+    @property
     def mode(self) -> LanguageModelMode:
         return MODES[self.config.model.mode]
 
     def settings(self, overrides: dict[str, Any]) -> GenerateConfig:
-        """The run's generate section with `overrides` applied (a bad value names generate.<field>), its meter
-        one this run can write."""
-        settings = updated(self.config.generate, overrides, "generate")
+        """The run's generate section with a request's `overrides` applied, its meter one this run can write; a
+        bad value is a RequestError naming settings.<field>."""
+        merged = {**self.config.generate.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            settings = GenerateConfig.model_validate(merged)
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = f"settings.{first['loc'][0]}" if first["loc"] else "settings"
+            got = f" (got {first['input']!r})" if first["loc"] and first["type"] != "extra_forbidden" else ""
+            raise RequestError(name, f": {first['msg'].removeprefix('Value error, ')}{got}") from None
         if settings.constrained:
-            self.grammar.meter_id(settings.meter)
+            try:
+                self.grammar.meter_id(settings.meter)
+            except ConfigError as err:
+                raise RequestError("settings.meter", f" {settings.meter}: {str(err).split(': ', 1)[1]}") from None
         elif settings.meter not in ("hold", "free"):
-            meter = settings.meter
-            raise ConfigError(f"generate.meter {meter}: the grammar holds a meter; leave generate.constrained on")
+            raise RequestError("settings.meter", f" {settings.meter}: the grammar holds a meter; leave constrained on")
         return settings
 
 
-@dataclass
-class Pieces:
-    """Pieces to write after one prompt with one request's settings and random generator."""
+class Work(ABC):
+    """A request checked against its run and ready to sample (aurl.generation.requests makes them)."""
 
+    @property
+    @abstractmethod
+    def rows(self) -> int:
+        """The takes it writes."""
+
+    @property
+    def key(self) -> Hashable | None:
+        """Works with equal keys are decoded together in one batch (`together`); None: alone."""
+        return None
+
+    @abstractmethod
+    def takes(self, on_step: StepHook | None = None) -> list[Take]:
+        """Sample the takes (every sampled token passes `on_step`)."""
+
+    @classmethod
+    def together(cls, works: list[Work], on_step: StepHook | None = None) -> list[list[Take]]:
+        """The takes of works with one key, decoded as one batch, each as it would get them alone."""
+        return [work.takes(on_step) for work in works]
+
+    @abstractmethod
+    def preview(self, ids: list[int]) -> symusic.Score:
+        """The music of a first take's tokens so far (BOS dropped), for a page that watches it being written."""
+
+
+@dataclass
+class Pieces(Work):
+    """Pieces written after one prompt (BOS, a primer's bars) with one request's settings and random generator:
+    from nothing, continuing a file, and a latent model's pieces from its z."""
+
+    trained: Trained
     prompt: list[int]
     settings: GenerateConfig
     generator: torch.Generator
     z: torch.Tensor | None = None  # a latent model's z, one row per piece
     head: symusic.Score | None = None  # a primer's bars: their meter is kept where tokens do not carry it
+    head_end: int = 0  # where the primer's bars end, in its ticks: notes before it are given
 
     @property
-    def count(self) -> int:
+    def rows(self) -> int:
         return self.z.shape[0] if self.z is not None else self.settings.num
+
+    @property
+    def key(self) -> Hashable:
+        return tuple(self.prompt), self.settings.constrained
+
+    def takes(self, on_step: StepHook | None = None) -> list[Take]:
+        trained = self.trained
+        grammar = trained.grammar if self.settings.constrained else None
+        rows = sample_pieces(
+            trained.decoder,
+            trained.mode,
+            trained.tokenizer,
+            self.settings,
+            grammar,
+            self.generator,
+            self.prompt,
+            self.z,
+            on_step=on_step,
+        )
+        return [self._take(row) for row in rows]
+
+    @classmethod
+    def together(cls, works: list[Pieces], on_step: StepHook | None = None) -> list[list[Take]]:
+        rows = sample_together(works[0].trained, works, on_step)
+        return [[work._take(row) for row in found] for work, found in zip(works, rows, strict=True)]
+
+    def preview(self, ids: list[int]) -> symusic.Score:
+        return tokens_to_score(self.trained.tokenizer, ids)[0]
+
+    def _take(self, row: list[int]) -> Take:
+        take = piece_take(self.trained.tokenizer, row, self.head)
+        if self.head is not None:
+            end = self.head_end * take.score.ticks_per_quarter // self.head.ticks_per_quarter
+            take.given = [(track, 0, end) for track in range(len(take.score.tracks))]
+        return take
+
+
+def piece_take(tokenizer: miditok.MusicTokenizer, row: list[int], primer: symusic.Score | None = None) -> Take:
+    """One sampled row (BOS first; padding and what follows EOS dropped) as a take; a primer's tempos and time
+    signatures are kept where the tokens do not carry them."""
+    ends = (tokenizer["EOS_None"], tokenizer.pad_token_id)
+    row = row[1:]
+    stop = next((i for i, t in enumerate(row) if t in ends), len(row))
+    row = row[:stop]
+    score, skipped = tokens_to_score(tokenizer, row)
+    if primer is not None:
+        keep_meter(score, primer, tokenizer)
+    return Take(score, row, skipped)
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
@@ -134,9 +207,11 @@ def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:
     return GivenGrammar(tokenizer) if time_ordered(tokenizer) else Grammar(tokenizer)
 
 
-def primer_tokens(path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int) -> tuple[list[int], symusic.Score]:
+def primer_tokens(
+    path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int
+) -> tuple[list[int], symusic.Score, int]:
     """The token ids of the first `bars` bars of a MIDI file (bar length from its first time signature,
-    4/4 without one), and those bars as a Score."""
+    4/4 without one), those bars as a Score, and the tick where they end."""
     score = read_score(path)
     sig = score.time_signatures[0] if len(score.time_signatures) else None
     numerator, denominator = (sig.numerator, sig.denominator) if sig is not None else (4, 4)
@@ -144,8 +219,8 @@ def primer_tokens(path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int
     head = score.clip(0, end)  # notes that start in the bars keep their whole length
     ids = tokenize_score(tokenizer, head).tolist()
     if not ids or not any(len(t.notes) for t in head.tracks):
-        raise DataError(f"{path}: no notes in its first {bars} bars to continue; raise --primer-bars")
-    return ids, head
+        raise RequestError("song", f" {path}: no notes in its first {bars} bars to continue; raise primer_bars")
+    return ids, head, end
 
 
 def keep_meter(score: symusic.Score, primer: symusic.Score, tokenizer: miditok.MusicTokenizer) -> None:
@@ -175,7 +250,7 @@ def sample_pieces(
     rows: list[list[int]] = []
     for first in range(0, num, settings.batch_size):
         n = min(settings.batch_size, num - first)
-        chunk = Pieces(prompt, settings, generator, z[first : first + n] if z is not None else None)
+        chunk = _Chunk(prompt, settings, generator, z[first : first + n] if z is not None else None)
         rows += _sample(model, mode, tokenizer, grammar, [chunk], [n], plan, on_step)[0]
     return rows
 
@@ -186,8 +261,18 @@ def sample_together(trained: Trained, requests: list[Pieces], on_step: StepHook 
     if len({tuple(r.prompt) for r in requests}) > 1 or len({r.settings.constrained for r in requests}) > 1:
         raise ValueError("sample_together: requests sampled together share a prompt and a constrained setting")
     grammar = trained.grammar if requests[0].settings.constrained else None
-    counts = [r.count for r in requests]
+    counts = [r.rows for r in requests]
     return _sample(trained.decoder, trained.mode, trained.tokenizer, grammar, requests, counts, None, on_step)
+
+
+@dataclass
+class _Chunk:
+    """Rows sampled together with one prompt, settings and generator."""
+
+    prompt: list[int]
+    settings: GenerateConfig
+    generator: torch.Generator
+    z: torch.Tensor | None
 
 
 def _sample(model, mode, tokenizer, grammar, requests, counts, plan, on_step) -> list[list[list[int]]]:
@@ -211,134 +296,3 @@ def _sample(model, mode, tokenizer, grammar, requests, counts, plan, on_step) ->
         out.append(seqs[first : first + n])
         first += n
     return out
-
-
-def pieces(
-    trained: Trained,
-    settings: GenerateConfig,
-    encode: str | Path | None = None,
-    interpolate: tuple[str | Path, str | Path] | None = None,
-    primer: str | Path | None = None,
-) -> Pieces:
-    """What `aurl generate` asks of the sampler, checked: the prompt (BOS, then a primer's first
-    primer_bars bars), a latent model's z (drawn from its prior, or encoded from files) and a generator
-    seeded with settings.seed."""
-    run_dir, mode, tokenizer, model = trained.run_dir, trained.mode, trained.tokenizer, trained.model
-    if (encode or interpolate) and not mode.latent:
-        raise ConfigError(f"{run_dir}: --encode and --interpolate need a latent model (model.mode vae)")
-    if is_multitrack(tokenizer) and settings.max_bars is not None:
-        raise ConfigError("generate.max_bars: a multitrack (MMM) run counts bars per track; leave it unset")
-    if settings.passes > 1:
-        raise ConfigError("generate.passes: passes rewrite what co-creation writes (accompany, infill); leave it at 1")
-    if settings.constrained:
-        _ = trained.grammar  # built now: a tokenizer without one is named before anything is sampled
-    prompt, head = [tokenizer["BOS_None"]], None
-    if primer is not None:
-        ids, head = primer_tokens(primer, tokenizer, settings.primer_bars)
-        prompt += ids
-    generator = torch.Generator().manual_seed(settings.seed)
-    if interpolate:
-        a, b = (encode_file(path, model, tokenizer, trained.config) for path in interpolate)
-        z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
-    elif encode:
-        z = encode_file(encode, model, tokenizer, trained.config).expand(settings.num, -1)
-    else:
-        z = mode.prior(model, settings.num, generator, settings.z_temperature)
-    return Pieces(prompt, settings, generator, z, head)
-
-
-def generate(
-    run_dir: str | Path,
-    out_dir: str | Path | None = None,
-    checkpoint: str = "best",
-    log: Callable[[str], None] = print,
-    encode: str | Path | None = None,
-    interpolate: tuple[str | Path, str | Path] | None = None,
-    primer: str | Path | None = None,
-    wav: bool = False,
-    soundfont: str | Path | None = None,
-    compiled: bool = False,
-    **overrides: Any,
-) -> list[Sample]:
-    """Sample pieces from a trained run; writes sample_<i>.mid and .png to out_dir.
-
-    Settings are the run's `generate` section with any `overrides` (see GenerateConfig: num, max_tokens,
-    temperature, top_k, top_p, min_p, repetition_penalty, max_bars, constrained, seed, ...) applied.
-    With `primer`, every piece continues the first primer_bars bars of that MIDI file. A VAE run writes
-    from z drawn from its prior, or, with `encode`, reconstructs the first segment of a file (num times),
-    or, with `interpolate`, writes `steps` files along the spherical path between two files' encodings.
-    With `wav`, each sample is also rendered to sample_<i>.wav through `soundfont` (default TimGM6mb).
-    With `compiled`, cached steps run compiled (see generation.fast): faster per token after compiling.
-    """
-    trained = Trained.load(run_dir, checkpoint, compiled)
-    settings = trained.settings(overrides)
-    request = pieces(trained, settings, encode, interpolate, primer)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "samples" / checkpoint
-    out.mkdir(parents=True, exist_ok=True)
-    grammar = trained.grammar if settings.constrained else None
-    rows = sample_pieces(
-        trained.decoder,
-        trained.mode,
-        trained.tokenizer,
-        settings,
-        grammar,
-        request.generator,
-        request.prompt,
-        request.z,
-    )
-    title = Path(run_dir).name
-    samples = [
-        write_sample(trained.tokenizer, row[1:], out / f"sample_{i}", request.head, title, log)
-        for i, row in enumerate(rows)
-    ]
-    if wav:
-        for s in samples:
-            s.wav = render_wav(s.midi, s.midi.with_suffix(".wav"), soundfont)
-    return samples
-
-
-def write_sample(
-    tokenizer: miditok.MusicTokenizer,
-    row: list[int],
-    stem: Path,
-    primer: symusic.Score | None,
-    title: str,
-    log: Callable[[str], None] | None = print,
-    png: bool = True,
-) -> Sample:
-    """Decode one sampled row (BOS dropped) and write its MIDI file and piano roll (stem.mid, stem.png);
-    a primer's tempos and time signatures are kept where the tokens do not carry them."""
-    eos = tokenizer["EOS_None"]
-    row = row[: row.index(eos)] if eos in row else row
-    score, skipped = tokens_to_score(tokenizer, row)
-    if primer is not None:
-        keep_meter(score, primer, tokenizer)
-    return save_sample(score, row, skipped, stem, title, log, png)
-
-
-def save_sample(
-    score: symusic.Score,
-    row: list[int],
-    skipped: int,
-    stem: Path,
-    title: str,
-    log: Callable[[str], None] | None,
-    png: bool = True,
-) -> Sample:
-    """Write a written piece's MIDI file and piano roll (stem.mid, stem.png) and say what it holds; a failed
-    write is a WriteError and leaves no part of a file."""
-    midi = stem.with_suffix(".mid")
-    drawn = stem.with_suffix(".png") if png else None
-    # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
-    write_together({midi: lambda tmp: tmp.write_bytes(score.dumps_midi())})
-    if drawn is not None:
-        write_together({drawn: lambda tmp: piano_roll(score, tmp, title=f"{title} {stem.name}")})
-    pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
-    notes = sum(len(t.notes) for t in score.tracks)
-    repeat = longest_run(row)
-    if log is not None:
-        log(
-            f"{midi}  {len(row)} tokens, {notes} notes, {len(pitches)} distinct pitches, "
-            f"{skipped} skipped tokens, longest repeat {repeat}"
-        )
-    return Sample(midi, drawn, len(row), notes, len(pitches), skipped, repeat)

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import symusic
 from fastapi import FastAPI, HTTPException, Request
@@ -30,12 +29,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from aurl.data.corpus import cache_dir, load_midi, read_score
-from aurl.data.layout import time_ordered
 from aurl.data.multitrack import CONTROLS, is_multitrack
-from aurl.errors import AurlError, ConfigError, DataError, WriteError
+from aurl.errors import AurlError, DataError, RequestError, WriteError
 from aurl.files import write_together
-from aurl.generation.cocreate import accompaniment, infilling
-from aurl.generation.generate import Trained, pieces
+from aurl.generation import requests
+from aurl.generation.generate import Trained
 from aurl.notation import NotationError
 from aurl.render import bar_starts, drawing
 from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
@@ -44,7 +42,6 @@ STATIC = Path(__file__).parent / "static"
 MAX_TAKES = 8  # takes per request
 MAX_TOKENS = 8192  # tokens per take
 EXAMPLES = 6  # built-in example songs offered, from the served runs' held-out files
-API_FLAGS = {"--keep": "keep", "--add": "add", "--bars": "bars", "--track": "track", "--control": "controls"}
 MEDIA = {
     "mid": "audio/midi",
     "wav": "audio/wav",
@@ -57,22 +54,13 @@ _song_ids = itertools.count(1)
 
 
 class JobRequest(BaseModel):
-    """What to write: a task of one served model, with the run's generate settings overridden."""
+    """What to write: a task of one served model (GET /api/models lists each model's tasks and their fields),
+    with the task's fields beside these (aurl.generation.requests; songs by their ids) and `settings`, the
+    run's generate settings overridden."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
     model: str = Field(description="a served model's id (GET /api/models)")
-    task: Literal["generate", "continue", "accompany", "infill"] = "generate"
-    settings: dict[str, Any] = Field(
-        default_factory=dict,
-        description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
-        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, passes, seed",
-    )
-    song: str | None = Field(None, description="a song id (POST /api/songs or GET /api/examples)")
-    keep: list[int] | None = Field(None, description="accompany: the song's tracks kept (default: all)")
-    add: list[int] = Field(default_factory=list, description="accompany: programs of the new tracks, -1 drums")
-    bars: tuple[int, int] | None = Field(None, description="infill: the bars rewritten, 1-based, inclusive")
-    track: int | None = Field(None, description="infill: the track rewritten (none: every track)")
-    controls: list[str] = Field(default_factory=list, description='e.g. "track=4 density=6", "bars=5-8 polyphony=2"')
+    task: str = Field("generate", description="generate, continue, accompany, infill, encode, interpolate")
 
 
 def meters(tokenizer) -> list[str]:
@@ -87,10 +75,8 @@ class Served:
     trained: Trained
 
     @property
-    def tasks(self) -> list[str]:
-        tokenizer = self.trained.tokenizer
-        cocreate = ["accompany", "infill"] if is_multitrack(tokenizer) or time_ordered(tokenizer) else []
-        return ["generate", "continue", *cocreate]
+    def tasks(self) -> dict[str, type[requests.Request]]:
+        return {task: cls for task, cls in requests.REQUESTS.items() if cls.offered(self.trained)}
 
     def public(self) -> dict:
         config = self.trained.config
@@ -99,7 +85,7 @@ class Served:
             "mode": config.model.mode,
             "tokenization": config.tokenizer.kind,
             "multitrack": is_multitrack(self.trained.tokenizer),
-            "tasks": self.tasks,
+            "tasks": [cls.needs() for cls in self.tasks.values()],
             "parameters": sum(p.numel() for p in self.trained.model.parameters()),
             "decoding": "compiled" if self.trained.compiled else "eager",
             "context": config.model.context,
@@ -220,11 +206,9 @@ def create_app(
             raise HTTPException(404, f"model {name!r}: not served here; the served models are {', '.join(served)}")
         return served[name]
 
-    def song_of(song_id: str | None, task: str) -> Song:
-        if song_id is None:
-            raise HTTPException(422, f"song: {task} needs a song; upload a MIDI file or pick an example")
-        if song_id not in songs:
-            raise HTTPException(404, f"song {song_id!r}: unknown here; upload it again (POST /api/songs)")
+    def song_of(song_id: object, field: str = "song") -> Song:
+        if not isinstance(song_id, str) or song_id not in songs:
+            raise HTTPException(404, f"{field} {song_id!r}: unknown here; upload it again (POST /api/songs)")
         return songs[song_id]
 
     def job_of(job_id: str) -> Job:
@@ -233,14 +217,11 @@ def create_app(
             raise HTTPException(404, f"job {job_id!r}: unknown here (finished jobs are kept for a while only)")
         return job
 
-    def refused(err: AurlError, song: Song | None) -> HTTPException:
-        """An error of the library as the API says it: the song by its name, options by their API fields."""
+    def refused(err: AurlError, given: list[Song]) -> HTTPException:
+        """An error of the library as the API says it (requests name their fields), songs by their names."""
         text = str(err)
-        if song is not None:
-            text = text.replace(str(song.path), song.name)
-        for flag, name in API_FLAGS.items():
-            text = text.replace(flag, name)
-        text = re.sub(r"\bgenerate(: |\.)", "settings.", text)  # the run's generate section is the request's settings
+        for found in given:
+            text = text.replace(str(found.path), found.name)
         return HTTPException(400 if isinstance(err, DataError) else 422, text)
 
     @app.get("/", include_in_schema=False)
@@ -311,26 +292,18 @@ def create_app(
         model = model_of(body.model)
         if body.task not in model.tasks:
             raise HTTPException(422, f"task: model {model.id} does {', '.join(model.tasks)}, not {body.task}")
-        song = song_of(body.song, body.task) if body.task != "generate" else None
+        cls = model.tasks[body.task]
+        fields = dict(body.model_extra or {})
+        given = {name: song_of(fields[name], name) for name in cls.song_fields() if name in fields}
+        fields |= {name: str(found.path) for name, found in given.items()}
         try:
-            settings = model.trained.settings(body.settings)
+            request = cls.of({"task": body.task, **fields})
+            settings = model.trained.settings(request.settings)
             if settings.num > MAX_TAKES or settings.max_tokens > MAX_TOKENS:
-                raise ConfigError(
-                    f"generate.num / generate.max_tokens: at most {MAX_TAKES} takes of {MAX_TOKENS} tokens a request"
-                )
-            overrides = settings.model_dump()
-            if body.task in ("generate", "continue"):
-                if body.keep is not None or body.add or body.bars or body.track is not None or body.controls:
-                    raise ConfigError("keep, add, bars, track and controls go with accompany or infill")
-                todo = pieces(model.trained, settings, primer=song.path if song else None)
-            elif body.task == "accompany":
-                todo = accompaniment(model.trained, song.path, body.add, body.keep, body.controls, **overrides)
-            else:
-                if body.bars is None:
-                    raise ConfigError("bars: infill needs the bars to rewrite, e.g. [5, 8]")
-                todo = infilling(model.trained, song.path, body.bars, body.track, body.controls, **overrides)
+                raise RequestError("settings.num", f" / max_tokens: at most {MAX_TAKES} takes of {MAX_TOKENS} tokens")
+            todo = request.prepare(model.trained)
         except AurlError as err:
-            raise refused(err, song) from None
+            raise refused(err, list(given.values())) from None
         return jobs.submit(Job(model.id, body.task, todo, work / "jobs")).public()
 
     @app.get("/api/jobs/{job_id}")

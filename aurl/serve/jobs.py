@@ -1,12 +1,12 @@
 """The studio's jobs: one queue and one worker thread for every served model, decoding requests together.
 
-A job is checked when it is posted (a bad option never reaches the queue) and becomes one of two kinds
-of work. Pieces written from one prompt (generate from nothing, or continue one file) are batchable: the
-worker takes every queued job of the same model with the same prompt and `constrained` setting, up to
+A job is checked when it is posted (a bad option never reaches the queue) and holds its request's work
+(aurl.generation.requests). Works with equal keys are batchable (pieces written from one prompt: from
+nothing, or continuing one file): the worker takes every queued job of the same model and key, up to
 `max_rows` rows, and samples them as one batch in which each job keeps its own settings and random
-generator, so a job gets the takes it would get alone. Co-creation (accompany, infill) runs one job at a
-time. Every sampled token passes the job's hook, which counts progress, decodes the first take's notes a
-few times a second for the page, and stops the rows of a cancelled job.
+generator, so a job gets the takes it would get alone. Others (accompany, infill) run one job at a time.
+Every sampled token passes the batch's hook, which counts progress, decodes the first take's notes a few
+times a second for the page, and stops the rows of a cancelled job.
 
 All of the server's torch work runs on the one worker thread, models loaded there too (`Worker.call`):
 torch's CPU kernels run in parallel through OpenMP, and once a second thread has used OpenMP the process
@@ -34,10 +34,10 @@ import symusic
 import torch
 
 from aurl.errors import AurlError
-from aurl.files import write_together, writing
-from aurl.generation.cocreate import Work
+from aurl.files import write_together
 from aurl.generation.fast import FastDecoder
-from aurl.generation.generate import Pieces, Sample, Trained, sample_together, tokens_to_score, write_sample
+from aurl.generation.generate import Trained, Work
+from aurl.generation.takes import Sample, write_takes
 from aurl.notation import engraved, musicxml
 from aurl.render import drawing, piano_roll, render_wav
 
@@ -56,7 +56,7 @@ T = TypeVar("T")
 class Job:
     model: str
     task: str
-    work: Pieces | Work
+    work: Work
     root: Path  # the job's files go to root/<id>
     id: str = field(default_factory=lambda: f"j-{next(_ids)}")
     status: str = "queued"
@@ -90,13 +90,11 @@ class Job:
     @property
     def key(self) -> tuple | None:
         """Jobs with equal keys can be sampled in one batch; None: alone."""
-        if isinstance(self.work, Pieces):
-            return self.model, tuple(self.work.prompt), self.work.settings.constrained
-        return None
+        return None if self.work.key is None else (self.model, self.work.key)
 
     @property
     def rows(self) -> int:
-        return self.work.count if isinstance(self.work, Pieces) else self.work.session.settings.num
+        return self.work.rows
 
     def public(self) -> dict:
         """The job as the API shows it."""
@@ -271,10 +269,7 @@ class Worker:
                 job.status, job.started, job.batch = "running", time.perf_counter(), len(batch)
                 job.changed()
             try:
-                if isinstance(batch[0].work, Pieces):
-                    self._pieces(batch)
-                else:
-                    self._cocreate(batch[0])
+                self._write(batch)
             except AurlError as err:
                 for job in batch:
                     job.finish("failed", str(err))
@@ -283,25 +278,24 @@ class Worker:
                 for job in batch:
                     job.finish("failed", f"internal error: {type(err).__name__}: {err}")
 
-    def _pieces(self, batch: list[Job]) -> None:
-        trained = self.models[batch[0].model]
-        tokenizer, pad = trained.tokenizer, trained.tokenizer.pad_token_id
-        prompt = len(batch[0].work.prompt)
-        spans, first = [], 0
+    def _write(self, batch: list[Job]) -> None:
+        pad = self.models[batch[0].model].tokenizer.pad_token_id
+        spans, first = [], 0  # each job's rows of the batch (a job alone: every row, however many it samples)
         for job in batch:
-            spans.append(slice(first, first + job.rows))
+            spans.append(slice(first, first + job.rows) if len(batch) > 1 else slice(None))
             first += job.rows
+        counts = [0] * len(batch)
         last, every = [0.0], [PROGRESS_SECONDS]
 
         def on_step(seq: torch.Tensor) -> torch.Tensor | None:
+            live = seq[:, -1] != pad  # rows that wrote a token this step
+            for k, span in enumerate(spans):
+                counts[k] += int(live[span].sum())
             now = time.perf_counter()
             if now - last[0] >= every[0]:
-                written = (seq[:, prompt:] != pad).sum(1)
-                for job, span in zip(batch, spans, strict=True):
-                    notes = None
-                    if job.watchers:  # decoding costs the batch time: only for a page that draws it
-                        notes = drawing(tokens_to_score(tokenizer, seq[span.start, 1:].tolist())[0])
-                    job.progress(int(written[span].sum()), notes)
+                for job, span, count in zip(batch, spans, counts, strict=True):
+                    # decoding costs the batch time: only for a page that draws it
+                    job.progress(count, _preview(job.work, seq[span][0, 1:].tolist()) if job.watchers else None)
                 last[0] = time.perf_counter()
                 every[0] = max(PROGRESS_SECONDS, (last[0] - now) / PROGRESS_SHARE)
             if not any(job.cancelled.is_set() for job in batch):
@@ -311,47 +305,17 @@ class Worker:
                 stop[span] = job.cancelled.is_set()
             return stop
 
-        results = sample_together(trained, [job.work for job in batch], on_step)
-        for job, rows in zip(batch, results, strict=True):
+        results = type(batch[0].work).together([job.work for job in batch], on_step)
+        for job, takes, count in zip(batch, results, counts, strict=True):
             if job.cancelled.is_set():
                 job.finish("cancelled")
                 continue
             try:
-                job.progress(sum(len(_trimmed(row, pad)) - prompt for row in rows))
-                with writing(job.folder):
-                    job.folder.mkdir(parents=True, exist_ok=True)
-                title = f"{job.model} {job.id}"
-                stems = [job.folder / f"sample_{i}" for i in range(len(rows))]
-                job.takes = [
-                    write_sample(tokenizer, _trimmed(row, pad)[1:], stem, job.work.head, title, None, png=False)
-                    for row, stem in zip(rows, stems, strict=True)
-                ]
+                job.progress(count)
+                job.takes = write_takes(takes, job.folder, f"{job.model} {job.id}", None, png=False)
                 self._finish_takes(job)
             except AurlError as err:
                 job.finish("failed", str(err))
-
-    def _cocreate(self, job: Job) -> None:
-        trained = self.models[job.model]
-        written = [0]
-        last = [0.0]
-
-        def on_step(seq: torch.Tensor) -> torch.Tensor | None:
-            written[0] += seq.shape[0]
-            now = time.perf_counter()
-            if now - last[0] >= PROGRESS_SECONDS:
-                last[0] = now
-                job.progress(written[0], _preview(trained, seq[0, 1:].tolist()) if job.watchers else None)
-            return torch.ones(seq.shape[0], dtype=torch.bool) if job.cancelled.is_set() else None
-
-        with writing(job.folder):
-            job.folder.mkdir(parents=True, exist_ok=True)
-        takes = job.work.write(job.folder, log=None, on_step=on_step, png=False)
-        if job.cancelled.is_set():
-            job.finish("cancelled")
-            return
-        job.takes = takes
-        job.progress(written[0])
-        self._finish_takes(job)
 
     @staticmethod
     def _finish_takes(job: Job) -> None:
@@ -363,21 +327,13 @@ class Worker:
         job.finish("done")
 
 
-def _preview(trained: Trained, ids: list[int]) -> dict | None:
-    """The notes of a first take's tokens so far (the kept tracks and what is written), or None where
-    half-written tokens do not decode: a preview never fails its job."""
+def _preview(work: Work, ids: list[int]) -> dict | None:
+    """The notes of a first take's tokens so far, or None where half-written tokens do not decode: a preview
+    never fails its job."""
     try:
-        return drawing(tokens_to_score(trained.tokenizer, ids)[0])
+        return drawing(work.preview(ids))
     except Exception:
         return None
-
-
-def _trimmed(row: list[int], pad: int) -> list[int]:
-    """A row without the padding a batch added after it ended."""
-    end = len(row)
-    while end > 1 and row[end - 1] == pad:
-        end -= 1
-    return row[:end]
 
 
 class Jobs:

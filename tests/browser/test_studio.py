@@ -112,8 +112,10 @@ def test_page_lists_the_models_with_their_defaults(studio, page):
     multitrack = next(m for m in served if m["multitrack"])
     choose(page, "model", multitrack["id"])
     offered = [r.get_attribute("value") for r in css(page, "#tasks input[type='radio']")]
-    assert offered == [t for t in multitrack["tasks"] if t in ("generate", "continue", "accompany", "infill")]
-    if multitrack["controls"]:  # the controls box is offered, naming what the model follows
+    assert offered == [t["task"] for t in multitrack["tasks"]]  # what the API lists: the page asks, not names
+    if multitrack["controls"]:  # the tasks that take controls offer the box, naming what the model follows
+        assert not by_id(page, "controls-panel").is_displayed()
+        by_id(page, "task-accompany").click()
         assert multitrack["controls"][0] in by_id(page, "controls-hint").text
 
 

@@ -10,7 +10,7 @@ from aurl.config import load_config
 from aurl.data.corpus import split_of
 from aurl.data.dataset import PreparedDataset, WindowDataset
 from aurl.data.prepare import prepare
-from aurl.generation.generate import generate
+from aurl.generation.requests import generate
 from aurl.training.run import train
 from tests.conftest import TINY, TPQ
 

@@ -10,10 +10,11 @@ from aurl.cli import main
 from aurl.config import GenerateConfig, ModelConfig, load_config
 from aurl.data.multitrack import Multitrack
 from aurl.data.tokenize import build_tokenizer
-from aurl.generation.cocreate import Session, accompany, infill, read_song
+from aurl.generation.cocreate import Session, read_song
 from aurl.generation.controls import parse_controls
-from aurl.generation.generate import tokens_to_score
+from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
+from aurl.generation.requests import Accompany, Infill, generate
 from aurl.generation.sampler import sample
 from aurl.models.transformer import Transformer
 from tests.conftest import MMM, TINY
@@ -84,9 +85,8 @@ def test_a_plan_writes_exactly_its_bars_with_the_requested_controls(tokenizer):
 def test_accompaniment_keeps_the_kept_tracks_note_for_note(mmm_run, midi_dir, tmp_path):
     song = midi_dir / "piece_2.mid"
     original = symusic.Score(str(song))
-    samples = accompany(
-        mmm_run, song, add=[48, -1], keep=[1], num=2, max_tokens=400, out_dir=tmp_path, checkpoint="latest", log=None
-    )
+    request = Accompany(song=str(song), add=[48, -1], keep=[1])
+    samples = generate(mmm_run, tmp_path, "latest", None, request, num=2, max_tokens=400)
     end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -98,7 +98,8 @@ def test_accompaniment_keeps_the_kept_tracks_note_for_note(mmm_run, midi_dir, tm
 
 
 def test_new_tracks_have_exactly_the_songs_bars(mmm_run, midi_dir):
-    session = Session(mmm_run, "latest", {"num": 3}, "test")
+    trained = Trained.load(mmm_run, "latest")
+    session = Session(trained, trained.settings({"num": 3}))
     mt = session.mt
     song = read_song(midi_dir / "piece_4.mid", session.tokenizer, mt)
     plan = [Segment([mt.track_start, mt.program[0]], song.bars, mt.track_end)]
@@ -112,7 +113,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(mmm_run, midi_dir
     original = symusic.Score(str(song))
     ticks = get_bars_ticks(original)
     start, stop = ticks[2], ticks[4]  # bars 3-4
-    samples = infill(mmm_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None)
+    samples = generate(mmm_run, tmp_path, "latest", None, Infill(song=str(song), bars=(3, 4), track=track), num=2)
     targets = [0] if track == 0 else range(len(original.tracks))
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -139,7 +140,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(mmm_run, midi_dir
         (["--accompany", "{song}", "--add", "33", "--control", "track=1", "density=2"], "not a track being written"),
         (["--accompany", "{song}", "--add", "33", "--control", "bars=1-2", "polyphony=9"], "outside 1-6"),
         (["--accompany", "{song}", "--add", "33", "--control", "bars=2", "repetition=0.5"], "no repetition control"),
-        (["--control", "density=3"], "steer --accompany or --infill"),
+        (["--control", "density=3"], "--control goes with --accompany or --infill"),
         (["--accompany", "{song}", "--add", "33", "--meter", "3/4"], "keeps the song's meter"),
     ],
 )

@@ -3,7 +3,8 @@ from collections import Counter
 import symusic
 
 from aurl.cli import main
-from aurl.generation.generate import generate, primer_tokens, tokens_to_score
+from aurl.generation.generate import primer_tokens, tokens_to_score
+from aurl.generation.requests import Continue, generate
 from aurl.training.run import load_trained
 
 
@@ -14,11 +15,12 @@ def _notes(score: symusic.Score) -> Counter:
 def test_a_continuation_holds_the_primer_and_then_new_music(trained_run, midi_dir, tmp_path):
     _, tokenizer, _ = load_trained(trained_run, "latest")
     primer = midi_dir / "piece_3.mid"
-    ids, _ = primer_tokens(primer, tokenizer, 2)
+    ids, _, _ = primer_tokens(primer, tokenizer, 2)
     head = tokens_to_score(tokenizer, ids)[0]  # the primer's bars as the tokenizer sees them
     expected = _notes(head)
     quiet = {"log": lambda s: None}
-    samples = generate(trained_run, tmp_path, "latest", primer=primer, primer_bars=2, num=2, max_tokens=200, **quiet)
+    going_on = Continue(song=str(primer))
+    samples = generate(trained_run, tmp_path, "latest", request=going_on, primer_bars=2, num=2, max_tokens=200, **quiet)
     for sample in samples:
         score = symusic.Score(str(sample.midi))
         notes = _notes(score)
@@ -84,7 +86,9 @@ def test_a_piece_keeps_one_meter_unless_asked_otherwise(trained_run, midi_dir, t
     chosen = generate(trained_run, tmp_path / "chosen", "latest", meter="3/4", **quiet)
     assert all(set(_meters(s.midi)) == {(3, 4)} for s in chosen)
     primer = midi_dir / "piece_3.mid"  # 4/4 for its first six bars
-    going_on = generate(trained_run, tmp_path / "cont", "latest", primer=primer, primer_bars=2, **quiet)
+    going_on = generate(
+        trained_run, tmp_path / "cont", "latest", request=Continue(song=str(primer)), **quiet, primer_bars=2
+    )
     assert all(set(_meters(s.midi)) == {(4, 4)} for s in going_on)
     assert all(s.skipped_tokens == 0 for s in [*free, *held, *chosen, *going_on])
 
@@ -92,9 +96,9 @@ def test_a_piece_keeps_one_meter_unless_asked_otherwise(trained_run, midi_dir, t
 def test_a_meter_the_run_cannot_write_is_named(trained_run, tmp_path, capsys):
     args = ["generate", "--run", str(trained_run), "--out", str(tmp_path), "--num", "1", "--max-tokens", "16"]
     assert main([*args, "--meter", "7/16"]) == 2
-    assert "generate.meter 7/16: not a time signature this run writes" in capsys.readouterr().err
+    assert "--meter 7/16: not a time signature this run writes" in capsys.readouterr().err
     assert main([*args, "--meter", "three"]) == 2
     assert "meter: expected hold, free or a time signature such as 3/4 (got 'three')" in capsys.readouterr().err
     assert main([*args, "--meter", "3/4", "--unconstrained"]) == 2
-    assert "leave generate.constrained on" in capsys.readouterr().err
+    assert "--meter 3/4: the grammar holds a meter; leave constrained on" in capsys.readouterr().err
     assert main([*args, "--meter", "3/4"]) == 0

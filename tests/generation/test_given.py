@@ -7,9 +7,10 @@ import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.cli import main
-from aurl.generation.cocreate import Session, accompany, infill, read_timed_song
-from aurl.generation.generate import tokens_to_score
+from aurl.generation.cocreate import Session, read_timed_song
+from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.given import plan_of
+from aurl.generation.requests import Accompany, Infill, generate
 
 
 def _notes(track) -> list[tuple[int, int, int]]:
@@ -24,7 +25,8 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
     """Random weights: whatever the model wants, the grammar forces the melody at its onsets and the next
     bar's melody in a block after each time signature, writes only the new program, keeps every bar's meter
     and ends at the song's last bar."""
-    session = Session(trained_run, "latest", {"num": 4, "seed": 3}, "test")
+    trained = Trained.load(trained_run, "latest")
+    session = Session(trained, trained.settings({"num": 4, "seed": 3}))
     torch.manual_seed(0)
     for p in session.decoder.parameters():
         torch.nn.init.normal_(p, std=0.5)
@@ -61,18 +63,8 @@ def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir
     """With a second pass each new track is rewritten with the kept one and the other new one given."""
     song = midi_dir / "piece_2.mid"
     original = symusic.Score(str(song))
-    samples = accompany(
-        trained_run,
-        song,
-        add=[48, 41],
-        keep=[1],
-        num=2,
-        max_tokens=200,
-        out_dir=tmp_path,
-        checkpoint="latest",
-        log=None,
-        passes=passes,
-    )
+    request = Accompany(song=str(song), add=[48, 41], keep=[1])
+    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, max_tokens=200, passes=passes)
     end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -91,9 +83,8 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi
     original = symusic.Score(str(song))
     ticks = get_bars_ticks(original)
     start, stop = ticks[2], ticks[4]  # bars 3-4
-    samples = infill(
-        trained_run, song, (3, 4), track, num=2, out_dir=tmp_path, checkpoint="latest", log=None, passes=passes
-    )
+    request = Infill(song=str(song), bars=(3, 4), track=track)
+    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, passes=passes)
     targets = [0] if track == 0 else range(len(original.tracks))
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -113,7 +104,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi
         (["--accompany", "{song}", "--add", "0"], "--add 0: a kept or added track already plays it"),
         (["--accompany", "{song}", "--add", "48", "--control", "track=2", "density=3"], "attribute controls need"),
         (["--infill", "{song}", "--bars", "9-40"], "has bars 1-12"),
-        (["--passes", "2"], "generate.passes: passes rewrite what co-creation writes"),
+        (["--passes", "2"], "--passes: passes rewrite what co-creation writes"),
     ],
 )
 def test_bad_options_are_one_line_errors(trained_run, midi_dir, tmp_path, capsys, extra, message):

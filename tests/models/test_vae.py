@@ -59,7 +59,7 @@ def test_kl_annealing_schedules(anneal, expected):
 
 def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, tmp_path):
     from aurl.config import load_config
-    from aurl.generation.generate import generate
+    from aurl.generation.requests import Encode, Interpolate, generate
     from aurl.training.run import train
     from tests.conftest import TINY
 
@@ -91,10 +91,12 @@ def test_vae_trains_on_segments_and_samples_from_its_prior(prepared, midi_dir, t
     # Interpolation: S files; its ends decode exactly as the reconstructions of a and b (greedy decoding).
     a, b = midi_dir / "piece_0.mid", midi_dir / "piece_1.mid"
     greedy = {"log": lambda s: None, "max_tokens": 64, "top_k": 1}
-    path = generate(tmp_path, tmp_path / "path", "latest", interpolate=(a, b), steps=4, **greedy)
+    path = generate(
+        tmp_path, tmp_path / "path", "latest", request=Interpolate(song=str(a), to=str(b)), steps=4, **greedy
+    )
     assert len(path) == 4
     for end, source in ((path[0], a), (path[-1], b)):
-        recon = generate(tmp_path, tmp_path / source.stem, "latest", encode=source, num=1, **greedy)
+        recon = generate(tmp_path, tmp_path / source.stem, "latest", request=Encode(song=str(source)), num=1, **greedy)
         assert end.midi.read_bytes() == recon[0].midi.read_bytes()
         symusic.Score(str(end.midi))
 

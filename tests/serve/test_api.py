@@ -14,7 +14,8 @@ import symusic
 from fastapi.testclient import TestClient
 
 from aurl.cli import main
-from aurl.generation.generate import Trained, generate, pieces
+from aurl.generation.generate import Trained
+from aurl.generation.requests import Generate, generate
 from aurl.render import RenderError
 from aurl.serve.app import create_app
 from aurl.serve.jobs import Job, Worker
@@ -65,8 +66,10 @@ def notes_of(client: TestClient, url: str) -> list[list]:
 
 def test_models_and_examples(client):
     models = {m["id"]: m for m in client.get("/api/models").json()["models"]}
-    assert models["tiny"]["tasks"] == ["generate", "continue", "accompany", "infill"]  # one time-ordered stream
-    assert models["mmm"]["tasks"] == ["generate", "continue", "accompany", "infill"]
+    tasks = {name: [task["task"] for task in m["tasks"]] for name, m in models.items()}
+    assert tasks["tiny"] == tasks["mmm"] == ["generate", "continue", "accompany", "infill"]  # not a latent model
+    accompany = models["tiny"]["tasks"][2]["fields"]  # what the page asks for, and how
+    assert accompany["song"]["song"] and accompany["add"]["required"] and not accompany["keep"]["required"]
     assert models["mmm"]["tokenization"] == "MMM" and "density" in models["mmm"]["controls"]
     assert models["tiny"]["settings"]["max_tokens"] > 0 and models["tiny"]["parameters"] > 0
     assert models["tiny"]["settings"]["meter"] == "hold" and {"4/4", "3/4"} <= set(models["tiny"]["meters"])
@@ -296,8 +299,8 @@ def test_a_stopped_worker_cancels_its_jobs_and_ends(trained_run, tmp_path):
     worker = Worker(max_rows=1)  # one row per batch: the second job stays queued
     trained = worker.call(lambda: Trained.load(trained_run)).result()
     worker.serve("tiny", trained)
-    settings = trained.settings({"num": 1, "max_tokens": 4000, "min_tokens": 4000})
-    jobs = [Job("tiny", "generate", pieces(trained, settings), tmp_path) for _ in range(2)]
+    request = Generate(settings={"num": 1, "max_tokens": 4000, "min_tokens": 4000})
+    jobs = [Job("tiny", "generate", request.prepare(trained), tmp_path) for _ in range(2)]
     for job in jobs:
         worker.submit(job)
     while jobs[0].status != "running" or jobs[0].tokens == 0:

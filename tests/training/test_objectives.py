@@ -54,7 +54,7 @@ def test_uncertainty_weights_settle_where_kendalls_loss_is_minimal():
 
 def test_a_run_with_learned_loss_weights_and_token_weights_trains_and_generates(prepared, tmp_path):
     from aurl.config import load_config
-    from aurl.generation.generate import generate
+    from aurl.generation.requests import generate
     from aurl.training.run import load_trained, train
     from tests.conftest import TINY
 

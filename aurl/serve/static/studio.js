@@ -45,18 +45,9 @@
     bg: "#0f1216", white: "#151a20", black: "#11151a", grid: "#262d36", bar: "#3a4350", text: "#8a94a3",
     axis: "#171b21", select: "rgba(106, 169, 240, 0.16)", selectEdge: "#6aa9f0",
   };
-  const TASKS = {
-    generate: { label: "From nothing", song: false, hint: "Write new music from nothing." },
-    continue: {
-      label: "Continue", song: true,
-      hint: "Continue the song: its first bars (primer bars, under More options) are the prompt.",
-    },
-    accompany: {
-      label: "Accompany", song: true,
-      hint: "Keep tracks of the song and write new ones beside them, bar for bar.",
-    },
-    infill: { label: "Infill", song: true, hint: "Rewrite a range of bars, with everything around them in view." },
-  };
+  // The fields of a request this page can ask for (the tasks and their fields come from /api/models); a task
+  // with a field not listed here is not offered
+  const FIELDS = ["song", "keep", "add", "bars", "track", "controls"];
   // The sampling options shown; `more` ones go under "More options" and only when the model lists them
   const SETTINGS = [
     { key: "temperature", label: "Temperature", step: "0.05", min: "0" },
@@ -68,7 +59,7 @@
     { key: "num", label: "Takes", step: "1", min: "1", int: true },
     { key: "meter", label: "Meter", choices: "meters", note: "hold = the first bar's" },
     { key: "seed", label: "Seed", step: "1", min: "0", int: true },
-    { key: "passes", label: "Passes", step: "1", min: "1", int: true, more: true, note: "accompany, infill" },
+    { key: "passes", label: "Passes", step: "1", min: "1", int: true, more: true, note: "co-creation" },
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
     { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
@@ -80,7 +71,7 @@
   const state = {
     models: [],
     model: null,
-    task: "generate",
+    task: "generate", // the task's name; its fields: task()
     song: null,
     keep: new Set(),
     infillTrack: null,
@@ -90,6 +81,17 @@
     job: null, // the job being written: {id, model, task, label, songName, source, poll, started}
     takes: 0,
   };
+
+  // The tasks the model offers that this page can ask for, and the chosen one's fields
+  function tasks() {
+    const offered = (state.model && state.model.tasks) || [];
+    return offered.filter((t) => Object.keys(t.fields).every((f) => FIELDS.includes(f)));
+  }
+  function task(name = state.task) {
+    return tasks().find((t) => t.task === name) || { task: name, label: name, hint: "", fields: {}, uses: [] };
+  }
+  const has = (field, name = state.task) => field in task(name).fields;
+  const uses = (setting, name = state.task) => task(name).uses.includes(setting);
 
   // ---- API ---------------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -444,15 +446,15 @@
   }
 
   function renderTasks() {
-    const tasks = (state.model.tasks || ["generate"]).filter((t) => TASKS[t]);
-    if (!tasks.includes(state.task)) state.task = tasks[0] || "generate";
+    const offered = tasks();
+    if (!offered.some((t) => t.task === state.task)) state.task = offered.length ? offered[0].task : "generate";
     const group = $("tasks");
     group.replaceChildren(
-      ...tasks.map((t) => {
+      ...offered.map(({ task: t, label }) => {
         const input = el("input", { type: "radio", name: "task", value: t, id: `task-${t}` });
         input.checked = t === state.task;
         input.addEventListener("change", () => setTask(t));
-        return el("label", { class: "seg", for: `task-${t}` }, input, el("span", { text: TASKS[t].label }));
+        return el("label", { class: "seg", for: `task-${t}` }, input, el("span", { text: label }));
       }),
     );
   }
@@ -500,7 +502,7 @@
         field.classList.toggle("changed", !same);
         if (same) delete state.userSettings[s.key];
         else state.userSettings[s.key] = value;
-        if (s.key === "primer_bars" && state.task === "continue" && state.song) refresh();
+        if (uses(s.key) && s.key === "primer_bars" && state.song) refresh();
       };
       input.addEventListener(s.bool || choices ? "change" : "input", mark);
       mark();
@@ -552,10 +554,10 @@
     $("bar-from").value = "";
     $("bar-to").value = "";
     $("song-clear").hidden = !song;
-    if (song && state.task === "generate") {
+    if (song && !has("song")) {
       // a song is there to be worked with: offer the first task that uses one
-      const next = ["continue", "accompany", "infill"].find((t) => (state.model.tasks || []).includes(t));
-      if (next) setTask(next);
+      const next = tasks().find((t) => "song" in t.fields);
+      if (next) setTask(next.task);
     }
     refresh();
   }
@@ -590,10 +592,10 @@
   }
 
   function legendPick(index) {
-    if (state.task === "accompany") {
+    if (has("keep")) {
       if (state.keep.has(index)) state.keep.delete(index);
       else state.keep.add(index);
-    } else if (state.task === "infill") {
+    } else if (has("track")) {
       state.infillTrack = state.infillTrack === index ? null : index;
       $("infill-track").value = state.infillTrack === null ? "" : String(state.infillTrack);
     }
@@ -601,9 +603,9 @@
   }
 
   function rollOptions() {
-    if (state.task === "accompany") return { keep: state.keep };
-    if (state.task === "infill") return { bars: state.bars, focus: state.infillTrack };
-    if (state.task === "continue") {
+    if (has("keep")) return { keep: state.keep };
+    if (has("bars")) return { bars: state.bars, focus: has("track") ? state.infillTrack : null };
+    if (uses("primer_bars")) {
       const primer = parseInt(($("set-primer_bars") || {}).value, 10);
       return Number.isInteger(primer) && primer > 0 ? { primer } : {};
     }
@@ -612,15 +614,13 @@
 
   // Everything that depends on the model, task and song, redrawn together
   function refresh() {
-    const task = state.task;
     const song = state.song;
-    const info = TASKS[task];
-    const multitrack = Boolean(state.model && (state.model.controls || []).length);
-    $("task-hint").textContent = info ? info.hint : "";
-    $("accompany-panel").hidden = task !== "accompany";
-    $("infill-panel").hidden = task !== "infill";
-    $("controls-panel").hidden = !multitrack;
-    $("song-panel").classList.toggle("needed", Boolean(info && info.song && !song));
+    const controlled = Boolean(state.model && (state.model.controls || []).length);
+    $("task-hint").textContent = task().hint;
+    $("accompany-panel").hidden = !(has("keep") || has("add"));
+    $("infill-panel").hidden = !(has("bars") || has("track"));
+    $("controls-panel").hidden = !(controlled && has("controls"));
+    $("song-panel").classList.toggle("needed", has("song") && !song);
 
     const canvas = $("song-roll");
     $("song-empty").hidden = Boolean(song);
@@ -630,7 +630,7 @@
         song.notes && song.notes.seconds ? fmtSeconds(song.notes.seconds) : null].filter(Boolean).join(" · ");
       const opts = rollOptions();
       drawRoll(canvas, song.notes, opts);
-      const pick = task === "accompany" || task === "infill" ? legendPick : null;
+      const pick = has("keep") || has("track") ? legendPick : null;
       fillLegend($("song-legend"), song.notes, opts, pick);
     } else {
       $("song-title").textContent = "No song";
@@ -640,9 +640,9 @@
       $("song-legend").replaceChildren();
     }
     let rollHint = "";
-    if (song && task === "accompany") rollHint = "Click a track in the legend to keep or drop it.";
-    else if (song && task === "infill") rollHint = "Drag across the roll to choose bars; click a track to rewrite only it.";
-    else if (song && (state.model.tasks || []).includes("infill")) rollHint = "Drag across the roll to choose bars to infill.";
+    if (song && has("keep")) rollHint = "Click a track in the legend to keep or drop it.";
+    else if (song && has("bars")) rollHint = "Drag across the roll to choose bars; click a track to rewrite only it.";
+    else if (song && tasks().some((t) => "bars" in t.fields)) rollHint = "Drag across the roll to choose bars to rewrite.";
     $("roll-hint").textContent = rollHint;
 
     const kept = song ? song.tracks.filter((t) => state.keep.has(t.index)) : [];
@@ -664,10 +664,9 @@
   // Why Generate cannot run now (a sentence), or null
   function blocker() {
     if (!state.model) return "No model is loaded.";
-    const info = TASKS[state.task];
-    if (info && info.song && !state.song) return "Choose a song first: upload a MIDI file or pick an example.";
-    if (state.task === "accompany" && !state.add.length) return "Add at least one new track to write.";
-    if (state.task === "infill" && !state.bars) return "Choose the bars to rewrite: drag across the roll.";
+    if (has("song") && !state.song) return "Choose a song first: upload a MIDI file or pick an example.";
+    if (has("add") && !state.add.length) return "Add at least one new track to write.";
+    if (has("bars") && !state.bars) return "Choose the bars to rewrite: drag across the roll.";
     return null;
   }
 
@@ -698,15 +697,11 @@
 
   function jobBody() {
     const body = { model: state.model.id, task: state.task, settings: readSettings() };
-    if (TASKS[state.task].song) body.song = state.song.id;
-    if (state.task === "accompany") {
-      body.keep = [...state.keep].sort((a, b) => a - b);
-      body.add = [...state.add];
-    }
-    if (state.task === "infill") {
-      body.bars = [...state.bars];
-      body.track = state.infillTrack;
-    }
+    if (has("song")) body.song = state.song.id;
+    if (has("keep")) body.keep = [...state.keep].sort((a, b) => a - b);
+    if (has("add")) body.add = [...state.add];
+    if (has("bars")) body.bars = [...state.bars];
+    if (has("track")) body.track = state.infillTrack;
     const controls = $("controls").value.split("\n").map((l) => l.trim()).filter(Boolean);
     if (controls.length && !$("controls-panel").hidden) body.controls = controls;
     return body;
@@ -732,14 +727,12 @@
       updateGenerate();
       return;
     }
-    const what = [TASKS[body.task].label.toLowerCase()];
-    if (body.task === "accompany") what.push(`+ ${body.add.map((p) => programName(p)).join(", ")}`);
-    if (body.task === "infill") {
-      what.push(`bars ${body.bars[0]}-${body.bars[1]}${body.track === null ? "" : `, track ${body.track}`}`);
-    }
+    const what = [task(body.task).label.toLowerCase()];
+    if (body.add) what.push(`+ ${body.add.map((p) => programName(p)).join(", ")}`);
+    if (body.bars) what.push(`bars ${body.bars[0]}-${body.bars[1]}${body.track == null ? "" : `, track ${body.track}`}`);
     state.job = {
       id: created.id, model: body.model, task: body.task, what: what.join(" "), settings: body.settings,
-      songName: state.song && TASKS[body.task].song ? state.song.name : null, started: performance.now(),
+      songName: state.song && body.song ? state.song.name : null, started: performance.now(),
       done: false, source: null, poll: null, card: liveCard(body),
     };
     document.body.dataset.job = "running";
@@ -755,11 +748,11 @@
     const empty = { tracks: [], bars: [], length: 16 };
     const notes = state.song && body.song === state.song.id ? state.song.notes : null;
     if (!notes) return empty;
-    if (body.task === "accompany") {
+    if (body.keep) {
       const keep = new Set(body.keep);
       return { ...notes, tracks: notes.tracks.filter((t) => keep.has(t.index)) };
     }
-    if (body.task === "continue") {
+    if (uses("primer_bars", body.task)) {
       const primer = body.settings.primer_bars || 0;
       if (!primer || primer >= notes.bars.length) return notes;
       const end = notes.bars[primer];
@@ -778,7 +771,7 @@
     const canvas = el("canvas", { class: "roll take-roll", id: "live-roll" });
     const card = el("article", { class: "take live" },
       el("header", { class: "take-head" }, el("strong", { class: "take-name", text: "Writing…" }),
-        el("span", { class: "take-label meta", text: `${body.model} · ${TASKS[body.task].label.toLowerCase()}` })),
+        el("span", { class: "take-label meta", text: `${body.model} · ${task(body.task).label.toLowerCase()}` })),
       canvas,
       el("p", { class: "take-stats meta live-stats", text: "waiting for the first tokens" }));
     $("takes").prepend(card);
@@ -975,8 +968,9 @@
       if (!state.song || e.button !== 0) return;
       const bar = barAt(canvas, e.clientX);
       if (bar === null) return;
-      if (state.task !== "infill" && (state.model.tasks || []).includes("infill")) setTask("infill");
-      if (state.task !== "infill") return;
+      const rewrite = tasks().find((t) => "bars" in t.fields); // dragging chooses bars: a task that rewrites them
+      if (!has("bars") && rewrite) setTask(rewrite.task);
+      if (!has("bars")) return;
       anchor = bar;
       state.bars = [bar, bar];
       canvas.setPointerCapture(e.pointerId);
