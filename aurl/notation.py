@@ -5,7 +5,8 @@ music21 reads the MIDI file with its notes quantised to the piece's grid (sixtee
 triplets), splits notes at bar lines into tied ones, keeps the file's meter and tempo, and writes one part per
 track named by its instrument (its track name where that names one, else its General MIDI program); aurl puts
 the key signature of music21's key analysis at each part's start (MIDI files seldom carry a true one, and
-generated ones never do).
+generated ones never do). In a take that holds given material (a melody harmonised, the bars around an
+infill), the notes the model wrote are coloured and the given ones stay black.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import symusic
 
 from aurl.data.corpus import read_score
 from aurl.errors import AurlError
 from aurl.files import write_together
+from aurl.render import Span, given_notes
 
 GRID = (4, 3)  # quarter-note divisions music21 quantises to: sixteenths, eighth-note triplets
+WRITTEN_COLOUR = "#1565C0"
 
 
 class NotationError(AurlError):
@@ -47,9 +51,10 @@ def engraved(midi: str | Path, path: str | Path, xml: str | Path | None = None) 
     return path
 
 
-def musicxml(midi: str | Path, path: str | Path) -> Path:
-    """Write the MIDI file `midi` as MusicXML at `path` (see the module's docstring); a file music21 cannot
-    turn into a score is a NotationError naming it, and nothing is written."""
+def musicxml(midi: str | Path, path: str | Path, given: list[Span] = ()) -> Path:
+    """Write the MIDI file `midi` as MusicXML at `path` (see the module's docstring), the notes outside the
+    `given` material coloured where there is some; a file music21 cannot turn into a score is a NotationError
+    naming it, and nothing is written."""
     from music21 import converter, key
 
     midi, path = Path(midi), Path(path)
@@ -69,6 +74,8 @@ def musicxml(midi: str | Path, path: str | Path) -> Path:
                     old.activeSite.remove(old)
                 first = part.getElementsByClass("Measure").first()
                 (first if first is not None else part).insert(0, key.KeySignature(analysed.sharps))
+            if given:
+                _colour_written(score, given, conducted.ticks_per_quarter)
             write_together({path: lambda tmp: score.write("musicxml", fp=str(tmp))})
     except AurlError:
         raise
@@ -78,3 +85,14 @@ def musicxml(midi: str | Path, path: str | Path) -> Path:
             "its MIDI, WAV and piano roll still work"
         ) from None
     return path
+
+
+def _colour_written(score, given: list[Span], tpq: int) -> None:
+    """Colour the notes (and chords) of each part that start outside its track's given material; a part is
+    its track (music21 makes no part of the conductor track)."""
+    for track, part in enumerate(score.parts):
+        notes = list(part.flatten().notes)
+        starts = np.array([round(float(n.offset) * tpq) for n in notes], dtype=np.int64)
+        for note, kept in zip(notes, given_notes(track, starts, given), strict=True):
+            if not kept:
+                note.style.color = WRITTEN_COLOUR

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only; no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import symusic  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from aurl.errors import AurlError  # noqa: E402
 from aurl.files import write_together  # noqa: E402
@@ -48,14 +49,29 @@ def bar_starts(score: symusic.Score) -> list[int]:
     return bars
 
 
-def drawing(score: symusic.Score) -> dict:
+Span = tuple[int, int, int]  # given material of a take: (track, first tick, tick after the last)
+
+
+def given_notes(track: int, times: np.ndarray, given: list[Span]) -> np.ndarray:
+    """Which notes of track `track` starting at ticks `times` are given (not written by the model)."""
+    mask = np.zeros(len(times), dtype=bool)
+    for which, start, stop in given:
+        if which == track:
+            mask |= (times >= start) & (times < stop)
+    return mask
+
+
+def drawing(score: symusic.Score, given: list[Span] = ()) -> dict:
     """A score's notes for a piano roll drawn elsewhere (the studio page): per track [start, duration,
-    pitch, velocity] in quarter notes, the bar lines in quarter notes, the length and the seconds."""
+    pitch, velocity, given (1) or written (0)] in quarter notes, the bar lines in quarter notes, the length
+    and the seconds."""
     tpq = score.ticks_per_quarter
     tracks = []
     for i, track in enumerate(score.tracks):
         notes = track.notes.numpy()
-        rows = np.stack([notes["time"] / tpq, notes["duration"] / tpq, notes["pitch"], notes["velocity"]], axis=1)
+        kept = given_notes(i, notes["time"], given)
+        columns = [notes["time"] / tpq, notes["duration"] / tpq, notes["pitch"], notes["velocity"], kept]
+        rows = np.stack(columns, axis=1)
         tracks.append(
             {
                 "index": i,
@@ -76,27 +92,34 @@ def drawing(score: symusic.Score) -> dict:
 LEGEND_TRACKS = 12  # tracks named in a piano roll's legend; the rest are counted
 
 
-def piano_roll(score: symusic.Score, path: str | Path, title: str | None = None) -> Path:
-    """Write a piano roll of `score` to a PNG file: time in quarter notes, pitch up, tracks in colours."""
+GIVEN_COLOUR = "0.62"  # given material (a primer, kept tracks, what surrounds a gap): grey; written: coloured
+
+
+def piano_roll(score: symusic.Score, path: str | Path, title: str | None = None, given: list[Span] = ()) -> Path:
+    """Write a piano roll of `score` to a PNG file: time in quarter notes, pitch up, tracks in colours, the
+    `given` material in grey."""
     path = Path(path)
     tpq = score.ticks_per_quarter
     fig, ax = plt.subplots(figsize=(14, 5), dpi=100)
     colours = plt.get_cmap("tab10")
-    tracks = [t for t in score.tracks if t.notes]
-    for i, track in enumerate(tracks):
+    numbered = [(i, t) for i, t in enumerate(score.tracks) if t.notes]
+    for k, (i, track) in enumerate(numbered):
         notes = track.notes.numpy()
+        kept = given_notes(i, notes["time"], given)
         label = "drums" if track.is_drum else f"{track.name or 'track'} (program {track.program})"
-        if i >= LEGEND_TRACKS:  # a legend taller than the figure leaves no room for the roll
-            label = f"+{len(tracks) - LEGEND_TRACKS} more tracks" if i == LEGEND_TRACKS else "_nolegend_"
-        ax.barh(
-            notes["pitch"],
-            notes["duration"] / tpq,
-            left=notes["time"] / tpq,
-            height=0.8,
-            color=colours(i % 10),
-            label=label,
-            linewidth=0,
-        )
+        if k >= LEGEND_TRACKS:  # a legend taller than the figure leaves no room for the roll
+            label = f"+{len(numbered) - LEGEND_TRACKS} more tracks" if k == LEGEND_TRACKS else "_nolegend_"
+        for mask, colour in ((kept, GIVEN_COLOUR), (~kept, colours(k % 10))):
+            ax.barh(
+                notes["pitch"][mask],
+                notes["duration"][mask] / tpq,
+                left=notes["time"][mask] / tpq,
+                height=0.8,
+                color=colour,
+                label=label if mask.any() and colour != GIVEN_COLOUR else "_nolegend_",
+                linewidth=0,
+            )
+
     for tick in bar_starts(score):
         ax.axvline(tick / tpq, color="0.85", linewidth=0.6, zorder=0)
     pitches = np.concatenate([t.notes.numpy()["pitch"] for t in score.tracks if t.notes] or [np.array([60])])
@@ -106,8 +129,12 @@ def piano_roll(score: symusic.Score, path: str | Path, title: str | None = None)
     ax.set_ylabel("MIDI pitch")
     if title:
         ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if given:
+        handles.append(Patch(color=GIVEN_COLOUR))
+        labels.append("given (kept as it was)")
+    if handles:
+        ax.legend(handles, labels, loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -81,3 +81,26 @@ def test_off_grid_notes_are_quantised_and_a_broken_file_is_one_line(tmp_path, ca
     assert main(["render", str(broken), "--musicxml"]) == 2
     err = capsys.readouterr().err
     assert "broken.mid" in err and not (tmp_path / "broken.musicxml").exists()
+
+
+def test_the_notes_the_model_wrote_are_coloured_and_the_given_ones_not(tmp_path):
+    """A take's given material (here the soprano, and the other voices' first bar) stays black in the score and
+    grey in the piano roll's notes; what the model wrote is coloured."""
+    from music21 import converter
+
+    from aurl.notation import WRITTEN_COLOUR, musicxml
+    from aurl.render import drawing
+
+    score = _chorale(tmp_path / "take.mid")
+    bar = 3 * 480
+    given = [(0, 0, score.end() + 1), *((track, 0, bar) for track in (1, 2, 3))]
+    parsed = converter.parse(str(musicxml(tmp_path / "take.mid", tmp_path / "take.musicxml", given)))
+    for track, part in enumerate(parsed.parts):
+        for note in part.flatten().notes:
+            written = track > 0 and note.offset >= 3
+            assert (note.style.color == WRITTEN_COLOUR) == written, (track, note.offset, note.style.color)
+    notes = drawing(score, given)["tracks"]
+    assert all(n[4] == 1 for n in notes[0]["notes"])
+    assert [n[4] for n in notes[1]["notes"]] == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    plain = musicxml(tmp_path / "take.mid", tmp_path / "plain.musicxml")  # no given material: nothing coloured
+    assert WRITTEN_COLOUR not in plain.read_text()

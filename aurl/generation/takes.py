@@ -10,9 +10,7 @@ from pathlib import Path
 import symusic
 
 from aurl.files import write_together, writing
-from aurl.render import piano_roll, render_wav
-
-Span = tuple[int, int, int]  # (track, first tick, tick after the last) of given material, in the take's ticks
+from aurl.render import Span, piano_roll, render_wav
 
 
 @dataclass
@@ -76,7 +74,7 @@ def write_take(take: Take, stem: Path, title: str, log: Callable[[str], None] | 
     # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
     write_together({midi: lambda tmp: tmp.write_bytes(score.dumps_midi())})
     if drawn is not None:
-        write_together({drawn: lambda tmp: piano_roll(score, tmp, title=f"{title} {stem.name}")})
+        write_together({drawn: lambda tmp: piano_roll(score, tmp, f"{title} {stem.name}", take.given)})
     pitches = {int(p) for t in score.tracks for p in t.notes.numpy()["pitch"]}
     notes = sum(len(t.notes) for t in score.tracks)
     repeat = longest_run(row)

@@ -137,13 +137,13 @@ class Job:
             elif kind in ("musicxml", "svg") and not path.is_file():
                 xml = take.midi.with_suffix(".musicxml")
                 if not xml.is_file():
-                    musicxml(take.midi, xml)
+                    musicxml(take.midi, xml, take.given)
                 if kind == "svg":
                     engraved(take.midi, path, xml)
             elif kind == "png" and take.png is None:
                 title = f"{self.model} {self.id} take {index}"
                 score = symusic.Score(str(take.midi))
-                write_together({path: lambda tmp: piano_roll(score, tmp, title=title)})
+                write_together({path: lambda tmp: piano_roll(score, tmp, title, take.given)})
                 take.png = path
         return path
 
@@ -322,7 +322,7 @@ class Worker:
         """Each take's notes beside its MIDI file (for the page), then the job is done. Its WAV and piano
         roll are made when first asked for (Job.file), so decoding the next batch need not wait for them."""
         for sample in job.takes:
-            notes = json.dumps(drawing(symusic.Score(str(sample.midi))))
+            notes = json.dumps(drawing(symusic.Score(str(sample.midi)), sample.given))
             write_together({sample.midi.with_suffix(".json"): lambda tmp, notes=notes: tmp.write_text(notes)})
         job.finish("done")
 

@@ -155,6 +155,8 @@ def test_continue_accompany_and_infill_keep_the_song(client, song, model):
     )
     result = notes_of(client, job["takes"][0]["midi"])
     assert result[0] == kept[0] and len(result) == 2
+    drawn = client.get(job["takes"][0]["notes_url"]).json()["tracks"]  # the page greys what was given
+    assert all(n[4] == 1 for n in drawn[0]["notes"]) and not any(n[4] for n in drawn[1]["notes"])
     job = run(
         client,
         {"model": model, "task": "infill", "song": song["id"], "bars": [2, 3], "track": 1, "settings": {"num": 1}},

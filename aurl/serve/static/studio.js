@@ -338,8 +338,10 @@
       ctx.fillStyle = COLOURS[i % COLOURS.length];
       if (t.is_drum) {
         const y0 = top + plotH + gap;
-        for (const [start, , pitch] of t.notes) {
+        const colour = ctx.fillStyle;
+        for (const [start, , pitch, , given] of t.notes) {
           const y = y0 + 2 + ((81 - Math.min(81, Math.max(35, pitch))) / 46) * (lane - 6);
+          ctx.fillStyle = given ? ROLL.given : colour;
           ctx.fillRect(xAt(start), y, Math.max(2, 0.12 * scale), 2);
         }
       } else {
@@ -407,6 +409,11 @@
       }
       container.append(item);
     });
+    if (((notes && notes.tracks) || []).some((t) => t.notes.some((n) => n[4]))) {
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = ROLL.given;
+      container.append(el("span", { class: "legend-item given", title: "given: kept as it was" }, swatch, "given"));
+    }
   }
 
   // ---- models, tasks, settings -------------------------------------------------------------------------
