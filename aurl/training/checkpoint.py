@@ -1,10 +1,15 @@
 """Checkpoints: written atomically with a sha256 manifest, named by `latest`/`best`, pruned by retention.
 
 A checkpoint is `checkpoints/step_<N>/` holding `model.safetensors` (weights only: all that generation
-needs, nothing unpickled), `trainer_state.pt` (optimizer, scheduler, RNG and data position) and
-`manifest.json` (sha256 of each file, metrics, versions). It is written to a temporary folder and
-renamed into place, so a crash never leaves half a checkpoint; a failed write removes its temporary folder,
-and one a killed process left behind is removed when the run resumes (see remove_partial).
+needs, nothing unpickled), `trainer_state.pt` and `manifest.json` (sha256 of each file, metrics, versions).
+It is written to a temporary folder and renamed into place, so a crash never leaves half a checkpoint; a
+failed write removes its temporary folder, and one a killed process left behind is removed when the run
+resumes (see remove_partial).
+
+`trainer_state.pt` is the trainer's state_dict, as torchtitan's CheckpointManager keeps one: the loop's
+position (step, seconds, micro_batches, windows_seen) and one entry per component, each written and read by
+the component itself (optimizer, scheduler, scaler, validation, stability, rng, and objective where it has
+state). Checkpointer saves and loads it beside the weights without knowing what any entry holds.
 """
 
 from __future__ import annotations
@@ -16,21 +21,40 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_model
+from safetensors.torch import load_file, load_model
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 import aurl
 from aurl.errors import CheckpointError
 from aurl.files import write_together, writing
+from aurl.training.distributed import DistEnv, unwrap
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 MANIFEST_FILE = "manifest.json"
 POINTERS = ("latest", "best")
+# trainer_state.pt's layout. 2: one entry per component. 1 (no "format" key): the trainer's fields side by
+# side, read by upgrading it (see _from_format_1).
+STATE_FORMAT = 2
+# Full tensors on the CPU, whether the model is replicated (DDP) or sharded (FSDP): any world size resumes.
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def _sha256(path: Path) -> str:
@@ -86,7 +110,7 @@ def save_checkpoint(
                 fh.write(safetensors_bytes(tensors))
             with open(tmp / STATE_FILE, "wb") as fh:
                 try:
-                    torch.save(state, fh)
+                    torch.save({"format": STATE_FORMAT, **state}, fh)
                 except RuntimeError as err:  # its zip writer, closed after a failed write, hides the OSError
                     if isinstance(err.__context__, OSError):
                         raise err.__context__ from None
@@ -190,5 +214,104 @@ def latest_good_checkpoint(run_dir: Path, log: Callable[[str], None] = print) ->
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's trainer state in the current layout (STATE_FORMAT)."""
     # weights_only: the state holds only tensors and plain containers, so no code can ride along.
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    version = state.pop("format", 1)
+    if version == 1:
+        return _from_format_1(state)
+    if version != STATE_FORMAT:
+        raise CheckpointError(
+            f"{path / STATE_FILE}: trainer state format {version}, but this aurl reads formats 1 to {STATE_FORMAT}; "
+            "resume it with the aurl version that wrote it"
+        )
+    return state
+
+
+def _from_format_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1, the trainer's fields side by side, as components hold them now."""
+    kept = ("step", "micro_batches", "windows_seen", "optimizer", "scheduler", "scaler", "rng", "objective")
+    return {
+        **{key: state[key] for key in kept},
+        "seconds": state.get("seconds", 0.0),  # older still: no time budget kept
+        "validation": {
+            "best": state["best_valid"],
+            "early_stopping": state["early_stopping"],
+            "plateau": state["plateau"],
+            "lr_scale": 1.0,
+        },
+        "stability": {  # format 1's lr_scale held the plateau's drops and the recoveries' together
+            "lr_scale": state["lr_scale"],
+            "bad_in_a_row": state["bad_in_a_row"],
+            "counters": state["counters"],
+            "norms": [],  # not kept then
+        },
+    }
+
+
+class OptimizerState:
+    """An optimizer's state_dict, as full tensors whatever the wrapping (see FULL)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=FULL)
+
+
+class Checkpointer:
+    """A training run's checkpoints: the (wrapped or sharded) model's weights beside `state`, the trainer
+    (whose state_dict is its position and the dict of its components'). Every rank calls save and load,
+    as gathering the weights and the ranks' generators is collective; rank 0 alone writes."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        state: Stateful,
+        keep_last: int,
+        env: DistEnv,
+        log: Callable[[str], None],
+    ):
+        self.run_dir, self.model, self.state = run_dir, model, state
+        self.keep_last, self.env, self.log = keep_last, env, log
+        self.tied = tied_names(unwrap(model))
+
+    def save(self, step: int, metrics: dict[str, float], best: bool) -> None:
+        weights = get_model_state_dict(self.model, options=FULL)
+        weights = {k: v for k, v in weights.items() if k not in self.tied}
+        state = self.state.state_dict()
+        if self.env.is_main:
+            folder = self.run_dir / "checkpoints"
+            save_checkpoint(folder, step, weights, state, metrics, best)
+            prune_checkpoints(folder, self.keep_last)
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint folder: the weights and every component's state."""
+        self.load_weights(path)
+        self.state.load_state_dict(load_trainer_state(path))
+
+    def load_weights(self, path: Path) -> None:
+        file = path / MODEL_FILE
+        weights = load_file(str(file))
+        expected = set(unwrap(self.model).state_dict()) - self.tied  # a tied tensor is stored once
+        try:
+            if set(weights) != expected:
+                raise ValueError(f"{len(set(weights) ^ expected)} tensor names differ")
+            # strict=False only for the tied names left out above
+            set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        except (RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{file}: weights do not fit this model ({str(err).splitlines()[0][:120]}); "
+                "resume with the run's own model settings"
+            ) from None
+
+    def newest_intact(self) -> Path | None:
+        """The newest checkpoint whose files match their manifest (see latest_good_checkpoint); None if none."""
+        try:
+            return latest_good_checkpoint(self.run_dir, self.log)
+        except CheckpointError:
+            return None

@@ -38,6 +38,17 @@ class DistEnv:
         return cls(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
 
 
+def pick_device(name: str) -> torch.device:
+    """train.device: "auto" is CUDA, else Apple's MPS, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
 def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); the device of this rank."""
     env = DistEnv.from_environment()

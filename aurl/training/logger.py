@@ -1,4 +1,5 @@
-"""Where training metrics go: metrics.jsonl (one JSON object per line), TensorBoard scalars and images.
+"""Where training metrics go: metrics.jsonl (one JSON object per line), TensorBoard scalars and images, and
+what a run shows as it goes (Reporter: the progress bar, or a line per train log without one).
 
 The TensorBoard event file is written here, in this thread, with TensorBoard's own record format and
 summaries: SummaryWriter writes from a thread of its own, so a full disk there printed that thread's
@@ -12,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard.summary import image, scalar
+from tqdm import tqdm
 
 from aurl.files import write_together, writing
 
@@ -80,3 +83,59 @@ class MetricsLogger:
         for file in (self.jsonl, self.tb.file):
             with suppress(OSError):
                 file.close()
+
+
+class Reporter:
+    """What a training run shows and keeps as it goes: metrics.jsonl and TensorBoard (`main`: rank 0 alone),
+    the progress bar (`progress`), or without one a key=value line per train log. Leaving it as a context
+    closes the bar and the files."""
+
+    LINE = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "seq_len", "batch_size")
+
+    def __init__(
+        self, run_dir: Path, step: int, max_steps: int, main: bool, progress: bool, log: Callable[[str], None]
+    ):
+        self.logger = MetricsLogger(run_dir, purge_step=step + 1) if main else None
+        self.bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not progress)
+        self.progress, self.log = progress, log
+        self.sums: dict[str, float] = {}  # of the steps taken since the last train log
+        self.steps = 0
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        if self.logger:
+            self.logger.close()
+
+    def step(self, metrics: dict[str, float] | None) -> None:
+        """A step done: its loss and other metrics, or None for a skipped step (left out of the means)."""
+        self.bar.update()
+        if metrics is not None:
+            self.steps += 1
+            for k, v in metrics.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def train(self, step: int, more: dict[str, float]) -> dict[str, float]:
+        """Log the means of the steps taken since the last train log, with `more` (rates, LR, ...)."""
+        metrics = {"loss": 0.0, **{k: v / max(1, self.steps) for k, v in self.sums.items()}, **more}
+        self.sums, self.steps = {}, 0
+        if self.logger:
+            self.logger.log(step, "train", metrics)
+        if not self.progress:  # no bar (e.g. a CI log): one key=value line per interval
+            self.log(f"step={step} " + " ".join(f"{k}={metrics[k]:.4g}" for k in self.LINE))
+        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:,.0f}")
+        return metrics
+
+    def valid(self, step: int, valid: dict[str, float], when: str) -> None:
+        if self.logger:
+            self.logger.log(step, "valid", valid)
+        shown = {k: v for k, v in valid.items() if "/" not in k}  # not every latent dimension
+        self.log(f"{when}: " + "  ".join(f"valid {k} {v:.4f}" for k, v in shown.items()))
+
+    def samples(self, step: int, metrics: dict[str, float], images: dict[str, np.ndarray]) -> None:
+        if self.logger:
+            self.logger.log(step, "samples", metrics)
+            for tag, picture in images.items():
+                self.logger.image(step, f"samples/{tag}", picture)

@@ -1,4 +1,4 @@
-"""Throughput (samples/s, tokens/s, MFU, data-wait share), memory, and anomaly detection for training."""
+"""Throughput (samples/s, tokens/s, MFU, data-wait share), memory, anomaly detection and profiling for training."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import statistics
 import sys
 import time
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
+
+from aurl.training.distributed import DistEnv, all_reduce_sum
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
     """FLOP/s of a large matrix product on `device`: the denominator of MFU when none is configured."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # A generator of its own: measuring the machine leaves the run's random streams where they are.
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
     for _ in range(2):
         a @ b
     best = float("inf")
@@ -79,6 +84,31 @@ class ThroughputMeter:
         return rates
 
 
+class Clock:
+    """Seconds of training over every resume (what train.max_minutes counts), added up at each tick; under
+    torchrun the ranks' mean, so that a time budget ends every rank at the same step."""
+
+    def __init__(self, max_minutes: float | None, env: DistEnv, device: torch.device):
+        self.max_minutes, self.env, self.device = max_minutes, env, device
+        self.seconds = 0.0
+        self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        """Count from now (not the time spent between building the trainer and training)."""
+        self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        if self.max_minutes and self.env.enabled:
+            elapsed = float(all_reduce_sum(torch.tensor([elapsed], device=self.device), self.env)) / self.env.world_size
+        self.seconds += elapsed
+
+    def spent(self) -> float:
+        """Share of train.max_minutes used so far (0 without a time budget)."""
+        return self.seconds / (60 * self.max_minutes) if self.max_minutes else 0.0
+
+
 class SpikeDetector:
     """Flags a gradient norm above `factor` times the running median of the last `window` finite norms."""
 
@@ -90,3 +120,15 @@ class SpikeDetector:
         spike = len(self.norms) >= 5 and norm > self.factor * statistics.median(self.norms)
         self.norms.append(norm)
         return spike
+
+
+def profiler(folder: Path, steps: tuple[int, int] | None, step: int) -> AbstractContextManager:
+    """torch.profiler over training steps start+1..stop of `steps`, counted from `step` (the run's position),
+    its trace written to `folder` for TensorBoard; a context giving None without `steps`."""
+    if not steps:
+        return nullcontext(None)
+    start, stop = steps
+    # One warm-up step before the traced ones.
+    schedule = torch.profiler.schedule(wait=max(0, start - step - 1), warmup=1, active=stop - start, repeat=1)
+    handler = torch.profiler.tensorboard_trace_handler(str(folder))
+    return torch.profiler.profile(schedule=schedule, on_trace_ready=handler, record_shapes=True)

@@ -33,9 +33,10 @@ from aurl.training.checkpoint import (
     verify_checkpoint,
 )
 from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting_batch
-from aurl.training.distributed import DistEnv, barrier, init_distributed, shutdown, wrap_model
+from aurl.training.distributed import DistEnv, barrier, init_distributed, pick_device, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
-from aurl.training.trainer import SampleHook, Trainer, pick_device, pick_precision, seed_everything
+from aurl.training.rng import RandomState
+from aurl.training.trainer import SampleHook, Trainer, pick_precision
 
 CONFIG_FILE = "config.yaml"
 
@@ -140,16 +141,17 @@ def build_trainer(
     if config.train.precision == "auto":
         log(f"train.precision auto: {precision} ({why})")
     cfg = config.train.model_copy(update={"precision": precision})
-    seed_everything(cfg.seed + env.rank)  # per-rank dropout; weights come from rank 0 (DDP broadcasts them)
+    # The run's one seeding: each rank's own stream, which training draws from; what is built draws inside
+    # rng.alike(), so that it starts the same on every rank and leaves that stream where seeding left it.
+    rng = RandomState(cfg.seed, env)
     torch.use_deterministic_algorithms(cfg.deterministic)
     seq_len = config.data.seq_len
     mode = MODES[config.model.mode]
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)).to(device)
+    with rng.alike():  # identical initial weights on every rank (FSDP shards them as they are)
+        model = build_model(config.model, data.tables.vocab_size, bar_token_ids(data.tokenizer)).to(device)
     frozen = model.freeze(cfg.freeze.embeddings, cfg.freeze.blocks)  # before the optimizer takes the rest
     if frozen:
         log(f"train.freeze: {frozen / 1e6:.2f}M weights kept as they are")
-    torch.manual_seed(cfg.seed + env.rank)
     augment = config.data.augment
     if data.tokenizer.is_trained:  # a learned id holds pitches inside it: no lookup can transpose it
         augment = None
@@ -162,7 +164,8 @@ def build_trainer(
         )
     batch = batch_size_for(seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch)
     if cfg.batch_probe and device.type == "cuda":
-        micro = probe_micro_batch(model, mode, train_set[0], cfg, device)
+        with rng.alike():  # the probe's dropout
+            micro = probe_micro_batch(model, mode, train_set[0], cfg, device)
         if micro < batch:  # the same tokens per step: smaller micro-batches, more of them
             accum = cfg.grad_accum * math.ceil(batch / micro)
             cfg = cfg.model_copy(
@@ -196,10 +199,9 @@ def build_trainer(
     )
     if cfg.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("warning: this CPU has no bf16 units; bf16 autocast will run far slower than fp32 here")
-    torch.manual_seed(cfg.seed)  # an objective's own modules (the vae_gan critic) start alike on every rank
     weights = token_type_weights(data.tokenizer, cfg.token_weights) if cfg.token_weights else None
-    objective = build_objective(config, wrapped, data.tables.vocab_size, weights)
-    torch.manual_seed(cfg.seed + env.rank)
+    with rng.alike():  # an objective's own modules (the vae_gan critic) start alike on every rank
+        objective = build_objective(config, wrapped, data.tables.vocab_size, weights)
     if sample_hook is not None and env.enabled and cfg.strategy == "fsdp":
         log("samples during training: not under FSDP (one rank cannot run a sharded model alone); skipped")
         sample_hook = None
@@ -212,6 +214,7 @@ def build_trainer(
         run_dir,
         device,
         env,
+        rng,
         peak,
         progress,
         log,
@@ -320,7 +323,7 @@ def train(
                 trainer.resume(checkpoint)
                 log(f"resumed from {checkpoint} at step {trainer.step}")
             elif source is not None:
-                trainer.load_weights(source)
+                trainer.checkpoints.load_weights(source)
                 trainer.evaluate_first = True
                 log(f"starting from the weights of {source} (a new optimizer and LR schedule, from step 0)")
             metrics = trainer.fit()
