@@ -1,4 +1,5 @@
-"""Throughput (samples/s, tokens/s, MFU, data-wait share), memory, anomaly detection and profiling for training."""
+"""Throughput (samples/s, tokens/s, MFU, data-wait share), memory, the clock of a time budget, anomaly
+detection and profiling for training."""
 
 from __future__ import annotations
 

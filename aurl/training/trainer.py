@@ -102,9 +102,9 @@ class Trainer:
         self.validation = Validation(cfg, valid_loader, env, device, self.log)
         self.stability = Stability(cfg.stability, self._rollback, self.log)
         self.optimizer = build_optimizer(model, cfg, device)
-        self.schedule = lr_factor(cfg)
+        schedule = lr_factor(cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: self.schedule(s, self.clock.spent()) * self.lr_scale
+            self.optimizer, lambda s: schedule(s, self.clock.spent()) * self.lr_scale
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.parts: dict[str, Stateful] = {  # what a checkpoint keeps besides the weights and the position
