@@ -1,6 +1,6 @@
 """The training loop. It knows nothing about music or model internals: it calls `objective(batch)`.
 
-One step: take grad_accum micro-batches → forward/backward each under autocast (gradients synchronised
+One step: take grad_accum micro-batches → forward each under autocast, backward (gradients synchronised
 across ranks on the last only, each weighted by its share of the step's targets) → unscale, clip →
 skip the step if anything is non-finite, else AdamW step → LR schedule. Around the steps, on their
 schedule: logging, evaluation, samples and checkpoints. What follows from a step or an evaluation is
