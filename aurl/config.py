@@ -27,7 +27,8 @@ class TokenizerConfig(Section):
     # tracks with the others in view and infilling bars (training tasks: data.tasks).
     kind: Literal["REMI", "TSD", "MIDILike", "MMM"] = "REMI"
     base: Literal["REMI"] = Field("REMI", description="MMM: the tokenization inside each track (needs Bar tokens)")
-    # MMM: MidiTok's attribute controls the model learns to follow (inserted at random in training).
+    # MidiTok's attribute controls the model learns to follow, inserted at random in training: MMM (every
+    # task) or REMI with use_programs (the tracks written in accompany and infill windows, aurl.data.layout).
     controls: list[
         Literal[
             "bar_density",
@@ -60,10 +61,17 @@ class TokenizerConfig(Section):
     bpe_vocab_size: int | None = Field(None, ge=1)
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def time_ordered(self) -> bool:
+        """Whether every track is one stream ordered by onset (REMI with programs): co-creation's layout."""
+        return self.kind == "REMI" and self.use_programs and self.extra.get("one_token_stream_for_programs", True)
+
     @model_validator(mode="after")
     def _check(self) -> TokenizerConfig:
-        if self.controls and self.kind != "MMM":
-            raise ValueError("tokenizer.controls need tokenizer.kind MMM (controls live in per-track sequences)")
+        if self.controls and not (self.kind == "MMM" or self.time_ordered):
+            raise ValueError(
+                "tokenizer.controls need tokenizer.kind MMM, or REMI with use_programs (one stream of every track)"
+            )
         if self.kind == "MMM" and self.bpe_vocab_size is not None:
             raise ValueError("tokenizer.bpe_vocab_size: not available with tokenizer.kind MMM; set it to null")
         lo, hi = self.pitch_range
@@ -380,6 +388,11 @@ class Config(Section):
         if curriculum.enabled and (curriculum.end_len or self.data.seq_len) > self.data.seq_len:
             raise ValueError(
                 f"train.curriculum.end_len ({curriculum.end_len}) must not exceed data.seq_len ({self.data.seq_len})"
+            )
+        if self.tokenizer.controls and self.tokenizer.time_ordered and not self.data.cocreation:
+            raise ValueError(
+                "tokenizer.controls: with REMI they are learnt in accompany and infill windows; give data.tasks "
+                "accompany or infill a weight (e.g. data.tasks={continue: 0.4, accompany: 0.3, infill: 0.3})"
             )
         if self.train.min_batch * self.data.seq_len > self.train.batch_tokens:
             raise ValueError(

@@ -5,8 +5,8 @@ inside), and concatenates the tracks, so a model writes one track with the other
 three special tokens for bar infilling (MMM's scheme): `Infill_Bar` stands where a bar was taken out,
 and each taken bar is written after the last track as `Infill_Start Bar ... Infill_End`.
 
-Attribute controls are MidiTok's (`miditok.attribute_controls`), computed on the notes they describe.
-aurl places them itself, in one fixed place each: track-level ones right after the track's Program
+Attribute controls are MidiTok's (aurl.data.controls), computed on the notes they describe. aurl
+places them itself, in one fixed place each: track-level ones right after the track's Program
 token, bar-level ones right after the bar's Bar token. They say something about what follows and play
 no part in the music, so decoding ignores them.
 """
@@ -17,22 +17,11 @@ from dataclasses import dataclass
 
 import miditok
 import numpy as np
-from miditok import attribute_controls as ac
-from miditok.utils import get_bars_ticks, get_beats_ticks
+
+from aurl.data import controls
+from aurl.data.controls import CONTROLS as CONTROLS  # where MMM's users have found it
 
 INFILL_TOKENS = ("Infill_Bar", "Infill_Start", "Infill_End")
-
-# aurl's name of each control: (MidiTok config flag, MidiTok class, short name for --control).
-CONTROLS: dict[str, tuple[str, type[ac.AttributeControl], str]] = {
-    "bar_density": ("ac_note_density_bar", ac.BarNoteDensity, "density"),
-    "bar_polyphony": ("ac_polyphony_bar", ac.BarOnsetPolyphony, "polyphony"),
-    "bar_pitch_class": ("ac_pitch_class_bar", ac.BarPitchClass, "pitch_class"),
-    "bar_duration": ("ac_note_duration_bar", ac.BarNoteDuration, "duration"),
-    "track_density": ("ac_note_density_track", ac.TrackNoteDensity, "density"),
-    "track_polyphony": ("ac_polyphony_track", ac.TrackOnsetPolyphony, "polyphony"),
-    "track_duration": ("ac_note_duration_track", ac.TrackNoteDuration, "duration"),
-    "track_repetition": ("ac_repetition_track", ac.TrackRepetition, "repetition"),
-}
 
 
 def is_multitrack(tokenizer: miditok.MusicTokenizer) -> bool:
@@ -63,10 +52,8 @@ class Multitrack:
         self.bos, self.eos, self.pad = vocab["BOS_None"], vocab["EOS_None"], tokenizer.pad_token_id
         self.program = {int(t.split("_")[1]): i for t, i in vocab.items() if t.startswith("Program_")}
         self.programs = set(self.program.values())
-        self.is_control = np.zeros(len(tokenizer), dtype=bool)
-        self.is_control[[i for t, i in vocab.items() if t.startswith("AC")]] = True
-        # name → the tokenizer's control object, in the tokenizer's own order
-        self.controls = {name: c for c in tokenizer.attribute_controls for name in _names_of(c)}
+        self.is_control = controls.is_control(tokenizer)
+        self.controls = controls.controls_of(tokenizer)
 
     def tracks(self, ids: np.ndarray) -> list[Track]:
         """The tracks of a piece's ids (Track_Start ... Track_End, repeated)."""
@@ -82,28 +69,8 @@ class Multitrack:
         return out
 
     def measure(self, track: Track, names: list[str]) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]]]:
-        """MidiTok's attribute controls `names` of one track's notes, as token ids: ({track-level name:
-        ids}, {bar-level name: {bar index: ids}}). Bars without notes get no bar-level control (as in
-        MidiTok)."""
-        keep = [t for t in track.ids(self.track_end) if not self.is_control[t]]
-        score = self.tokenizer.decode(keep)
-        if not score.tracks or not len(score.tracks[0].notes):
-            return {}, {}
-        bars = get_bars_ticks(score, only_notes_onsets=True)
-        beats = get_beats_ticks(score, only_notes_onsets=True)
-        bar_index = {tick: i for i, tick in enumerate(bars)}
-        whole: dict[str, list[int]] = {}
-        per_bar: dict[str, dict[int, list[int]]] = {}
-        for name in names:
-            control = self.controls[name]
-            events = control.compute(score.tracks[0], score.ticks_per_quarter, bars, beats, list(range(len(bars))))
-            for event in events:
-                token = self.tokenizer.vocab[f"{event.type_}_{event.value}"]
-                if isinstance(control, ac.BarAttributeControl):
-                    per_bar.setdefault(name, {}).setdefault(bar_index[event.time], []).append(token)
-                else:
-                    whole.setdefault(name, []).append(token)
-        return whole, per_bar
+        """MidiTok's attribute controls `names` of one track's notes, as token ids (aurl.data.controls.measure)."""
+        return controls.measure(self.tokenizer, [t for t in track.ids(self.track_end) if not self.is_control[t]], names)
 
     def errors(self, ids: list[int]) -> int:
         """Tokens MidiTok could not place in the music: each track's notes checked by the base
@@ -120,7 +87,3 @@ class Multitrack:
             if body:
                 errors += self.tokenizer.base_tokenizer._tokens_errors([self.tokenizer[t] for t in body])
         return errors
-
-
-def _names_of(control: ac.AttributeControl) -> list[str]:
-    return [name for name, (_, cls, _) in CONTROLS.items() if type(control) is cls]

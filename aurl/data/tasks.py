@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from aurl.config import AugmentConfig, DataConfig
+from aurl.data.controls import CONTROLS
 from aurl.data.dataset import IGNORE_INDEX, WindowKey, augment, pack
-from aurl.data.multitrack import CONTROLS, Multitrack, Track
+from aurl.data.multitrack import Multitrack, Track
 from aurl.data.tokenize import TokenTables
 from aurl.errors import DataError
 

@@ -11,8 +11,9 @@ import miditok
 import numpy as np
 
 from aurl.config import TokenizerConfig
+from aurl.data.controls import CONTROLS, SAVED, attach
 from aurl.data.layout import AHEAD_TOKENS
-from aurl.data.multitrack import CONTROLS, INFILL_TOKENS
+from aurl.data.multitrack import INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -25,13 +26,16 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
         params["base_tokenizer"] = cfg.base
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
         params.update({CONTROLS[name][0]: True for name in cfg.controls})
-    elif cfg.kind == "REMI" and cfg.use_programs and cfg.extra.get("one_token_stream_for_programs", True):
+    elif cfg.time_ordered:
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *AHEAD_TOKENS]  # time-ordered: co-creation
+        if cfg.controls:  # MidiTok has none for one stream: aurl attaches them (aurl.data.controls)
+            params[SAVED] = list(cfg.controls)
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
         tokenizer = getattr(miditok, cfg.kind)(tok_cfg)
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         raise DataError(f"tokenizer: MidiTok rejected these settings ({err}); fix the tokenizer section") from None
+    attach(tokenizer)
     if cfg.bpe_vocab_size is not None and cfg.bpe_vocab_size <= len(tokenizer.vocab):
         raise ConfigError(
             f"tokenizer.bpe_vocab_size: {cfg.bpe_vocab_size} must exceed the {len(tokenizer.vocab)} base tokens; "
@@ -107,7 +111,9 @@ def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
     kind = params.get("tokenization")
     if not hasattr(miditok, str(kind)):
         raise DataError(f"{path}: unknown tokenization {kind!r}")
-    return getattr(miditok, kind)(params=path)
+    tokenizer = getattr(miditok, kind)(params=path)
+    attach(tokenizer)
+    return tokenizer
 
 
 def bar_token_ids(tokenizer: miditok.MusicTokenizer) -> list[int]:

@@ -1,5 +1,6 @@
 import symusic
 
+from aurl.data.controls import CONTROLS, controls_of
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import build_tokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
 from tests.conftest import make_midi
@@ -38,3 +39,16 @@ def test_tokenizer_saved_with_the_data_loads_identically(tmp_path, tiny_config):
     assert tokenizer_hash(load_tokenizer(tmp_path)) == tokenizer_hash(tokenizer)
     other = build_tokenizer(tiny_config.tokenizer.model_copy(update={"use_velocities": True}))
     assert tokenizer_hash(other) != tokenizer_hash(tokenizer)
+
+
+def test_a_time_ordered_tokenizer_keeps_its_controls_when_saved(tmp_path, tiny_config):
+    """MidiTok switches controls off for one stream of programs: aurl attaches them, after the base vocabulary,
+    and a saved tokenizer loads with the same ids and the same MidiTok objects."""
+    plain = build_tokenizer(tiny_config.tokenizer)
+    steered = build_tokenizer(tiny_config.tokenizer.model_copy(update={"controls": list(CONTROLS)}))
+    assert sorted(controls_of(steered)) == sorted(CONTROLS) and not controls_of(plain)
+    assert all(steered.vocab[token] == i for token, i in plain.vocab.items())  # prepared ids stay what they were
+    save_tokenizer(steered, tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.vocab == steered.vocab and tokenizer_hash(loaded) == tokenizer_hash(steered)
+    assert [type(c) for c in loaded.attribute_controls] == [type(c) for c in steered.attribute_controls]
