@@ -9,22 +9,34 @@ generation forces them) and written ones. The layout
 - anticipates: right after each bar's time signature, a block `Ahead_Start ... Ahead_End` holds the given
   notes of the bar `ahead` bars later (each onset's Position, tempo and notes), so the model knows where the
   melody goes, and what follows a gap, before it writes under them: the Anticipatory Music Transformer's
-  idea in REMI's terms. A block is read, never played: decoding drops it.
+  idea in REMI's terms. A block is read, never played: decoding drops it;
+- steers, where the tokenizer has attribute controls (tokenizer.controls, aurl.data.controls): after the
+  block, for each program written in the bar (in program order, drums first), `Program_p` then p's
+  controls, MidiTok's tokens: its track-level ones in the first bar it is written in (they describe every
+  note it writes, from that bar to its last written one), then its bar-level ones of this bar (in the order
+  of aurl.data.controls.CONTROLS within each level). A program with no controls there has no group, so a
+  request that asks for none reads as a window that drew none. A group is read, never played: decoding
+  drops it, and the loss never targets it. So a bar reads
+  `Bar TimeSig Ahead_Start ... Ahead_End Program_p ACTrack... ACBar... Program_q ACBar... Position ...`.
 Training windows and generation requests are laid out here alone, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import miditok
 import numpy as np
 
 from aurl.config import DataConfig
+from aurl.data.controls import is_control
 
 AHEAD_TOKENS = ("Ahead_Start", "Ahead_End")
 IsGiven = Callable[[int, int], bool]  # (bar index, program: -1 drums) → whether that bar's notes are given
+# (bar index, or None for the track as a whole; program: -1 drums) → the control ids a written program is
+# steered by there ([]: none)
+Controls = Callable[[int | None, int], list[int]]
 
 
 def time_ordered(tokenizer: miditok.MusicTokenizer) -> bool:
@@ -78,7 +90,7 @@ class Layout:
 
     def __init__(self, tokenizer: miditok.MusicTokenizer, ahead: int):
         vocab = tokenizer.vocab
-        self.ahead = ahead
+        self.tokenizer, self.ahead = tokenizer, ahead
         self.bar = vocab["Bar_None"]
         self.start, self.end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
         self.kind = np.zeros(len(vocab), dtype=np.int8)  # 1 Bar, 2 Position, 3 Program
@@ -88,6 +100,8 @@ class Layout:
             self.kind[i] = {"Bar": 1, "Position": 2, "Program": 3}.get(kind, 0)
             if self.kind[i] > 1:
                 self.value[i] = int(value)
+        self.program_id = {int(self.value[i]): i for i in np.flatnonzero(self.kind == 3).tolist()}
+        self.is_control = is_control(tokenizer)
 
     def bars(self, ids: np.ndarray | list[int]) -> list[Bar]:
         """A stream of base ids (no BOS, no blocks) read as bars of onsets; what precedes the first Bar is
@@ -133,10 +147,23 @@ class Layout:
         later = b + self.ahead
         return self.block(bars[later] if later < len(bars) else None, lambda program: given(later, program))
 
-    def lay_out(self, bars: list[Bar], count: int, given: IsGiven | None) -> Laid:
-        """The first `count` bars laid out, anticipating from `bars` (which may run on past them); without
-        `given` (a free continuation) as MidiTok writes them, nothing given and nothing anticipated."""
+    def steering(self, b: int, written: list[int], starting: Collection[int], controls: Controls) -> list[int]:
+        """Bar b's control groups: for each program of `written` (those written in it), Program_p, then p's
+        track-level controls where it is in `starting` (its first written bar), then its controls of bar b."""
+        out = []
+        for program in sorted(written):
+            ids = [*(controls(None, program) if program in starting else []), *controls(b, program)]
+            if ids:
+                out += [self.program_id[program], *ids]
+        return out
+
+    def lay_out(self, bars: list[Bar], count: int, given: IsGiven | None, controls: Controls | None = None) -> Laid:
+        """The first `count` bars laid out, anticipating from `bars` (which may run on past them) and steering
+        the programs with notes in them where they are written by `controls`; without `given` (a free
+        continuation) as MidiTok writes them, nothing given, anticipated or steered."""
         laid = Laid()
+        programs = sorted({note.program for bar in bars[:count] for onset in bar.onsets for note in onset.notes})
+        started: set[int] = set()
         for b, bar in enumerate(bars[:count]):
             if given is None:
                 laid.add(self.plain(bar), False)
@@ -144,6 +171,10 @@ class Layout:
             laid.add(bar.head[:1], False)
             laid.add(bar.head[1:], True)  # the meter: forced
             laid.add(self.anticipated(bars, b, given), True)
+            if controls is not None:
+                written = [p for p in programs if not given(b, p)]
+                laid.add(self.steering(b, written, set(written) - started, controls), True)
+                started.update(written)
             for onset in bar.onsets:
                 laid.add([onset.position], False)
                 laid.add(self.held(onset, lambda program, b=b: given(b, program)), True)
@@ -158,13 +189,17 @@ class Layout:
         ]
 
     def played(self, ids: list[int]) -> list[int]:
-        """The ids without their anticipated blocks: what decodes into notes."""
+        """The ids without their anticipated blocks and control groups: what decodes into notes."""
         out, inside = [], False
-        for t in ids:
+        for i, t in enumerate(ids):
             if t == self.start:
                 inside = True
             elif t == self.end:
                 inside = False
-            elif not inside:
+            elif inside or self.is_control[t]:
+                continue
+            elif self.kind[t] == 3 and i + 1 < len(ids) and self.is_control[ids[i + 1]]:
+                continue  # the Program that opens a control group
+            else:
                 out.append(t)
         return out

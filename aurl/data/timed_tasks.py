@@ -7,9 +7,12 @@ data.tasks:
   rest given; the bars after the gap are known only as they are anticipated.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
 data.ahead_bars ahead, given tokens never targets of the loss, and an EOS where the window ends, as a request
-ends after its last bar. Evaluation windows are plain ones, so a
-model's bits per note compare with a model trained on plain windows. An item is a pure function of (seed,
-window, epoch, length), as WindowDataset's are.
+ends after its last bar. Where the tokenizer has attribute controls, each written track of such a window is
+steered by a random share of them (as MMM's windows are, aurl.data.tasks): a share data.control_tracks of its
+track-level controls, and for each bar-level control a share data.control_bars of the bars it is written in,
+measured on the notes it writes after the window is transposed. Continue windows have no controls, so a free
+piece reads as before. Evaluation windows are plain ones, so a model's bits per note compare with a model
+trained on plain windows. An item is a pure function of (seed, window, epoch, length), as WindowDataset's are.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import numpy as np
 import torch
 
 from aurl.config import AugmentConfig, DataConfig
+from aurl.data.controls import CONTROLS, controls_of, measure, ordered
 from aurl.data.dataset import IGNORE_INDEX, WindowDataset, WindowKey, augment, pack
-from aurl.data.layout import Bar, IsGiven, Layout
+from aurl.data.layout import Bar, Controls, IsGiven, Layout
 from aurl.data.tokenize import TokenTables
 
 
@@ -72,6 +76,8 @@ class TimedTaskDataset(WindowDataset):
         weights = np.array([cfg.tasks[name] for name in self.tasks])
         self.task_p = weights / weights.sum()
         self.bar_starts = [np.flatnonzero(np.asarray(piece) == layout.bar) for piece in pieces]
+        trained = controls_of(layout.tokenizer)
+        self.controls = [name for name in CONTROLS if name in trained]
 
     def __getitem__(self, key: int | WindowKey) -> dict[str, torch.Tensor]:
         index, epoch, length = (key, 0, self.seq_len) if isinstance(key, int) else key
@@ -89,15 +95,55 @@ class TimedTaskDataset(WindowDataset):
         blocks = np.concatenate([sizes[ahead:], np.zeros(ahead, dtype=np.int64)]) + 2 if ahead else 0
         count = max(1, int(np.searchsorted(np.cumsum(sizes + blocks), length - 1, side="right")))
         tokens = self.pieces[piece][starts[first] : ends[min(count + ahead, len(ends)) - 1]]
-        bars, given = TASKS[task](self.layout.bars(tokens), count, rng, self.cfg)
-        laid = self.layout.lay_out(bars, count, given)
-        # the request ends where the window does: generation ends a request's last bar with EOS
-        laid.add([self.tables.eos_id], False)
+        if self.augment_cfg is not None:  # before controls are measured: a pitch class is the one played
+            tokens = augment(tokens, self.tables, self.augment_cfg, rng)
+        window, seed = self.layout.bars(tokens), int(rng.integers(2**32))
+        while True:  # controls may not fit beside every bar: fewer bars, each count drawn afresh, until they do
+            draw = np.random.default_rng([seed, count])
+            bars, given = TASKS[task](window, count, draw, self.cfg)
+            laid = self.layout.lay_out(bars, count, given, self._controls(bars, count, given, draw))
+            # the request ends where the window does: generation ends a request's last bar with EOS
+            laid.add([self.tables.eos_id], False)
+            if len(laid.ids) <= length or count == 1:
+                break
+            count -= 1
         ids = np.asarray([self.tables.bos_id, *laid.ids[:length]], dtype=np.int64)
-        if self.augment_cfg is not None:
-            ids = augment(ids, self.tables, self.augment_cfg, rng)
         item = pack(ids, length, self.tables.pad_id)
         given_targets = torch.tensor(laid.given[:length] + [False] * (length - min(length, len(laid.given))))
         item["targets"][given_targets] = IGNORE_INDEX
         item["weight"] = (item["targets"] != IGNORE_INDEX).sum().to(torch.float32)
         return item
+
+    def _controls(self, bars: list[Bar], count: int, given: IsGiven, rng: np.random.Generator) -> Controls | None:
+        """The controls that steer each track written in the first `count` bars (see the module's docstring):
+        its chosen ones, measured on the notes it writes from its first written bar to its last."""
+        if not self.controls:
+            return None
+        track_names = [name for name in self.controls if name.startswith("track_")]
+        bar_names = [name for name in self.controls if name.startswith("bar_")]
+        programs = _programs(bars[:count])
+        whole: dict[int, list[int]] = {}
+        per_bar: dict[tuple[int, int], dict[str, list[int]]] = {}
+        for program in programs:
+            written = [b for b in range(count) if not given(b, program)]
+            if not written:
+                continue
+            share = rng.uniform(*self.cfg.control_tracks)
+            chosen = rng.permutation(track_names)[: round(share * len(track_names))].tolist()
+            kept = {}
+            for name in bar_names:
+                share = rng.uniform(*self.cfg.control_bars)
+                kept[name] = set(rng.permutation(written)[: round(share * len(written))].tolist())
+            names = [*chosen, *(name for name, where in kept.items() if where)]
+            if not names:
+                continue
+            others = set(programs) - {program}
+            start = written[0]
+            alone = [t for bar in bars[start : written[-1] + 1] for t in self.layout.plain(bar.without(others))]
+            track, by_bar = measure(self.layout.tokenizer, alone, names)
+            whole[program] = ordered({name: track[name] for name in chosen if name in track})
+            for name, where in kept.items():
+                for j, ids in by_bar.get(name, {}).items():
+                    if start + j in where:
+                        per_bar.setdefault((start + j, program), {})[name] = ids
+        return lambda bar, program: whole.get(program, []) if bar is None else ordered(per_bar.get((bar, program), {}))

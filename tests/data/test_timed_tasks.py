@@ -1,13 +1,17 @@
 """The time-ordered layout and its training windows: every note kept, given notes first at each onset and
-anticipated a bar ahead, given tokens never targets."""
+anticipated a bar ahead, written tracks steered by controls of their own notes, given tokens and controls never
+targets."""
 
 import pytest
 
-from aurl.config import DataConfig
+from aurl.config import AugmentConfig, DataConfig, load_config
+from aurl.data.controls import CONTROLS
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
 from aurl.data.layout import Bar, Layout, run_layout
 from aurl.data.timed_tasks import TimedTaskDataset
+from aurl.data.tokenize import TokenTables, build_tokenizer
 from aurl.generation.generate import tokens_to_score
+from tests.conftest import TINY
 
 
 def _notes(tokenizer, ids) -> list[tuple[int, int, int, int]]:
@@ -109,3 +113,96 @@ def test_accompany_windows_write_some_tracks_and_are_given_the_rest(prepared):
         assert written and len(written) < len(every)  # some tracks written, the others given
         given = [t for t, target in zip(ids[1:], targets, strict=False) if target == IGNORE_INDEX]
         assert not written & {int(layout.value[t]) for t in layout.played(given) if layout.kind[t] == 3}
+
+
+def _steered(prepared, tasks: dict[str, float], length: int, **data) -> tuple[TimedTaskDataset, Layout]:
+    """Windows of the prepared pieces, transposed, with a tokenizer that has every control: its base ids are
+    the prepared ones (aurl attaches the controls after them)."""
+    prepared_data = PreparedDataset(prepared)
+    config = load_config(TINY, [f"tokenizer.controls=[{','.join(CONTROLS)}]", "data.tasks={accompany: 1}"])
+    tokenizer = build_tokenizer(config.tokenizer)
+    assert all(tokenizer.vocab[t] == i for t, i in prepared_data.tokenizer.vocab.items())
+    cfg = DataConfig(tasks=tasks, seq_len=length, **data)
+    layout = run_layout(tokenizer, cfg)
+    tables = TokenTables.from_tokenizer(tokenizer)
+    pieces = prepared_data.pieces("train")
+    return TimedTaskDataset(pieces, tables, layout, cfg, True, AugmentConfig(), seed=5), layout
+
+
+def _read(layout: Layout, ids: list[int], targets: list[int]) -> list[tuple[dict[int, list[str]], list[tuple]]]:
+    """Per bar of an item (BOS first): its control groups {program: control tokens} and its notes (program,
+    pitch, written), checking on the way that every group sits in the bar's head, after its block and
+    before its first Position, and is no target of the loss."""
+    tokenizer, out, head, block, group = layout.tokenizer, [], False, False, None
+    for i in range(1, len(ids)):
+        t, target = ids[i], targets[i - 1]
+        if t == layout.bar:
+            out.append(({}, []))
+            head = True
+        elif t in (layout.start, layout.end):
+            block = t == layout.start
+        elif block:
+            continue
+        elif layout.is_control[t]:
+            assert head and target == IGNORE_INDEX
+            out[-1][0][group].append(tokenizer[t])
+        elif layout.kind[t] == 3 and layout.is_control[ids[i + 1]]:
+            assert head and target == IGNORE_INDEX and (ids[i - 1] == layout.end or layout.is_control[ids[i - 1]])
+            group = int(layout.value[t])
+            out[-1][0][group] = []
+        elif layout.kind[t] == 3:
+            pitch = int(tokenizer[ids[i + 1]].split("_")[1])
+            out[-1][1].append((int(layout.value[t]), pitch, target != IGNORE_INDEX))
+        elif layout.kind[t] == 2:
+            head = False
+    return out
+
+
+@pytest.mark.parametrize("task", ["accompany", "infill"])
+def test_written_tracks_are_steered_by_their_own_notes_in_each_bar_head(prepared, task):
+    """Every control drawn: each bar's head steers each track written in it by the controls of its own
+    (transposed) notes, counted here independently; given tracks are never steered, and controls are never
+    targets."""
+    dataset, layout = _steered(prepared, {task: 1.0}, 256, control_tracks=(1.0, 1.0), control_bars=(1.0, 1.0))
+    steered = 0
+    for index in range(len(dataset)):
+        item = dataset[(index, 2, 256)]
+        real = item["input_ids"] != dataset.tables.pad_id
+        ids, targets = item["input_ids"][real].tolist(), item["targets"][real].tolist()
+        # the controls fit beside the window's bars: it ends as a request does
+        assert [t for t in targets if t != IGNORE_INDEX][-1] == dataset.tables.eos_id
+        bars = _read(layout, ids, targets)
+        first_written: dict[int, int] = {}
+        for b, (groups, notes) in enumerate(bars):
+            for program in {p for p, _, written in notes if written}:
+                first_written.setdefault(program, b)
+                pitches = [pitch for p, pitch, _ in notes if p == program]
+                expected = [f"ACBarNoteDensity_{len(pitches)}"]
+                expected += [f"ACBarPitchClass_{c}" for c in sorted({pitch % 12 for pitch in pitches})]
+                found = [t for t in groups[program] if t.startswith(("ACBarNoteDensity", "ACBarPitchClass"))]
+                assert found == expected
+                steered += 1
+            assert not {p for p, _, written in notes if not written} & set(groups)  # given tracks: none
+        for program, b in first_written.items():  # notes per bar from its first written bar to its last onset
+            counts = [sum(p == program for p, _, _ in notes) for _, notes in bars[b:]]
+            counts = counts[: max(i for i, n in enumerate(counts) if n) + 1]
+            track = [t for t in bars[b][0][program] if t.startswith("ACTrackNoteDensity")]
+            assert track == [f"ACTrackNoteDensityMin_{min(counts)}", f"ACTrackNoteDensityMax_{max(counts)}"]
+    assert steered > 0
+
+
+def test_controls_are_a_random_share_and_continue_windows_have_none(prepared):
+    dataset, layout = _steered(prepared, {"continue": 0.5, "accompany": 0.5}, 256)
+    groups, unsteered, plain = 0, 0, 0
+    for index in range(len(dataset)):
+        item = dataset[(index, 1, 256)]
+        ids, targets = item["input_ids"].tolist(), item["targets"].tolist()
+        if layout.start not in ids:  # a continue window: MidiTok's tokens as they are
+            assert not layout.is_control[ids].any()
+            plain += 1
+            continue
+        for steering, notes in _read(layout, ids, targets):
+            written = {p for p, _, w in notes if w}
+            groups += len(steering)
+            unsteered += len(written - set(steering))
+    assert plain and groups and unsteered  # some written bars steered, some not
