@@ -11,7 +11,8 @@ with it bar-level (each of those bars). The controls and their values:
     repetition=0.5         how much consecutive bars repeat (0-1, a track)
 
 Each becomes the token ids MidiTok's own control would have written for music with that attribute, in
-the order training saw them (aurl.data.multitrack.CONTROLS).
+the order training saw them (aurl.data.controls.CONTROLS). The requests work for any run trained with
+controls: MMM, or REMI with programs, where `steering` turns them into what plan_of forces.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 import miditok
 import numpy as np
 
-from aurl.data.multitrack import CONTROLS, Multitrack
+from aurl.data.controls import CONTROLS, controls_of, ordered
+from aurl.data.layout import Controls
 from aurl.errors import ConfigError
 
 PITCH_NAMES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "f": 5, "f#": 6, "gb": 6, "g": 7}
@@ -48,11 +50,26 @@ class ControlRequest:
 
 def parse_controls(specs: list[list[str] | str], tokenizer: miditok.MusicTokenizer) -> list[ControlRequest]:
     """One request per --control; a bad name or value is a ConfigError that lists the allowed ones."""
-    mt = Multitrack(tokenizer)
-    return [_parse(spec.split() if isinstance(spec, str) else list(spec), tokenizer, mt) for spec in specs]
+    trained = controls_of(tokenizer)
+    return [_parse(spec.split() if isinstance(spec, str) else list(spec), tokenizer, trained) for spec in specs]
 
 
-def _parse(words: list[str], tokenizer: miditok.MusicTokenizer, mt: Multitrack) -> ControlRequest:
+def steering(requests: list[ControlRequest], tracks: dict[int, int]) -> Controls:
+    """plan_of's `controls` for these requests: the control ids that steer a written program in a song bar
+    (0-based; None: the track as a whole), in training's order. `tracks`: each written program → the track
+    number the requests name it by. Where two requests set one control, the later one holds."""
+
+    def controls(bar: int | None, program: int) -> list[int]:
+        chosen: dict[str, list[int]] = {}
+        for request in requests:
+            if request.covers(tracks[program], None if bar is None else bar + 1):
+                chosen.update(request.tokens)
+        return ordered(chosen)
+
+    return controls
+
+
+def _parse(words: list[str], tokenizer: miditok.MusicTokenizer, trained: dict) -> ControlRequest:
     text = " ".join(words)
     request = ControlRequest()
     values = {}
@@ -78,14 +95,14 @@ def _parse(words: list[str], tokenizer: miditok.MusicTokenizer, mt: Multitrack) 
     level = "bar" if request.bars is not None else "track"
     for short, value in values.items():
         name = f"{level}_{short}"
-        if name not in mt.controls:
-            trained = sorted(f"{n.split('_', 1)[1]} ({n.split('_', 1)[0]})" for n in mt.controls) or ["none"]
+        if name not in trained:
+            names = sorted(f"{n.split('_', 1)[1]} ({n.split('_', 1)[0]})" for n in trained) or ["none"]
             raise ConfigError(
                 f"--control {text!r}: this run has no {short} control for a {level}"
                 f"{' (give bars=A-B for bar-level ones)' if level == 'track' else ' (drop bars= for track-level ones)'}"
-                f"; it was trained with: {', '.join(trained)}"
+                f"; it was trained with: {', '.join(names)}"
             )
-        request.tokens[name] = [tokenizer.vocab[t] for t in _tokens(name, mt.controls[name], value, text)]
+        request.tokens[name] = [tokenizer.vocab[t] for t in _tokens(name, trained[name], value, text)]
     return request
 
 

@@ -8,8 +8,10 @@ tokens (a tempo, given notes), then the model's own notes. A `Given` is what one
 past the next one in the bar; when it writes that onset's Position the given tokens there are forced, and the
 model may then add notes of its own tracks at the same onset. A bar ends only once its given onsets are
 written, each Bar brings the song's time signature and its block, the request writes exactly the song's bars
-and then ends, and the model's own notes are on the written tracks' programs only. Forcing a token is a mask
-that allows only that token, so the sampler needs nothing new.
+and then ends, and the model's own notes are on the written tracks' programs only. A request may steer the
+written tracks with attribute controls: each bar's opening then ends with the layout's control groups
+(`Program_p` and p's controls), forced like the rest of it and read as an aside, as the block is. Forcing a
+token is a mask that allows only that token, so the sampler needs nothing new.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 import miditok
 import torch
 
-from aurl.data.layout import AHEAD_TOKENS, Bar, IsGiven, Layout
+from aurl.data.controls import is_control
+from aurl.data.layout import AHEAD_TOKENS, Bar, Controls, IsGiven, Layout
 from aurl.generation.grammar import SPARE, Grammar
 
 
@@ -33,7 +36,8 @@ class Onset:
 @dataclass
 class Given:
     """What one row must write around its own notes: `bars` bars, each opening with these tokens after its Bar
-    (time signature, anticipated block), with these given onsets, its own notes on `programs` only."""
+    (time signature, anticipated block, control groups), with these given onsets, its own notes on `programs`
+    only."""
 
     openings: list[list[int]]
     onsets: list[Onset]
@@ -45,15 +49,25 @@ class Given:
 
     @property
     def forced(self) -> int:
-        """The most tokens the plan forces (given notes, Bars, time signatures, blocks)."""
+        """The most tokens the plan forces (given notes, Bars, time signatures, blocks, controls)."""
         return sum(1 + len(o.tokens) for o in self.onsets) + sum(1 + len(opening) for opening in self.openings)
 
 
-def plan_of(layout: Layout, bars: list[Bar], span: range, given: IsGiven, programs: list[int]) -> Given:
-    """What a request writing the bars of `span` (of the song's `bars`) is given, laid out as in training."""
+def plan_of(
+    layout: Layout,
+    bars: list[Bar],
+    span: range,
+    given: IsGiven,
+    programs: list[int],
+    controls: Controls | None = None,
+) -> Given:
+    """What a request writing `programs` in the bars of `span` (of the song's `bars`) is given, laid out as in
+    training. `controls(bar, program)`, with `bar` an index into `bars` or None for the track as a whole,
+    names the control ids that steer a written program there ([]: none); track-level ones open the span."""
     openings, onsets = [], []
     for k, b in enumerate(span):
-        openings.append([*bars[b].head[1:], *layout.anticipated(bars, b, given)])
+        steering = layout.steering(b, programs, programs if k == 0 else (), controls) if controls else []
+        openings.append([*bars[b].head[1:], *layout.anticipated(bars, b, given), *steering])
         for onset in bars[b].onsets:
             held = layout.held(onset, lambda program, b=b: given(b, program))
             if held:
@@ -80,6 +94,7 @@ class GivenGrammar(Grammar):
         self.pitched_note = self.is_note_on & ~self.drum_note
         self.after_position = self.type_index["Position"]
         self.ahead_start, self.ahead_end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
+        self.is_control = torch.from_numpy(is_control(tokenizer)[: len(vocab)])
         self.to(device)
 
     def plan(self, state: dict[str, torch.Tensor], givens: list[Given]) -> int:
@@ -134,6 +149,14 @@ class GivenGrammar(Grammar):
         inside = head < queue.shape[1]
         return torch.where(inside, queue.gather(1, head.clamp(max=queue.shape[1] - 1)[:, None])[:, 0], -1)
 
+    def _steering(self, state: dict[str, torch.Tensor], token: torch.Tensor, forced: torch.Tensor) -> torch.Tensor:
+        """(batch,) whether each row's token is part of a forced control group: a control, or the Program
+        forced just before one (a given note's Program is followed by its pitch)."""
+        queue, head = state["queue"], state["head"]
+        after = queue.gather(1, (head + 1).clamp(max=queue.shape[1] - 1)[:, None])[:, 0]
+        opens = self.is_program[token] & (head + 1 < queue.shape[1]) & (after >= 0) & self.is_control[after.clamp(0)]
+        return (forced >= 0) & (self.is_control[token] | opens)
+
     def _next_onset(self, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch,) whether the next given onset is in the current bar, and its position."""
         rows = torch.arange(state["next"].shape[0], device=state["next"].device)
@@ -171,6 +194,8 @@ class GivenGrammar(Grammar):
             return
         forced = self._forced(state)
         in_bar, position = self._next_onset(state)
+        steering = self._steering(state, token, forced)
+        unsteered = {key: state[key].clone() for key in ASIDE}
         for key in ASIDE:
             opens = (token == self.ahead_start).view(-1, *(1,) * (state[key].dim() - 1))
             state[f"before_{key}"] = torch.where(opens, state[key], state[f"before_{key}"])
@@ -188,6 +213,8 @@ class GivenGrammar(Grammar):
         for key in ASIDE:
             ends = (token == self.ahead_end).view(-1, *(1,) * (state[key].dim() - 1))
             state[key] = torch.where(ends, state[f"before_{key}"], state[key])
+            # a control group is an aside too: the bar's notes follow its time signature (and block) alone
+            state[key] = torch.where(steering.view(-1, *(1,) * (state[key].dim() - 1)), unsteered[key], state[key])
         state["head"] += (token == forced) & (forced >= 0)
         arrived = (forced < 0) & self.is_position[token] & in_bar & (self.value[token] == position)
         state["queue"] = torch.where(arrived[:, None], state["given_tokens"][rows, state["next"]], state["queue"])

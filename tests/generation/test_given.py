@@ -7,10 +7,19 @@ import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.cli import main
+from aurl.config import GenerateConfig, ModelConfig, load_config
+from aurl.data.controls import CONTROLS
+from aurl.data.layout import Layout
+from aurl.data.prepare import tokenize_score
+from aurl.data.tokenize import build_tokenizer
 from aurl.generation.cocreate import Session, read_timed_song
+from aurl.generation.controls import parse_controls, steering
 from aurl.generation.generate import Trained, tokens_to_score
-from aurl.generation.given import plan_of
+from aurl.generation.given import GivenGrammar, plan_of
 from aurl.generation.requests import Accompany, Infill, generate
+from aurl.generation.sampler import sample
+from aurl.models.transformer import Transformer
+from tests.conftest import TINY
 
 
 def _notes(track) -> list[tuple[int, int, int]]:
@@ -113,3 +122,54 @@ def test_bad_options_are_one_line_errors(trained_run, midi_dir, tmp_path, capsys
     assert main([*args, *(a.format(song=song) for a in extra)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_requested_controls_open_the_bars_they_steer_and_play_no_part(midi_dir):
+    """An untrained model with every control, random weights: a request's controls are forced where the layout
+    puts them (the track-level ones in the first bar, the bar-level ones in their bars, after the block) and
+    nowhere else; they decode into nothing, the melody comes back note for note and every token decodes."""
+    config = load_config(TINY, [f"tokenizer.controls=[{','.join(CONTROLS)}]", "data.tasks={accompany: 1}"])
+    tokenizer = build_tokenizer(config.tokenizer)
+    layout = Layout(tokenizer, 1)
+    song = symusic.Score(str(midi_dir / "piece_6.mid"))
+    song.tracks = [song.tracks[0]]
+    melody = layout.bars(tokenize_score(tokenizer, song))
+    specs = ["track=1 density=2-4 polyphony=1-2", "track=1 bars=2-3 pitch_class=C,E,G density=3"]
+    requests = parse_controls(specs, tokenizer)
+    controls = steering(requests, {48: 1})
+    given = plan_of(layout, melody, range(len(melody)), lambda bar, program: True, [48], controls)
+    unsteered = plan_of(layout, melody, range(len(melody)), lambda bar, program: True, [48], lambda b, p: [])
+    assert unsteered == plan_of(layout, melody, range(len(melody)), lambda bar, program: True, [48])
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, context=512), len(tokenizer)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    ends = (tokenizer["EOS_None"], tokenizer.pad_token_id)
+    rows = sample(
+        model,
+        torch.full((4, 1), tokenizer["BOS_None"]),
+        GenerateConfig(max_tokens=300 + given.forced),
+        GivenGrammar(tokenizer),
+        *ends,
+        generator=torch.Generator().manual_seed(3),
+        plan=[given],
+    )
+    track = [*requests[0].tokens["track_density"], *requests[0].tokens["track_polyphony"]]  # CONTROLS' order
+    bar = [*requests[1].tokens["bar_density"], *requests[1].tokens["bar_pitch_class"]]
+    expected = tokens_to_score(tokenizer, [t for b in melody for t in layout.plain(b)])[0].tracks[0]
+    for row in rows.tolist():
+        row = [t for t in row[1:] if t not in ends]
+        opened = [i for i, t in enumerate(row) if t == layout.bar]
+        assert len(opened) == len(melody)
+        for b, i in enumerate(opened):
+            block = layout.block(melody[b + 1] if b + 1 < len(melody) else None, lambda program: True)
+            steer = [tokenizer["Program_48"], *(track if b == 0 else bar if b in (1, 2) else [])]
+            opening = [*melody[b].head[1:], *block, *(steer if len(steer) > 1 else [])]
+            assert row[i + 1 : i + 2 + len(opening)] == [*opening, row[i + 1 + len(opening)]]
+            assert not layout.is_control[row[i + 1 + len(opening)]]
+        assert int(layout.is_control[row].sum()) == len(track) + 2 * len(bar)  # nowhere else
+        score, skipped = tokens_to_score(tokenizer, layout.played(row))
+        assert skipped == 0
+        by_program = {t.program: t for t in score.tracks}
+        assert set(by_program) <= {0, 48}
+        assert _notes(by_program[0]) == _notes(expected)
