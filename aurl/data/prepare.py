@@ -156,25 +156,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_previous(out: Path, thash: str) -> tuple[dict[str, dict], dict[str, dict], np.ndarray | None]:
-    """Entries and rejections of an earlier prepare with the same tokenizer, keyed by file name."""
+def _read_manifest(out: Path) -> dict:
+    """The manifest of an earlier prepare of `out`, read once ({} when there is none or it is unreadable)."""
     try:
         manifest = json.loads((out / MANIFEST).read_text())
-        if manifest.get("format_version") != FORMAT_VERSION or manifest.get("tokenizer_hash") != thash:
-            return {}, {}, None
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+@dataclass
+class _Previous:
+    """What an earlier prepare with the same tokenizer left: its manifest, its entries and rejections keyed
+    by file name (in the order they were written), and its tokens."""
+
+    manifest: dict = field(default_factory=dict)
+    entries: dict[str, dict] = field(default_factory=dict)
+    rejected: dict[str, dict] = field(default_factory=dict)
+    tokens: np.ndarray | None = None
+
+
+def _load_previous(out: Path, manifest: dict, thash: str) -> _Previous:
+    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("tokenizer_hash") != thash:
+        return _Previous()
+    try:
         tokens = np.memmap(out / TOKENS, dtype=np.dtype(manifest["dtype"]), mode="r")
         rejected = [json.loads(line) for line in (out / REJECTED).read_text().splitlines() if line]
-    except (OSError, ValueError, KeyError):
-        return {}, {}, None
-    return {e["name"]: e for e in manifest["files"]}, {r["name"]: r for r in rejected}, tokens
+        entries = {e["name"]: e for e in manifest["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return _Previous()
+    return _Previous(manifest, entries, {r["name"]: r for r in rejected}, tokens)
 
 
-def _placed(out: Path) -> dict[str, str]:
+def _placed(manifest: dict) -> dict[str, str]:
     """Each file's split in an earlier prepare of `out`, whatever its tokenizer or version: it never moves."""
     try:
-        files = json.loads((out / MANIFEST).read_text())["files"]
-        return {e["name"]: e["split"] for e in files if e.get("split") in SPLITS}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {e["name"]: e["split"] for e in manifest["files"] if e.get("split") in SPLITS}
+    except (KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -199,9 +217,8 @@ def _prepare(
     tokenizer = build_tokenizer(config.tokenizer)
     bpe = config.tokenizer.bpe_vocab_size
     # A learned vocabulary depends on every training file, so with BPE everything is tokenized again.
-    old_entries, old_rejected, old_tokens = (
-        _load_previous(out, tokenizer_hash(tokenizer)) if bpe is None else ({}, {}, None)
-    )
+    earlier = _read_manifest(out)
+    old = _load_previous(out, earlier, tokenizer_hash(tokenizer)) if bpe is None else _Previous()
     report = PrepareReport(out=out, found=len(files))
 
     arrays: dict[str, np.ndarray] = {}
@@ -210,12 +227,12 @@ def _prepare(
     todo: list[SourceFile] = []
     for f in files:
         sha = _sha256(f.path)
-        old = old_entries.get(f.name)
-        if old is not None and old["sha256"] == sha and "stats" in old:  # entries of older versions lack stats
-            arrays[f.name] = old_tokens[old["offset"] : old["offset"] + old["length"]]
-            entries[f.name] = {**old, "sha256": sha}
-        elif f.name in old_rejected and old_rejected[f.name]["sha256"] == sha and not _size_rule(old_rejected[f.name]):
-            rejected[f.name] = old_rejected[f.name]
+        entry, rejection = old.entries.get(f.name), old.rejected.get(f.name)
+        if entry is not None and entry["sha256"] == sha and "stats" in entry:  # older versions' entries lack stats
+            arrays[f.name] = old.tokens[entry["offset"] : entry["offset"] + entry["length"]]
+            entries[f.name] = {**entry, "sha256": sha}
+        elif rejection is not None and rejection["sha256"] == sha and not _size_rule(rejection):
+            rejected[f.name] = rejection
         else:
             todo.append(f)
             entries[f.name] = {"name": f.name, "sha256": sha}
@@ -238,7 +255,7 @@ def _prepare(
     ordered = sorted(entries.values(), key=lambda e: e["name"])
     d = config.data
     splits, report.split_notes = place_splits(
-        [e["name"] for e in ordered], _placed(out), d.valid_fraction, d.test_fraction
+        [e["name"] for e in ordered], _placed(earlier), d.valid_fraction, d.test_fraction
     )
     for entry in ordered:
         entry["split"] = splits[entry["name"]]
@@ -264,7 +281,7 @@ def _prepare(
             for entry in ordered:
                 fh.write(np.ascontiguousarray(arrays[entry["name"]], dtype=dtype).tobytes())
 
-    changed = report.tokenized > 0 or len(ordered) != len(old_entries) or old_tokens is None
+    changed = report.tokenized > 0 or len(ordered) != len(old.entries) or old.tokens is None
     writes = {out / TOKENS: write_tokens, out / TOKENIZER_FILE: tokenizer.save} if changed else {}
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -277,8 +294,11 @@ def _prepare(
         "total_tokens": offset,
         "files": ordered,
     }
-    lines = "".join(json.dumps(r) + "\n" for r in report.rejected)
-    writes[out / MANIFEST] = lambda tmp: tmp.write_text(json.dumps(manifest, indent=1))
-    writes[out / REJECTED] = lambda tmp: tmp.write_text(lines)
+    # A no-change re-run writes nothing: encoding thousands of entries with their stats again was most of
+    # its time, and the files would come out the same.
+    if manifest != old.manifest or report.rejected != list(old.rejected.values()):
+        lines = "".join(json.dumps(r) + "\n" for r in report.rejected)
+        writes[out / MANIFEST] = lambda tmp: tmp.write_text(json.dumps(manifest, indent=1))
+        writes[out / REJECTED] = lambda tmp: tmp.write_text(lines)
     write_together(writes)
     return report

@@ -37,6 +37,21 @@ def test_second_prepare_tokenizes_nothing_and_keeps_bytes(midi_dir, tiny_config,
     assert (tmp_path / "tokens.bin").read_bytes() == tokens
 
 
+def test_a_no_change_rerun_writes_nothing_and_a_new_rejection_is_written(midi_dir, tiny_config, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(midi_dir, src)
+    out = tmp_path / "out"
+    prepare(str(src), out, tiny_config, **QUIET)
+    files = [out / name for name in ("manifest.json", "rejected.jsonl", "tokens.bin", "tokenizer.json")]
+    written = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]  # a write renames a new file into place
+    again = prepare(str(src), out, tiny_config, **QUIET)
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == written
+    assert again.reused == 10 and again.profile == prepare(str(src), tmp_path / "fresh", tiny_config, **QUIET).profile
+    (src / "empty.mid").write_bytes(b"")  # only a rejection changes
+    assert prepare(str(src), out, tiny_config, **QUIET).tokenized == 0
+    assert [json.loads(line)["name"] for line in (out / "rejected.jsonl").read_text().splitlines()] == ["empty.mid"]
+
+
 def test_changed_and_new_files_are_the_only_ones_tokenized(midi_dir, tiny_config, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(midi_dir, src)
