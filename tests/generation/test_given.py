@@ -147,8 +147,8 @@ def test_requested_controls_open_the_bars_they_steer_and_play_no_part(midi_dir):
     ends = (tokenizer["EOS_None"], tokenizer.pad_token_id)
     rows = sample(
         model,
-        torch.full((4, 1), tokenizer["BOS_None"]),
-        GenerateConfig(max_tokens=300 + given.forced),
+        torch.full((2, 1), tokenizer["BOS_None"]),
+        GenerateConfig(max_tokens=120 + given.forced),
         GivenGrammar(tokenizer),
         *ends,
         generator=torch.Generator().manual_seed(3),
