@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a MIDI folder (searched recursively), a glob, or builtin:NAME (see aurl corpora)")
     p.add_argument("--out", required=True, metavar="DIR", help="prepared dataset folder to create or update")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="parallel processes (default 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="plain progress lines instead of a bar (as when stderr is not a terminal)",
+    )
     _add_config_args(p)
 
     p = sub.add_parser(
@@ -72,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A:B",
         help="write a torch.profiler trace of steps A..B to RUN/tb/profile (view in TensorBoard)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="plain progress lines instead of a bar (as when stderr is not a terminal)",
+    )
 
     p = sub.add_parser(
         "generate",
@@ -223,7 +231,7 @@ def _prepare(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise AurlError(f"--workers {args.workers}: must be at least 1")
     config = load_config(args.config, args.overrides)
-    report = prepare(args.source, args.out, config, workers=args.workers, progress=not args.no_progress)
+    report = prepare(args.source, args.out, config, workers=args.workers, log=_say, progress=not args.no_progress)
     print(report.table())
     if report.profile is not None:
         print(f"\n{report.profile.table()}\n{report.profile.suggestion()}")

@@ -21,7 +21,6 @@ from pathlib import Path
 import miditok
 import numpy as np
 import symusic
-from tqdm import tqdm
 
 from aurl.config import Config
 from aurl.data.corpus import SPLITS, SourceFile, load_midi, place_splits, resolve_source
@@ -37,6 +36,7 @@ from aurl.data.tokenize import (
 )
 from aurl.errors import DataError
 from aurl.files import FolderLock, write_together
+from aurl.progress import Progress
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -129,11 +129,14 @@ def _size_rule(rejection: dict) -> bool:
 
 
 def _tokenize_all(
-    jobs: list[tuple[str, str, int]], tokenizer: miditok.MusicTokenizer, workers: int, progress: bool
+    jobs: list[tuple[str, str, int]],
+    tokenizer: miditok.MusicTokenizer,
+    workers: int,
+    progress: bool,
+    log: Callable[[str], None],
 ) -> Iterator[tuple[str, np.ndarray | None, str, int, FileStats | None]]:
     """Results of _tokenize_job for every job, in order, from a process pool when workers > 1."""
-    bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
-    try:
+    with Progress(len(jobs), "prepare", "file", log, progress=progress) as bar:
         if workers > 1 and len(jobs) > 1:
             # fork: workers inherit the imported libraries and the tokenizer instead of re-importing them.
             methods = multiprocessing.get_all_start_methods()
@@ -146,10 +149,9 @@ def _tokenize_all(
         else:
             _init_worker(tokenizer)
             for job in jobs:
+                result = _tokenize_job(job)
                 bar.update()
-                yield _tokenize_job(job)
-    finally:
-        bar.close()
+                yield result
 
 
 def _sha256(path: Path) -> str:
@@ -242,7 +244,7 @@ def _prepare(
     max_bytes = int(config.data.max_file_mb * 2**20)
     jobs = [(f.name, str(f.path), max_bytes) for f in todo]
     paths = {f.name: str(f.path) for f in todo}
-    for name, ids, reason, notes, stats in _tokenize_all(jobs, tokenizer, workers, progress):
+    for name, ids, reason, notes, stats in _tokenize_all(jobs, tokenizer, workers, progress, log):
         if ids is None:
             sha = entries.pop(name)["sha256"]
             rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}

@@ -1,5 +1,5 @@
 """Where training metrics go: metrics.jsonl (one JSON object per line), TensorBoard scalars and images, and
-what a run shows as it goes (Reporter: the progress bar, or a line per train log without one).
+what a run shows as it goes (Reporter: aurl.progress's bar on a terminal, plain lines elsewhere).
 
 The TensorBoard event file is written here, in this thread, with TensorBoard's own record format and
 summaries: SummaryWriter writes from a thread of its own, so a full disk there printed that thread's
@@ -22,9 +22,9 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard.summary import image, scalar
-from tqdm import tqdm
 
 from aurl.files import write_together, writing
+from aurl.progress import Progress
 
 
 class EventFile:
@@ -87,8 +87,9 @@ class MetricsLogger:
 
 class Reporter:
     """What a training run shows and keeps as it goes: metrics.jsonl and TensorBoard (`main`: rank 0 alone),
-    the progress bar (`progress`), or without one a key=value line per train log. Leaving it as a context
-    closes the bar and the files."""
+    and the steps with the latest train figures as aurl.progress shows them (a bar on a terminal, else a
+    plain line every 10% or 30 s; `progress=False`: plain lines). Leaving it as a context closes the
+    progress and the files."""
 
     LINE = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "seq_len", "batch_size")
 
@@ -96,22 +97,31 @@ class Reporter:
         self, run_dir: Path, step: int, max_steps: int, main: bool, progress: bool, log: Callable[[str], None]
     ):
         self.logger = MetricsLogger(run_dir, purge_step=step + 1) if main else None
-        self.bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not progress)
-        self.progress, self.log = progress, log
+        self.progress = Progress(max_steps, "train", "step", log, step, progress, brief=("loss", "tokens_per_s"))
+        self.log = log
         self.sums: dict[str, float] = {}  # of the steps taken since the last train log
         self.steps = 0
+        self.pending = 0  # steps not yet counted in the progress: counted once their figures are known
 
     def __enter__(self) -> Reporter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+        self._advance()
+        self.progress.close()
         if self.logger:
             self.logger.close()
 
+    def _advance(self) -> None:
+        if self.pending:
+            self.progress.update(self.pending)
+            self.pending = 0
+
     def step(self, metrics: dict[str, float] | None) -> None:
         """A step done: its loss and other metrics, or None for a skipped step (left out of the means)."""
-        self.bar.update()
+        # Counted at the next step, or at once by train() if this step is logged: a line shows its own figures.
+        self._advance()
+        self.pending = 1
         if metrics is not None:
             self.steps += 1
             for k, v in metrics.items():
@@ -123,9 +133,8 @@ class Reporter:
         self.sums, self.steps = {}, 0
         if self.logger:
             self.logger.log(step, "train", metrics)
-        if not self.progress:  # no bar (e.g. a CI log): one key=value line per interval
-            self.log(f"step={step} " + " ".join(f"{k}={metrics[k]:.4g}" for k in self.LINE))
-        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:,.0f}")
+        self.progress.show({k: f"{metrics[k]:,.0f}" if k == "tokens_per_s" else f"{metrics[k]:.4g}" for k in self.LINE})
+        self._advance()
         return metrics
 
     def valid(self, step: int, valid: dict[str, float], when: str) -> None:

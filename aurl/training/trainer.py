@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from aurl.config import TrainConfig
 from aurl.data.dataset import TokenBudgetBatchSampler
+from aurl.progress import message_writer
 from aurl.training.checkpoint import Checkpointer, OptimizerState, Stateful, load_trainer_state
 from aurl.training.distributed import DistEnv, all_reduce_sum, gradient_sync, unwrap
 from aurl.training.logger import Reporter
@@ -90,7 +90,7 @@ class Trainer:
         self.sampler: TokenBudgetBatchSampler = train_loader.batch_sampler
         self.progress, self.profile_steps = progress and env.is_main, profile_steps
         # Rank 0 alone prints and writes samples; with a progress bar, messages go above it, not through it.
-        self.log = (tqdm.write if self.progress else log) if env.is_main else (lambda s: None)
+        self.log = message_writer(self.progress, log) if env.is_main else (lambda s: None)
         self.sample_hook = sample_hook if env.is_main else None
         self.meter = ThroughputMeter(peak_flops)
         self.step = 0
