@@ -21,12 +21,13 @@ import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.config import GenerateConfig
+from aurl.data.controls import controls_of
 from aurl.data.corpus import read_score
-from aurl.data.layout import Bar, Layout, run_layout
+from aurl.data.layout import Bar, Controls, Layout, run_layout
 from aurl.data.multitrack import CONTROLS, Multitrack, Track, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.errors import DataError, RequestError
-from aurl.generation.controls import ControlRequest, parse_controls
+from aurl.generation.controls import ControlRequest, parse_controls, steering
 from aurl.generation.generate import Trained, Work, sample_pieces, tokens_to_score
 from aurl.generation.given import Given, GivenGrammar, plan_of
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
@@ -426,9 +427,22 @@ def timed_song(path: str | Path, score: symusic.Score, tokenizer: miditok.MusicT
     return TimedSong(Path(path), score, layout.bars(tokenize_score(tokenizer, score)))
 
 
-def _no_controls(controls: list[str]) -> None:
-    if controls:
+def _steering(session: Session, controls: list[str], tracks: dict[int, int], song: str | Path, bars: int) -> Controls:
+    """What --control requests force for the written programs (`tracks`: program → its track number in the
+    result, as the requests count them), checked: each names a written track and bars of the song."""
+    if controls and not controls_of(session.tokenizer):
         raise RequestError("controls", ": attribute controls need a run trained with them (tokenizer.controls)")
+    requests = parse_controls(controls, session.tokenizer)
+    written = sorted(tracks.values())
+    for request in requests:
+        if request.track is not None and request.track not in written:
+            raise RequestError(
+                "controls",
+                f" track={request.track}: not a track being written; those are {', '.join(map(str, written))}",
+            )
+        if request.bars is not None and request.bars[1] > bars:
+            raise RequestError("controls", f" bars={request.bars[0]}-{request.bars[1]}: {song} has {bars} bars")
+    return steering(requests, tracks)
 
 
 def _written_tracks(
@@ -451,7 +465,6 @@ def _accompany_in_time(
     session: Session, song: str | Path, add: list[int], keep: list[int] | None, controls: list[str]
 ) -> CoCreation:
     """Keep tracks of the song and write new ones in the one stream, the kept notes forced at their onsets."""
-    _no_controls(controls)
     tokenizer, layout = session.tokenizer, session.layout
     the_song = read_timed_song(song, tokenizer, layout)
     keep = _check_keep(keep, len(the_song.score.tracks), song, the_song.describe())
@@ -465,7 +478,9 @@ def _accompany_in_time(
                 "program; choose another",
             )
     bars = the_song.bars_of(keep, tokenizer, layout)
-    given = plan_of(layout, bars, range(len(bars)), lambda bar, program: True, add)
+    tracks = {program: len(keep) + n for n, program in enumerate(add)}
+    steer = _steering(session, controls, tracks, song, len(bars))
+    given = plan_of(layout, bars, range(len(bars)), lambda bar, program: True, add, steer)
     prompt = [tokenizer["BOS_None"]]
 
     def takes() -> list[Take]:
@@ -476,7 +491,7 @@ def _accompany_in_time(
             written = _written_tracks(session, row, the_song.score, add)
             score.tracks = [the_song.score.tracks[k].copy() for k in keep] + written
             out.append(session.take(score, row, _whole(range(len(keep)), score)))
-        return _passes(session, the_song.path, out, list(range(len(keep), len(keep) + len(add))), (1, len(bars)))
+        return _passes(session, the_song.path, out, list(tracks.values()), (1, len(bars)), steer)
 
     return CoCreation(session, takes)
 
@@ -486,7 +501,6 @@ def _infill_in_time(
 ) -> CoCreation:
     """Rewrite bars of one track (or of all) in the one stream: the bars before them are the prompt, the other
     tracks' notes in them are forced at their onsets."""
-    _no_controls(controls)
     tokenizer, layout = session.tokenizer, session.layout
     the_song = read_timed_song(song, tokenizer, layout)
     tracks = len(the_song.score.tracks)
@@ -503,17 +517,21 @@ def _infill_in_time(
                 "apart by program; rewrite both (no track)",
             )
 
+    steer = _steering(session, controls, dict(zip(programs, targets, strict=True)), song, len(the_song.bars))
+
     def takes() -> list[Take]:
-        out = _rewrite(session, the_song, targets, bars, session.settings.num)
-        return _passes(session, the_song.path, out, targets, bars)
+        out = _rewrite(session, the_song, targets, bars, session.settings.num, steer)
+        return _passes(session, the_song.path, out, targets, bars, steer)
 
     return CoCreation(session, takes)
 
 
-def _rewrite(session: Session, song: TimedSong, targets: list[int], bars: tuple[int, int], count: int) -> list[Take]:
+def _rewrite(
+    session: Session, song: TimedSong, targets: list[int], bars: tuple[int, int], count: int, steer: Controls
+) -> list[Take]:
     """`count` takes of the song with bars `bars` (1-based, inclusive) of the target tracks written anew: the
     bars before them are the prompt, the other tracks' notes in them are forced at their onsets and
-    anticipated; everything outside them stays note for note."""
+    anticipated, the targets steered by `steer`; everything outside them stays note for note."""
     tokenizer, layout = session.tokenizer, session.layout
     first, last = bars[0], min(bars[1], len(song.bars))  # a take may end a bar before its song: what it holds
     programs = song.programs(targets)
@@ -522,7 +540,7 @@ def _rewrite(session: Session, song: TimedSong, targets: list[int], bars: tuple[
     def is_given(bar: int, program: int) -> bool:
         return bar not in gap or program not in programs
 
-    given = plan_of(layout, song.bars, gap, is_given, programs)
+    given = plan_of(layout, song.bars, gap, is_given, programs, steer)
     prompt = [tokenizer["BOS_None"], *layout.lay_out(song.bars, first - 1, is_given).ids]
     score = song.score
     start, stop = _span_ticks(score, first, last)
@@ -540,20 +558,26 @@ def _rewrite(session: Session, song: TimedSong, targets: list[int], bars: tuple[
     return out
 
 
-def _passes(session: Session, path: Path, takes: list[Take], written: list[int], bars: tuple[int, int]) -> list[Take]:
+def _passes(
+    session: Session, path: Path, takes: list[Take], written: list[int], bars: tuple[int, int], steer: Controls
+) -> list[Take]:
     """generate.passes - 1 more passes over each take (pseudo-Gibbs sampling, as in DeepBach and Coconet):
     each written track rewritten in turn in `bars`, every other track given, so that each voice hears the
     voices written after it. Each take keeps what its first pass was given."""
     for _ in range(session.settings.passes - 1):
         for track in written:
             takes = [
-                _rewritten(session, timed_song(path, take.score, session.tokenizer, session.layout), track, bars, take)
+                _rewritten(
+                    session, timed_song(path, take.score, session.tokenizer, session.layout), track, bars, take, steer
+                )
                 for take in takes
             ]
     return takes
 
 
-def _rewritten(session: Session, song: TimedSong, track: int, bars: tuple[int, int], take: Take) -> Take:
-    new = _rewrite(session, song, [track], bars, 1)[0]
+def _rewritten(
+    session: Session, song: TimedSong, track: int, bars: tuple[int, int], take: Take, steer: Controls
+) -> Take:
+    new = _rewrite(session, song, [track], bars, 1, steer)[0]
     new.given = take.given
     return new

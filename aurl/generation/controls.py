@@ -24,7 +24,7 @@ import numpy as np
 
 from aurl.data.controls import CONTROLS, controls_of, ordered
 from aurl.data.layout import Controls
-from aurl.errors import ConfigError
+from aurl.errors import RequestError
 
 PITCH_NAMES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "f": 5, "f#": 6, "gb": 6, "g": 7}
 PITCH_NAMES |= {"g#": 8, "ab": 8, "a": 9, "a#": 10, "bb": 10, "b": 11}
@@ -76,31 +76,32 @@ def _parse(words: list[str], tokenizer: miditok.MusicTokenizer, trained: dict) -
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not value:
-            raise ConfigError(f"--control {text!r}: expected key=value words, e.g. --control track=1 density=6")
+            raise RequestError("controls", f" {text!r}: expected key=value words, e.g. track=1 density=6")
         if key == "track":
             request.track = _integer(value, text, "track", 0)
         elif key == "bars":
             first, _, last = value.partition("-")
             request.bars = (_integer(first, text, "bars", 1), _integer(last or first, text, "bars", 1))
             if request.bars[0] > request.bars[1]:
-                raise ConfigError(f"--control {text!r}: bars={value} runs backwards; write bars=A-B with A <= B")
+                raise RequestError("controls", f" {text!r}: bars={value} runs backwards; write bars=A-B with A <= B")
         elif key in SHORT_NAMES:
             values[key] = value
         else:
-            raise ConfigError(
-                f"--control {text!r}: unknown key {key!r}; allowed: track, bars, {', '.join(SHORT_NAMES)}"
+            raise RequestError(
+                "controls", f" {text!r}: unknown key {key!r}; allowed: track, bars, {', '.join(SHORT_NAMES)}"
             )
     if not values:
-        raise ConfigError(f"--control {text!r}: names no control; add one of {', '.join(SHORT_NAMES)}")
+        raise RequestError("controls", f" {text!r}: names no control; add one of {', '.join(SHORT_NAMES)}")
     level = "bar" if request.bars is not None else "track"
     for short, value in values.items():
         name = f"{level}_{short}"
         if name not in trained:
             names = sorted(f"{n.split('_', 1)[1]} ({n.split('_', 1)[0]})" for n in trained) or ["none"]
-            raise ConfigError(
-                f"--control {text!r}: this run has no {short} control for a {level}"
+            raise RequestError(
+                "controls",
+                f" {text!r}: this run has no {short} control for a {level}"
                 f"{' (give bars=A-B for bar-level ones)' if level == 'track' else ' (drop bars= for track-level ones)'}"
-                f"; it was trained with: {', '.join(names)}"
+                f"; it was trained with: {', '.join(names)}",
             )
         request.tokens[name] = [tokenizer.vocab[t] for t in _tokens(name, trained[name], value, text)]
     return request
@@ -108,17 +109,17 @@ def _parse(words: list[str], tokenizer: miditok.MusicTokenizer, trained: dict) -
 
 def _integer(value: str, text: str, key: str, least: int) -> int:
     if not value.isdigit() or int(value) < least:
-        raise ConfigError(f"--control {text!r}: {key} must be a whole number >= {least}, got {value!r}")
+        raise RequestError("controls", f" {text!r}: {key} must be a whole number >= {least}, got {value!r}")
     return int(value)
 
 
 def _range(value: str, text: str, short: str, low: int, high: int) -> tuple[int, int]:
     first, _, last = value.partition("-")
     if not (first.isdigit() and (last or first).isdigit()) or int(first) > int(last or first):
-        raise ConfigError(f"--control {text!r}: {short}={value} must be N or A-B with A <= B")
+        raise RequestError("controls", f" {text!r}: {short}={value} must be N or A-B with A <= B")
     a, b = int(first), int(last or first)
     if a < low or b > high:
-        raise ConfigError(f"--control {text!r}: {short}={value} is outside {low}-{high}, the values this run knows")
+        raise RequestError("controls", f" {text!r}: {short}={value} is outside {low}-{high}, the values this run knows")
     return a, b
 
 
@@ -146,8 +147,8 @@ def _tokens(name: str, control, value: str, text: str) -> list[str]:
         wanted = {d.strip().lower() for d in value.split(",")}
         unknown = wanted - set(DURATIONS)
         if unknown:
-            raise ConfigError(
-                f"--control {text!r}: duration {', '.join(sorted(unknown))} unknown; allowed: {', '.join(DURATIONS)}"
+            raise RequestError(
+                "controls", f" {text!r}: duration {', '.join(sorted(unknown))} unknown; allowed: {', '.join(DURATIONS)}"
             )
         kind = "ACBarNoteDuration" if name.startswith("bar") else "ACTrackNoteDuration"
         return [f"{kind}{m}_{int(d in wanted)}" for d, m in zip(DURATIONS, MIDITOK_DURATIONS, strict=True)]
@@ -157,7 +158,7 @@ def _tokens(name: str, control, value: str, text: str) -> list[str]:
     except ValueError:
         level = -1.0
     if not 0 <= level <= 1:
-        raise ConfigError(f"--control {text!r}: repetition={value} must be a number from 0 to 1")
+        raise RequestError("controls", f" {text!r}: repetition={value} must be a number from 0 to 1")
     bins = control._bins
     return [f"ACTrackRepetition_{bins[int(np.abs(bins - level).argmin())]:.2f}"]
 
@@ -168,4 +169,4 @@ def _pitch_class(word: str, text: str) -> int:
         return int(word)
     if word in PITCH_NAMES:
         return PITCH_NAMES[word]
-    raise ConfigError(f"--control {text!r}: pitch class {word!r} unknown; use 0-11 or names such as C, F#, Bb")
+    raise RequestError("controls", f" {text!r}: pitch class {word!r} unknown; use 0-11 or names such as C, F#, Bb")

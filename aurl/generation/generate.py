@@ -22,7 +22,7 @@ from aurl.data.layout import time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
-from aurl.errors import ConfigError, RequestError
+from aurl.errors import ConfigError, DataError, RequestError
 from aurl.generation.fast import FastDecoder
 from aurl.generation.given import GivenGrammar
 from aurl.generation.grammar import Grammar
@@ -219,7 +219,7 @@ def primer_tokens(
     head = score.clip(0, end)  # notes that start in the bars keep their whole length
     ids = tokenize_score(tokenizer, head).tolist()
     if not ids or not any(len(t.notes) for t in head.tracks):
-        raise RequestError("song", f" {path}: no notes in its first {bars} bars to continue; raise primer_bars")
+        raise DataError(f"{path}: no notes in its first {bars} bars to continue; raise primer_bars")
     return ids, head, end
 
 
