@@ -172,6 +172,7 @@ def build_trainer(
                 update={"max_batch": micro, "min_batch": min(cfg.min_batch, micro), "grad_accum": accum}
             )
             log(f"batch probe: micro-batch {micro} fits in memory; accumulating {accum} per step")
+            batch = micro  # evaluation's batches too
     elif cfg.batch_probe:
         log(f"batch probe needs CUDA; on {device.type} the token-budget rule sets the batch")
     plan = batch_plan(cfg.curriculum, seq_len, cfg.batch_tokens, cfg.min_batch, cfg.max_batch, cfg.grad_accum)
