@@ -79,7 +79,7 @@ def test_a_piece_keeps_one_meter_unless_asked_otherwise(trained_run, midi_dir, t
     """The tiny model learned pieces that change from 4/4 to 3/4 half-way; by default each piece keeps the
     meter of its first bar (a primer's when continuing), --meter chooses one, free lets it change."""
     quiet = {"log": lambda s: None, "num": 4, "min_tokens": 400, "max_tokens": 500}
-    free = generate(trained_run, tmp_path / "free", "latest", meter="free", **quiet)
+    free = generate(trained_run, tmp_path / "free", "latest", meter="free", **{**quiet, "num": 8})
     assert any(len(set(_meters(s.midi))) > 1 for s in free)  # the model does change meter when let
     held = generate(trained_run, tmp_path / "held", "latest", **quiet)
     assert [len(set(_meters(s.midi))) for s in held] == [1] * 4
