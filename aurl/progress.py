@@ -4,7 +4,7 @@ progress bar and plain lines.
 Where stderr is a terminal, a tqdm bar redraws itself in place. Anywhere else (a file, a pipe, CI) those
 redraws are carriage returns that pile up into lines thousands of characters long, so there the same
 figures come as one plain line every 10% of the total or every 30 s, whichever comes first, and once more
-at the end if the last line did not show it.
+at the end (`flush`, `close`) if the last line did not show it.
 """
 
 from __future__ import annotations
@@ -79,11 +79,15 @@ class Progress:
         if self._part(self.n) > self._part(self.shown) or now - self.last >= EVERY_SECONDS:
             self._line(now)
 
+    def flush(self) -> None:
+        """Without a bar, a line now unless the last one showed this count (the end, however it comes)."""
+        if self.bar is None and self.n != self.shown:
+            self._line(self.clock())
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.n != self.shown:
-            self._line(self.clock())
+        self.flush()
 
     def _part(self, n: int) -> int:
         return n * PARTS // max(self.total, 1)

@@ -67,6 +67,14 @@ def test_reporter_lines_show_the_figures_of_their_own_step(tmp_path, monkeypatch
     assert [line.split(",")[0] for line in lines] == [f"train: {n}/20 steps ({n * 5}%)" for n in range(2, 21, 2)]
     assert "loss=1.5" in lines[0] and "loss=19.5" in lines[-1]  # the mean of steps 1-2, of steps 19-20
 
+    lines.clear()  # a run that ends early (a time budget): its last line comes before its last evaluation's
+    with Reporter(tmp_path, 0, 100, main=False, progress=True, log=lines.append) as report:
+        for _ in range(7):
+            report.step({"loss": 1.0})
+        report.train(7, {k: 1.0 for k in Reporter.LINE if k != "loss"}, final=True)
+        report.valid(7, {"loss": 2.0}, "step 7")
+    assert [line.split(",")[0] for line in lines] == ["train: 7/100 steps (7%)", "step 7: valid loss 2.0000"]
+
 
 def test_prepare_without_a_terminal_logs_plain_lines(midi_dir, tiny_config, tmp_path, monkeypatch):
     stderr = io.StringIO()

@@ -127,14 +127,17 @@ class Reporter:
             for k, v in metrics.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v
 
-    def train(self, step: int, more: dict[str, float]) -> dict[str, float]:
-        """Log the means of the steps taken since the last train log, with `more` (rates, LR, ...)."""
+    def train(self, step: int, more: dict[str, float], final: bool = False) -> dict[str, float]:
+        """Log the means of the steps taken since the last train log, with `more` (rates, LR, ...); the
+        `final` log is shown at once (without a bar: a line before the last evaluation's)."""
         metrics = {"loss": 0.0, **{k: v / max(1, self.steps) for k, v in self.sums.items()}, **more}
         self.sums, self.steps = {}, 0
         if self.logger:
             self.logger.log(step, "train", metrics)
         self.progress.show({k: f"{metrics[k]:,.0f}" if k == "tokens_per_s" else f"{metrics[k]:.4g}" for k in self.LINE})
         self._advance()
+        if final:
+            self.progress.flush()
         return metrics
 
     def valid(self, step: int, valid: dict[str, float], when: str) -> None:

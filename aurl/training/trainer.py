@@ -272,7 +272,7 @@ class Trainer:
                     lr, epoch = self.scheduler.get_last_lr()[0], self._epoch()
                     more = {"lr": lr, "grad_norm": grad_norm, "epoch": epoch, "seq_len": length, "batch_size": batch}
                     more |= {**self.meter.read(), **memory_stats(self.device), **self.counters}
-                    train = report.train(self.step, more)
+                    train = report.train(self.step, more, final)
                 improved = stop = False
                 if evaluates and (self.step % cfg.eval_interval == 0 or final):
                     valid = self.evaluate()
