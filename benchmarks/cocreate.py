@@ -39,9 +39,10 @@ from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_
 from aurl.evaluation.harmony import FAULTS, voice_leading_faults
 from aurl.evaluation.likelihood import likelihood
 from aurl.evaluation.report import midi_files
-from aurl.generation.cocreate import Session, accompany, read_song
+from aurl.generation.cocreate import Session, read_song
+from aurl.generation.generate import Trained
 from aurl.generation.multitrack_grammar import Segment
-from aurl.generation.requests import generate
+from aurl.generation.requests import Accompany, generate
 
 FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
 PARTS = ["harmonisation", "infilling", "controls", "remi"]
@@ -107,7 +108,8 @@ def harmonisation(
     for path, song in zip(chorales, songs, strict=True):
         programs = [t.program for t in song.score.tracks[1:]]
         out = work / "harmonised" / path.stem
-        made = accompany(session.run_dir, path, programs, keep=[0], num=samples, out_dir=out, log=None, **sampling)
+        request = Accompany(song=str(path), add=programs, keep=[0])
+        made = generate(session.run_dir, out, log=None, request=request, num=samples, **sampling)
         written += [s.midi for s in made]
     faults_written, faults_bach = pooled_faults(written), pooled_faults(chorales)
     overlap = mean_overlap(features_of(written), features_of(chorales))
@@ -230,21 +232,26 @@ def controls(session: Session, songs) -> None:
                     row_hits[0] += distance == 0
                     row_hits[1] += distance <= 1
                     row_hits[2] += 1
-    print(f"\n### Controls ({len(songs)} held-out sopranos harmonised, asked for Bach's own voices' controls)")
+    print_controls(hits, names, len(songs))
+
+
+def print_controls(hits: dict[bool, dict[str, list[int]]], names: list[str], songs: int) -> None:
+    """The controls table: per control, requests met exactly and within one bin, asked and unasked."""
+    print(f"\n### Controls ({songs} held-out sopranos harmonised, asked for Bach's own voices' controls)")
     print("| control | requests | equal to the request | within one bin | unasked: equal | unasked: within one |")
     print("|---|---|---|---|---|---|")
     sums = {asked: [0, 0, 0] for asked in (True, False)}
     for name in names:
-        (e, w, c), (ue, uw, _) = hits[True][name], hits[False][name]
+        (e, w, c), (ue, uw, uc) = hits[True][name], hits[False][name]
         print(
             f"| {name} | {c} | {100 * e / max(1, c):.1f}% | {100 * w / max(1, c):.1f}% "
-            f"| {100 * ue / max(1, c):.1f}% | {100 * uw / max(1, c):.1f}% |"
+            f"| {100 * ue / max(1, uc):.1f}% | {100 * uw / max(1, uc):.1f}% |"
         )
         for asked in (True, False):
             sums[asked] = [x + y for x, y in zip(sums[asked], hits[asked][name], strict=True)]
-    (e, w, c), (ue, uw, _) = sums[True], sums[False]
-    print(f"| all | {c} | {100 * e / c:.1f}% | {100 * w / c:.1f}% | {100 * ue / c:.1f}% | {100 * uw / c:.1f}% |")
-    print("targets: equal in >= 70% of bars/tracks, within one bin in >= 90%")
+    (e, w, c), (ue, uw, uc) = sums[True], sums[False]
+    print(f"| all | {c} | {100 * e / c:.1f}% | {100 * w / c:.1f}% | {100 * ue / uc:.1f}% | {100 * uw / uc:.1f}% |")
+    print("targets: equal in >= 70% of requests, within one bin in >= 90%")
 
 
 def beside_remi(args, chorales: list[Path], work: Path) -> None:
@@ -274,7 +281,8 @@ def main() -> None:
     args = parser.parse_args()
     sampling = {"seed": args.seed, "temperature": args.temperature, "top_p": args.top_p}
     chorales = midi_files("builtin:bach-chorales:valid", quiet)
-    session = Session(args.mmm, "best", sampling, "benchmarks/cocreate.py")
+    mmm = Trained.load(args.mmm)
+    session = Session(mmm, mmm.settings(sampling))
     songs = [read_song(path, session.tokenizer, session.mt) for path in chorales]
     four = [(p, s) for p, s in zip(chorales, songs, strict=True) if len(s.tracks) == 4]
     chorales, songs = [p for p, _ in four], [s for _, s in four]

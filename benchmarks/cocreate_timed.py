@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 import torch
+from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
 
 from aurl.config import load_config
 from aurl.data.controls import CONTROLS, controls_of, measure, ordered
@@ -215,21 +216,6 @@ def harmonised(run: Path, chorales: list[Path], passes: int, args, out: Path) ->
     return written
 
 
-def _bin_distance(name: str, requested: list[str], measured: list[str]) -> float:
-    """How far a measured control is from the request: bins for numbers, members for sets (two note values
-    count as one bin: a bar's values are a set of five)."""
-    if name.endswith(("pitch_class", "duration")):
-        return len(set(requested) ^ set(measured)) / (1 if name.endswith("pitch_class") else 2)
-    if len(requested) != len(measured):
-        return math.inf
-
-    def value(token: str) -> float:
-        return float(token.split("_")[1].rstrip("+"))
-
-    step = 1 / 9 if name == "track_repetition" else 1  # MidiTok's 10 repetition bins over [0, 1]
-    return max(abs(value(a) - value(b)) / step for a, b in zip(requested, measured, strict=True))
-
-
 def controls_table(session: Session, chorales: list[Path], seed: int) -> None:
     """Harmonise each soprano asking for Bach's own alto, tenor and bass controls, then without asking."""
     tokenizer, layout = session.tokenizer, session.layout
@@ -273,21 +259,7 @@ def controls_table(session: Session, chorales: list[Path], seed: int) -> None:
                     row_hits[0] += distance == 0
                     row_hits[1] += distance <= 1
                     row_hits[2] += 1
-    print(f"\n### Controls ({len(chorales)} held-out sopranos harmonised, asked for Bach's own voices' controls)")
-    print("| control | requests | equal to the request | within one bin | unasked: equal | unasked: within one |")
-    print("|---|---|---|---|---|---|")
-    sums = {asked: [0, 0, 0] for asked in (True, False)}
-    for name in names:
-        (e, w, c), (ue, uw, uc) = hits[True][name], hits[False][name]
-        print(
-            f"| {name} | {c} | {100 * e / max(1, c):.1f}% | {100 * w / max(1, c):.1f}% "
-            f"| {100 * ue / max(1, uc):.1f}% | {100 * uw / max(1, uc):.1f}% |"
-        )
-        for asked in (True, False):
-            sums[asked] = [x + y for x, y in zip(sums[asked], hits[asked][name], strict=True)]
-    (e, w, c), (ue, uw, uc) = sums[True], sums[False]
-    print(f"| all | {c} | {100 * e / c:.1f}% | {100 * w / c:.1f}% | {100 * ue / uc:.1f}% | {100 * uw / uc:.1f}% |")
-    print("targets: equal in >= 70% of requests, within one bin in >= 90%")
+    print_controls(hits, names, len(chorales))
 
 
 def main() -> None:

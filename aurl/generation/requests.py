@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import symusic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -112,10 +113,7 @@ class Generate(Request):
     task: Literal["generate"] = "generate"
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        _one_pass(trained, settings)
-        generator = torch.Generator().manual_seed(settings.seed)
-        z = trained.mode.prior(trained.model, settings.num, generator, settings.z_temperature)
-        return Pieces(trained, [trained.tokenizer["BOS_None"]], settings, generator, z)
+        return _pieces(trained, settings)
 
 
 class Continue(Request):
@@ -126,62 +124,50 @@ class Continue(Request):
     song: str = Field(description="a MIDI file whose first settings.primer_bars bars the takes continue", **SONG)
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        _one_pass(trained, settings)
         ids, head, end = primer_tokens(self.song, trained.tokenizer, settings.primer_bars)
-        generator = torch.Generator().manual_seed(settings.seed)
-        z = trained.mode.prior(trained.model, settings.num, generator, settings.z_temperature)
-        return Pieces(trained, [trained.tokenizer["BOS_None"], *ids], settings, generator, z, head, end)
+        return _pieces(trained, settings, ids, head=head, head_end=end)
 
 
-class Accompany(Request):
+class _CoCreation(Request):
+    """What accompany and infill share: the runs that can do them, passes, and attribute controls."""
+
+    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs (or MMM)"
+    uses: ClassVar[tuple[str, ...]] = ("passes",)
+    controls: list[str] = Field(
+        default_factory=list, description='attribute controls, e.g. "track=4 density=6", "bars=5-8 polyphony=2"'
+    )
+
+    @classmethod
+    def offered(cls, trained: Trained) -> bool:
+        return trained.cocreates
+
+
+class Accompany(_CoCreation):
     label: ClassVar[str] = "Accompany"
     hint: ClassVar[str] = "Keep tracks of the song and write new ones beside them, bar for bar."
     task: Literal["accompany"] = "accompany"
     song: str = Field(description="the MIDI file accompanied", **SONG)
     keep: list[int] | None = Field(None, description="the song's tracks kept, 0-based (default: all)")
     add: list[int] = Field(description="programs of the new tracks (0-127, -1 drums)")
-    controls: list[str] = Field(
-        default_factory=list, description='attribute controls, e.g. "track=4 density=6", "bars=5-8 polyphony=2"'
-    )
-
-    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs (or MMM)"
-    uses: ClassVar[tuple[str, ...]] = ("passes",)
-
-    @classmethod
-    def offered(cls, trained: Trained) -> bool:
-        return trained.cocreates
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
         return accompaniment(trained, settings, self.song, self.add, self.keep, self.controls)
 
 
-class Infill(Request):
+class Infill(_CoCreation):
     label: ClassVar[str] = "Infill"
     hint: ClassVar[str] = "Rewrite a range of bars, with everything around them in view."
     task: Literal["infill"] = "infill"
     song: str = Field(description="the MIDI file rewritten", **SONG)
     bars: tuple[int, int] = Field(description="the bars rewritten, 1-based, inclusive")
     track: int | None = Field(None, description="the track rewritten, 0-based (default: every track)")
-    controls: list[str] = Field(
-        default_factory=list, description='attribute controls, e.g. "track=1 density=6", "bars=5-8 polyphony=2"'
-    )
-
-    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs (or MMM)"
-    uses: ClassVar[tuple[str, ...]] = ("passes",)
-
-    @classmethod
-    def offered(cls, trained: Trained) -> bool:
-        return trained.cocreates
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
         return infilling(trained, settings, self.song, self.bars, self.track, self.controls)
 
 
-class Encode(Request):
-    label: ClassVar[str] = "Reconstruct"
-    hint: ClassVar[str] = "Encode the song's first segment and write it again from its latent code."
-    task: Literal["encode"] = "encode"
-    song: str = Field(description="the MIDI file whose first segment is encoded", **SONG)
+class _Latent(Request):
+    """What only a latent model does: write from codes its encoder reads from songs."""
 
     run_needs: ClassVar[str] = "a latent model (model.mode vae)"
 
@@ -189,13 +175,19 @@ class Encode(Request):
     def offered(cls, trained: Trained) -> bool:
         return trained.mode.latent
 
+
+class Encode(_Latent):
+    label: ClassVar[str] = "Reconstruct"
+    hint: ClassVar[str] = "Encode the song's first segment and write it again from its latent code."
+    task: Literal["encode"] = "encode"
+    song: str = Field(description="the MIDI file whose first segment is encoded", **SONG)
+
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        _one_pass(trained, settings)
-        z = encode_file(self.song, trained.model, trained.tokenizer, trained.config).expand(settings.num, -1)
-        return _latent(trained, settings, z)
+        z = encode_file(self.song, trained.model, trained.tokenizer, trained.config)
+        return _pieces(trained, settings, z=z.expand(settings.num, -1))
 
 
-class Interpolate(Request):
+class Interpolate(_Latent):
     label: ClassVar[str] = "Interpolate"
     hint: ClassVar[str] = "Write settings.steps pieces along the path from one song's latent code to another's."
     task: Literal["interpolate"] = "interpolate"
@@ -203,17 +195,11 @@ class Interpolate(Request):
     song: str = Field(description="the MIDI file the path starts from", **SONG)
     to: str = Field(description="the MIDI file the path ends at", **SONG)
 
-    run_needs: ClassVar[str] = "a latent model (model.mode vae)"
-
-    @classmethod
-    def offered(cls, trained: Trained) -> bool:
-        return trained.mode.latent
-
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
         a, b = (encode_file(path, trained.model, trained.tokenizer, trained.config) for path in (self.song, self.to))
-        _one_pass(trained, settings)
-        z = torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
-        return _latent(trained, settings, z)
+        return _pieces(
+            trained, settings, z=torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
+        )
 
 
 REQUESTS: dict[str, type[Request]] = {
@@ -221,8 +207,16 @@ REQUESTS: dict[str, type[Request]] = {
 }
 
 
-def _one_pass(trained: Trained, settings: GenerateConfig) -> None:
-    """What pieces written from a prompt alone cannot be asked."""
+def _pieces(
+    trained: Trained,
+    settings: GenerateConfig,
+    primer: list[int] = (),
+    z: torch.Tensor | None = None,
+    head: symusic.Score | None = None,
+    head_end: int = 0,
+) -> Pieces:
+    """Pieces written after BOS and a primer's ids, from `z` (a latent model's codes; default: drawn from the
+    mode's prior), checked against what such pieces cannot be asked."""
     if settings.passes > 1:
         raise RequestError(
             "settings.passes", ": passes rewrite what co-creation writes (accompany, infill); leave it at 1"
@@ -231,10 +225,10 @@ def _one_pass(trained: Trained, settings: GenerateConfig) -> None:
         raise RequestError("settings.max_bars", ": a multitrack (MMM) run counts bars per track; leave it unset")
     if settings.constrained:
         _ = trained.grammar  # built now: a tokenizer without one is named before anything is sampled
-
-
-def _latent(trained: Trained, settings: GenerateConfig, z: torch.Tensor) -> Pieces:
-    return Pieces(trained, [trained.tokenizer["BOS_None"]], settings, torch.Generator().manual_seed(settings.seed), z)
+    generator = torch.Generator().manual_seed(settings.seed)
+    if z is None:
+        z = trained.mode.prior(trained.model, settings.num, generator, settings.z_temperature)
+    return Pieces(trained, [trained.tokenizer["BOS_None"], *primer], settings, generator, z, head, head_end)
 
 
 def generate(
