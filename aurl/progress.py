@@ -37,7 +37,9 @@ class Progress:
     """`total` units of work (`unit`: file, step) from `initial`: a bar when draws_bar() says so, else a line
     through `log` at each tenth (PARTS) or EVERY_SECONDS. `show(figures)` sets the figures that follow the count
     (loss, tokens/s, ...): the bar shows those named in `brief` (it has one line of a terminal), a plain
-    line all of them. `progress=False` keeps the plain lines (a log without a bar)."""
+    line all of them. `progress=False` keeps the plain lines (a log without a bar). `spent` (training under a
+    time budget) gives the share of the budget used: the work is as far along as the larger of the two
+    shares, and the time left is whichever of the two runs out first."""
 
     def __init__(
         self,
@@ -50,11 +52,15 @@ class Progress:
         brief: Sequence[str] = (),
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spent: Callable[[], float] | None = None,
     ):
         self.total, self.desc, self.unit, self.log, self.brief, self.clock = total, desc, unit, log, brief, clock
         self.n = self.shown = self.start_n = initial
         self.figures: dict[str, str] = {}
         self.start = self.last = clock()
+        self.spent = spent or (lambda: 0.0)
+        self.start_spent = self.spent()
+        self.shown_part = self._part()  # the tenth of the work the last line showed (a resume starts partway)
         self.bar = None
         if total and draws_bar(progress, stream):
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream)
@@ -68,7 +74,10 @@ class Progress:
     def show(self, figures: dict[str, str]) -> None:
         self.figures = dict(figures)
         if self.bar is not None:
-            self.bar.set_postfix({k: v for k, v in figures.items() if k in self.brief}, refresh=False)
+            brief = {k: v for k, v in figures.items() if k in self.brief}
+            if self.spent():  # the bar counts steps; a time budget that ends first shows its own share
+                brief["budget"] = f"{self.spent():.0%}"
+            self.bar.set_postfix(brief, refresh=False)
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -76,7 +85,7 @@ class Progress:
             self.bar.update(n)
             return
         now = self.clock()
-        if self._part(self.n) > self._part(self.shown) or now - self.last >= EVERY_SECONDS:
+        if self._part() > self.shown_part or now - self.last >= EVERY_SECONDS:
             self._line(now)
 
     def flush(self) -> None:
@@ -89,18 +98,25 @@ class Progress:
             self.bar.close()
         self.flush()
 
-    def _part(self, n: int) -> int:
-        return n * PARTS // max(self.total, 1)
+    def _done(self) -> float:
+        return max(self.n / max(self.total, 1), self.spent())
+
+    def _part(self) -> int:
+        return int(self._done() * PARTS)
 
     def _line(self, now: float) -> None:
-        self.shown, self.last = self.n, now
+        self.shown, self.shown_part, self.last = self.n, self._part(), now
         elapsed = now - self.start
         rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}s ({self.n / max(self.total, 1):.0%})"]
+        spent = self.spent()
+        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}s ({self._done():.0%})"]
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
         if rate > 0:
             parts.append(f"{rate:.3g} {self.unit}s/s")
-            if self.n < self.total:
-                parts.append(f"~{tqdm.format_interval((self.total - self.n) / rate)} left")
+            left = [(self.total - self.n) / rate]
+            if spent > self.start_spent:  # the budget's rest, at the pace it has been spent since the start
+                left.append(elapsed * (1 - spent) / (spent - self.start_spent))
+            if self.n < self.total and spent < 1:
+                parts.append(f"~{tqdm.format_interval(min(left))} left")
         figures = " ".join(f"{k}={v}" for k, v in self.figures.items())
         self.log(", ".join(parts) + (f"; {figures}" if figures else ""))

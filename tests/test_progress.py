@@ -56,6 +56,23 @@ def test_without_a_terminal_a_line_each_tenth_or_30_seconds_and_none_with_a_carr
     assert slow[-1] == "prepare: 50/1000 files (5%), 01:40 elapsed, 0.5 files/s, ~31:40 left"
 
 
+def test_under_a_time_budget_the_budget_sets_the_share_done_and_the_time_left():
+    lines: list[str] = []
+    clock = Clock()
+    budget = 100.0  # seconds; max_steps far away, as configs/base.yaml has it
+
+    def spent() -> float:
+        return clock.now / budget
+
+    with Progress(1_000_000, "train", "step", lines.append, progress=False, clock=clock, spent=spent) as progress:
+        while spent() < 1:
+            clock.now += 1.0
+            progress.update()
+    assert len(lines) == 10  # a line each tenth of the budget (each 10 s here), none left over
+    assert lines[0] == "train: 10/1000000 steps (10%), 00:10 elapsed, 1 steps/s, ~01:30 left"
+    assert lines[-1].startswith("train: 100/1000000 steps (100%)") and "left" not in lines[-1]
+
+
 def test_reporter_lines_show_the_figures_of_their_own_step(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())  # no terminal, however pytest was started
     lines: list[str] = []

@@ -94,10 +94,18 @@ class Reporter:
     LINE = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "seq_len", "batch_size")
 
     def __init__(
-        self, run_dir: Path, step: int, max_steps: int, main: bool, progress: bool, log: Callable[[str], None]
+        self,
+        run_dir: Path,
+        step: int,
+        max_steps: int,
+        main: bool,
+        progress: bool,
+        log: Callable[[str], None],
+        spent: Callable[[], float] | None = None,
     ):
         self.logger = MetricsLogger(run_dir, purge_step=step + 1) if main else None
-        self.progress = Progress(max_steps, "train", "step", log, step, progress, brief=("loss", "tokens_per_s"))
+        brief = ("loss", "tokens_per_s")
+        self.progress = Progress(max_steps, "train", "step", log, step, progress, brief=brief, spent=spent)
         self.log = log
         self.sums: dict[str, float] = {}  # of the steps taken since the last train log
         self.steps = 0

@@ -232,7 +232,9 @@ class Trainer:
         """Train to max_steps (or max_epochs, max_minutes, early stopping); returns the last train and valid
         metrics."""
         cfg, world = self.cfg, self.env.world_size
-        report = Reporter(self.run_dir, self.step, cfg.max_steps, self.env.is_main, self.progress, self.log)
+        report = Reporter(
+            self.run_dir, self.step, cfg.max_steps, self.env.is_main, self.progress, self.log, self.clock.spent
+        )
         self.model.train()
         batches = self._batches()
         train: dict[str, float] = {}
