@@ -25,8 +25,9 @@ Trains, one after another and each for --minutes on the chorales prepared with c
   values: at most one member different, two for note values); and the same shares without asking, the
   baseline the controls have to beat.
 
-Run: .venv/bin/python benchmarks/cocreate.py --data data/bach-chorales [--minutes 10] [--runs DIR]
-     [--samples 1] [--temperature 0.7] [--passes 1 3] [--models layout anticipation controls]
+Run: .venv/bin/python benchmarks/cocreate_timed.py --data data/bach-chorales [--minutes 10 | --steps N]
+     [--runs DIR] [--train-seed 0] [--samples 1] [--temperature 0.7] [--passes 1 3]
+     [--models layout anticipation controls]
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ def machine() -> str:
     return f"{model or platform.processor()} ({', '.join(extras) or 'no bf16 units'}), torch {torch.__version__}"
 
 
-def trained(label: str, data: str, minutes: float, steps: int | None, runs: Path) -> Path:
-    """The model's run: trained now for `minutes` (or `steps`), or found in `runs` from before."""
+def trained(label: str, data: str, minutes: float, steps: int | None, seed: int, runs: Path) -> Path:
+    """The model's run: trained now for `minutes` (or `steps`) from `seed`, or found in `runs` from before."""
     run = runs / label
     if not (run / "config.yaml").is_file():
         budget = [f"train.max_steps={steps}"] if steps else [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
-        sets = ["train.sample_interval=0", *budget]
+        sets = ["train.sample_interval=0", f"train.seed={seed}", *budget]
         config = load_config(DEMO, [*sets, *MODELS[label]])
         if config.tokenizer.controls:  # a vocabulary of its own: the chorales prepared again
             data = str(runs / f"{label}-data")
@@ -276,7 +277,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the demo's)")
     parser.add_argument("--passes", nargs="+", type=int, default=[1, 3], help="harmonise with these (default 1 3)")
     parser.add_argument("--chorales", type=int, help="only the first N held-out chorales (a quick look)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the sampling and the infilled bars")
+    parser.add_argument("--train-seed", type=int, default=0, help="of training (a repeat run: another seed)")
     args = parser.parse_args()
     chorales = [p for p in midi_files("builtin:bach-chorales:valid", quiet) if len(symusic.Score(str(p)).tracks) == 4]
     chorales = chorales[: args.chorales]
@@ -287,7 +289,10 @@ def main() -> None:
         reference.append(row)
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.runs or tmp)
-        rows = {label: trained(label, args.data, args.minutes, args.steps, runs) for label in ["plain", *args.models]}
+        rows = {
+            label: trained(label, args.data, args.minutes, args.steps, args.train_seed, runs)
+            for label in ["plain", *args.models]
+        }
         steps = {
             label: max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
             for label, run in rows.items()
