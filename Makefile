@@ -16,7 +16,7 @@ HARMONY_TEMPERATURE ?= 0.7
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
-.PHONY: venv dev demo serve test lint clean
+.PHONY: venv dev demo serve test lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The user guide's tools (MkDocs, mkdocs-material): the docs extra.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -64,6 +69,11 @@ test: dev
 
 lint: dev
 	$(BIN)/ruff check aurl tests benchmarks
+
+# The user guide (docs/, mkdocs.yml) as a static site in site/; --strict fails on a broken link, a missing
+# page or a page left out of the nav.
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) build *.egg-info
