@@ -73,7 +73,7 @@ lint: dev
 # The user guide (docs/, mkdocs.yml) as a static site in site/; --strict fails on a broken link, a missing
 # page or a page left out of the nav.
 docs: $(VENV)/.installed-docs
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) build *.egg-info
