@@ -3,8 +3,8 @@
 Trains, one after another and each for --minutes on the chorales prepared with configs/demo.yaml:
 - plain: plain windows only (data.tasks={continue: 1}), the baseline for free generation;
 - layout: the task mix (accompany, infill), given notes first at each onset, no anticipation
-  (data.ahead_bars=0);
-- anticipation: the task mix with the given notes anticipated a bar ahead (the demo's settings);
+  (data.ahead_bars=0, the demo's settings);
+- anticipation: the task mix with the given notes anticipated a bar ahead (data.ahead_bars=1);
 - controls: the demo's settings with MidiTok's eight attribute controls (tokenizer.controls), on the chorales
   prepared again with them (the vocabulary grows), which the benchmark does itself.
 (--runs DIR keeps the runs there and reuses those already trained.) Then prints, per model:
@@ -65,7 +65,7 @@ FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
 MODELS = {
     "plain": ["data.tasks={continue: 1}"],
     "layout": ["data.ahead_bars=0"],
-    "anticipation": [],
+    "anticipation": ["data.ahead_bars=1"],
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
 }
 SOPRANO, LOWER = 40, (41, 42, 43)
