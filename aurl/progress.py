@@ -85,7 +85,8 @@ class Progress:
             self.bar.update(n)
             return
         now = self.clock()
-        if self._part() > self.shown_part or now - self.last >= EVERY_SECONDS:
+        # the end's line comes from flush(), once: a time budget spent shows 100% a step before training stops
+        if self.shown_part < self._part() < PARTS or now - self.last >= EVERY_SECONDS:
             self._line(now)
 
     def flush(self) -> None:
