@@ -75,8 +75,8 @@ class Progress:
         self.figures = dict(figures)
         if self.bar is not None:
             brief = {k: v for k, v in figures.items() if k in self.brief}
-            if self.spent():  # the bar counts steps; a time budget that ends first shows its own share
-                brief["budget"] = f"{self.spent():.0%}"
+            if spent := self.spent():  # the bar counts steps; a time budget that ends first shows its own share
+                brief["budget"] = f"{spent:.0%}"
             self.bar.set_postfix(brief, refresh=False)
 
     def update(self, n: int = 1) -> None:
