@@ -132,9 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--add", nargs="+", metavar="PROGRAM", help="new tracks, by General MIDI program 0-127 or 'drums'")
     co.add_argument("--infill", metavar="SONG", help="rewrite --bars of SONG, keeping everything else note for note")
     co.add_argument(
-        "--passes",
+        "--sweeps",
         type=int,
-        help="then rewrite each written track in turn with all the others given, N - 1 more times (default 1)",
+        metavar="N",
+        help="revision sweeps after the first pass: each rewrites every span of one or two bars of every written "
+        "track with everything else in view on both sides, cooler each sweep (default: the run's generate.sweeps)",
+    )
+    co.add_argument(
+        "--keep-sweeps",
+        action="store_const",
+        const=True,
+        help="also write each take as it was before each sweep (sample_I_sweep_K; K 0: the first pass)",
     )
     co.add_argument("--bars", metavar="A-B", help="bars to rewrite, 1-based and inclusive, e.g. 9-12")
     co.add_argument("--track", type=int, metavar="N", help="track to rewrite, 0-based (default: every track)")

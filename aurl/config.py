@@ -115,6 +115,11 @@ class DataConfig(Section):
     # (aurl.data.layout); multitrack (MMM) windows hold every track of up to window_bars bars.
     tasks: dict[Literal["continue", "accompany", "infill"], float] = Field(default_factory=lambda: {"continue": 1.0})
     ahead_bars: int = Field(1, ge=0, description="bars ahead the given material is anticipated (0: not at all)")
+    # A training window of 512 tokens holds about seven bars of a four-voice chorale: two after the gap leave
+    # room for the bars before it.
+    suffix_bars: int = Field(
+        2, ge=0, description="infill: bars after the gap read before it (fill-in-the-middle; 0: the left side only)"
+    )
     drop_tracks: float = Field(0.3, ge=0, le=1, description="accompany task: share of windows that drop tracks")
     window_bars: int = Field(8, ge=1)
     infill_bars: tuple[int, int] = Field((1, 4), description="infill task: bars taken out, [fewest, most]")
@@ -338,12 +343,13 @@ class GenerateConfig(Section):
         description="hold: every bar keeps the first bar's time signature (a primer's or a song's); free: the "
         "model may change it at any bar; or one to hold, e.g. 3/4",
     )
-    passes: int = Field(
-        1,
-        ge=1,
-        description="co-creation: after the first pass, each written track rewritten in turn with every other "
-        "track given, passes - 1 times (pseudo-Gibbs)",
+    sweeps: int = Field(
+        0,
+        ge=0,
+        description="co-creation: revision sweeps after the first pass, each rewriting every span of one or two bars "
+        "of every written track with everything else given on both sides, the temperature annealed (pseudo-Gibbs)",
     )
+    keep_sweeps: bool = Field(False, description="co-creation: also keep each take as it was before each sweep")
     seed: int = 0
 
     @field_validator("meter")
@@ -352,6 +358,18 @@ class GenerateConfig(Section):
         if not re.fullmatch(r"hold|free|[1-9][0-9]*/[1-9][0-9]*", value):
             raise ValueError("expected hold, free or a time signature such as 3/4")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _passes(cls, data: Any) -> Any:
+        """A run from before sweeps saved `passes`, its first pass counted: N passes are N - 1 sweeps."""
+        if isinstance(data, dict) and "passes" in data:
+            if "sweeps" in data:
+                raise ValueError("passes: now sweeps, the revision sweeps after the first pass (N passes: N - 1)")
+            data = dict(data)
+            passes = data.pop("passes")
+            data["sweeps"] = max(0, passes - 1) if isinstance(passes, int) else passes
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import miditok
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 
 from aurl.config import AugmentConfig, Config, ModelConfig
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset, SegmentDataset, WindowDataset
-from aurl.data.layout import run_layout, time_ordered
+from aurl.data.layout import run_layout, task_ids, time_ordered
 from aurl.data.multitrack import is_multitrack
 from aurl.data.tasks import TaskDataset
 from aurl.data.timed_tasks import TimedTaskDataset
@@ -45,6 +46,10 @@ class LanguageModelMode:
     def objective(self, config: Config, model: nn.Module, vocab_size: int, weights: torch.Tensor | None) -> Objective:
         return LanguageModelObjective(model, weights)
 
+    def opening(self, tokenizer: miditok.MusicTokenizer) -> list[int]:
+        """What follows BOS in a piece written from nothing (or a primer): a time-ordered run's Task_Free."""
+        return task_ids(tokenizer, "free")
+
     def datasets(
         self, config: Config, data: PreparedDataset, augment: AugmentConfig | None
     ) -> tuple[Dataset, Dataset | None]:
@@ -55,7 +60,8 @@ class LanguageModelMode:
                 TaskDataset(data.pieces("train"), data.tokenizer, config.data, True, augment, seed),
                 _valid(data, lambda pieces: TaskDataset(pieces, data.tokenizer, config.data, False)),
             )
-        valid = _valid(data, lambda pieces: WindowDataset(pieces, data.tables, seq_len, False))
+        opening = self.opening(data.tokenizer)
+        valid = _valid(data, lambda pieces: WindowDataset(pieces, data.tables, seq_len, False, opening=opening))
         if config.data.cocreation:
             if not time_ordered(data.tokenizer) or data.tokenizer.is_trained:
                 raise ConfigError(
@@ -64,13 +70,14 @@ class LanguageModelMode:
                 )
             layout = run_layout(data.tokenizer, config.data)
             return TimedTaskDataset(data.pieces("train"), data.tables, layout, config.data, True, augment, seed), valid
-        return WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, seed), valid
+        return WindowDataset(data.pieces("train"), data.tables, seq_len, True, augment, seed, opening), valid
 
     def evaluation_items(self, config: Config, data: PreparedDataset, split: str) -> Dataset:
         """Items that hold every token of the split once, as a likelihood needs."""
         if is_multitrack(data.tokenizer):
             return TaskDataset(data.pieces(split), data.tokenizer, config.data, False)
-        return WindowDataset(data.pieces(split), data.tables, config.data.seq_len, train=False)
+        opening = self.opening(data.tokenizer)
+        return WindowDataset(data.pieces(split), data.tables, config.data.seq_len, False, opening=opening)
 
     def logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return model(batch["input_ids"])
@@ -102,6 +109,10 @@ class LatentMode(LanguageModelMode):
 
     def objective(self, config: Config, model: nn.Module, vocab_size: int, weights: torch.Tensor | None) -> Objective:
         return VAEObjective(model, config.vae, weights)
+
+    def opening(self, tokenizer: miditok.MusicTokenizer) -> list[int]:
+        """Segments open with BOS alone: the code z, not a token, says what to write."""
+        return []
 
     def _single_stream(self, data: PreparedDataset) -> None:
         if is_multitrack(data.tokenizer):

@@ -2,7 +2,8 @@
 
 Trains, one after another and each for --minutes on the chorales prepared with configs/demo.yaml:
 - plain: plain windows only (data.tasks={continue: 1}), the baseline for free generation;
-- layout: the task mix (accompany, infill), given notes first at each onset, no anticipation
+- layout: the task mix (accompany, infill), each window saying its task after BOS, an infill reading the bars
+  after its gap in a block before it (data.suffix_bars), given notes first at each onset, no anticipation
   (data.ahead_bars=0, the demo's settings);
 - anticipation: the task mix with the given notes anticipated a bar ahead (data.ahead_bars=1);
 - controls: the demo's settings with MidiTok's eight attribute controls (tokenizer.controls), on the chorales
@@ -12,13 +13,14 @@ Trains, one after another and each for --minutes on the chorales prepared with c
 - harmonisation: bits per note of Bach's alto, tenor and bass given the soprano (laid out as a request:
   the soprano given and anticipated) against the same voices without it (a plain stream of the three),
   under the same model; voice-leading faults per 100 notes (aurl.evaluation.harmony), all kinds together
-  and each, of harmonisations written for each soprano (--accompany: keep track 0, add 41 42 43) with 1 and
-  3 passes (--passes), beside Bach's own; the mean feature overlap (aurl evaluate's features) of the written
-  harmonisations with the held-out chorales;
+  and each, of harmonisations written for each soprano (--accompany: keep track 0, add 41 42 43) after 0, 1,
+  3 and 10 revision sweeps (--sweeps), with the seconds each sweep took per chorale, beside Bach's own; the
+  mean feature overlap (aurl evaluate's features) of the written harmonisations with the held-out chorales;
 - infilling: bits per note of two true bars of one voice (drawn per chorale, never the first or last bars)
-  laid out as an infill request, with both sides (what follows anticipated) and with the left side only
-  (the chorale cut after the gap: nothing anticipated), in the same format;
-- free generation: bits per note of the held-out chorales (plain windows) beside the plain model's;
+  laid out as an infill request, with both sides (the bars after the gap in its block, and anticipated where
+  the model anticipates) and with the left side only (the chorale cut after the gap), in the same format;
+- free generation: bits per note of the held-out chorales (plain windows) beside the plain model's, and the
+  length in bars of 12 pieces written from nothing at the run's own settings;
 - controls (the controls model): each soprano harmonised asking for Bach's own alto, tenor and bass controls,
   bar by bar and track by track; MidiTok then measures the voices written: the share equal to the request,
   and the share within one bin (numbers: each value off by at most one bin; sets of pitch classes or note
@@ -26,7 +28,7 @@ Trains, one after another and each for --minutes on the chorales prepared with c
   baseline the controls have to beat.
 
 Run: .venv/bin/python benchmarks/cocreate_timed.py --data data/bach-chorales [--minutes 10 | --steps N]
-     [--runs DIR] [--train-seed 0] [--samples 1] [--temperature 0.7] [--passes 1 3]
+     [--runs DIR] [--train-seed 0] [--samples 1] [--temperature 0.7] [--sweeps 0 1 3 10]
      [--models layout anticipation controls]
 """
 
@@ -38,26 +40,29 @@ import math
 import platform
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import symusic
 import torch
 from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
+from miditok.utils import get_bars_ticks
 
 from aurl.config import load_config
 from aurl.data.controls import CONTROLS, controls_of, measure, ordered
-from aurl.data.layout import Laid, Layout
+from aurl.data.layout import Laid, Layout, task_ids
 from aurl.data.prepare import prepare, tokenize_score
 from aurl.evaluation.compare import compare_sets
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_features
 from aurl.evaluation.harmony import FAULTS, voice_leading_faults
-from aurl.evaluation.likelihood import likelihood
+from aurl.evaluation.likelihood import likelihood, written_nll
 from aurl.evaluation.report import midi_files
-from aurl.generation.cocreate import Session, read_timed_song
 from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.given import plan_of
 from aurl.generation.requests import Accompany, generate
+from aurl.generation.session import Session
+from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -102,16 +107,6 @@ def dataset_of(run: Path) -> str:
     return load_config(run / "config.yaml").data.dataset
 
 
-@torch.inference_mode()
-def written_nll(model: torch.nn.Module, bos: int, laid: Laid) -> float:
-    """Summed negative log-likelihood (nats) of the tokens a laid-out stream writes (its given ones are
-    read, not scored)."""
-    ids = [bos, *laid.ids]
-    logits = model(torch.tensor([ids]))[0, :-1].float().log_softmax(-1)
-    picked = -logits[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
-    return float(picked[torch.tensor([not given for given in laid.given])].sum())
-
-
 def notes_of(layout: Layout, laid: Laid, programs: set[int]) -> int:
     """Notes of these programs a laid-out stream writes (not given, outside the anticipated blocks)."""
     inside, count = False, 0
@@ -130,7 +125,7 @@ def bits(nats: float, notes: int) -> float:
 def fitting(layout: Layout, bars, given, context: int) -> int:
     """The most bars from the first whose layout (with `given`) fits the model's context."""
     count = len(bars)
-    while count > 1 and len(layout.lay_out(bars, count, given).ids) + 1 > context:
+    while count > 1 and len(layout.window("accompany", bars, range(count), given).ids) + 1 > context:
         count -= 1
     return count
 
@@ -145,8 +140,8 @@ def harmonisation_bits(session: Session, chorales: list[Path]) -> tuple[float, f
         bars = read_timed_song(path, session.tokenizer, layout).bars
         with_soprano = lambda bar, program: program == SOPRANO  # noqa: E731
         count = fitting(layout, bars, with_soprano, context)
-        laid = layout.lay_out(bars, count, with_soprano)
-        lower = layout.lay_out([bar.without({SOPRANO}) for bar in bars], count, None)
+        laid = layout.window("accompany", bars, range(count), with_soprano)
+        lower = layout.window("free", [bar.without({SOPRANO}) for bar in bars], range(count), None)
         given_nats += written_nll(model, bos, laid)
         alone_nats += written_nll(model, bos, lower)
         notes += notes_of(layout, lower, set(LOWER))
@@ -156,7 +151,7 @@ def harmonisation_bits(session: Session, chorales: list[Path]) -> tuple[float, f
 def infill_bits(session: Session, chorales: list[Path], seed: int) -> tuple[float, float, int]:
     """Bits per note of two true bars of one voice given both sides, and given the left side only."""
     layout, model = session.layout, session.decoder
-    bos, context = session.tokenizer["BOS_None"], model.cfg.context
+    bos, room = session.tokenizer["BOS_None"], session.room
     rng = np.random.default_rng(seed)
     both = left = 0.0
     notes = spans = 0
@@ -171,11 +166,13 @@ def infill_bits(session: Session, chorales: list[Path], seed: int) -> tuple[floa
         def given(bar: int, program: int, gap: range = gap, voice: int = voice) -> bool:
             return bar not in gap or program != voice
 
-        start = 0  # the bars before the gap that fit the context with it and the bar after it
-        while len(layout.lay_out(bars[start:], gap.stop - start, shifted(given, start)).ids) + 1 > context:
+        start = 0  # the bars before the gap that fit a training window with it and the bars after it
+        moved = range(gap.start - start, gap.stop - start)
+        while len(layout.window("infill", bars[start:], moved, shifted(given, start)).ids) + 1 > room:
             start += 1
-        with_right = layout.lay_out(bars[start:], gap.stop - start, shifted(given, start))  # what follows: anticipated
-        left_only = layout.lay_out(bars[start : gap.stop], gap.stop - start, shifted(given, start))  # nothing after
+            moved = range(gap.start - start, gap.stop - start)
+        with_right = layout.window("infill", bars[start:], moved, shifted(given, start))
+        left_only = layout.window("infill", bars[start : gap.stop], moved, shifted(given, start))  # nothing after
         both += written_nll(model, bos, with_right)
         left += written_nll(model, bos, left_only)
         notes += notes_of(layout, with_right, {voice})
@@ -204,17 +201,25 @@ def overlap(paths: list[Path], reference: list[dict]) -> float:
     return float(np.nanmean([comparison[name]["overlap"] for name in FEATURES]))
 
 
-def harmonised(run: Path, chorales: list[Path], passes: int, args, out: Path) -> list[Path]:
+def harmonised(run: Path, chorales: list[Path], sweeps: int, args, out: Path) -> tuple[list[Path], float]:
+    """The harmonisations written after `sweeps` sweeps, and the seconds they took."""
     written = []
     trained_run = Trained.load(run)
+    began = time.perf_counter()
     for path in chorales:
         request = Accompany(song=str(path), add=list(LOWER), keep=[0])
         made = generate(
             trained_run, out / path.stem, log=None, request=request, num=args.samples,
-            temperature=args.temperature, seed=args.seed, passes=passes,
+            temperature=args.temperature, seed=args.seed, sweeps=sweeps,
         )  # fmt: skip
         written += [s.midi for s in made]
-    return written
+    return written, time.perf_counter() - began
+
+
+def lengths(run: Path, out: Path, count: int = 12) -> list[int]:
+    """Bars of `count` pieces written from nothing at the run's own settings."""
+    samples = generate(run, out, log=None, num=count)
+    return sorted(len(get_bars_ticks(symusic.Score(str(s.midi)))) for s in samples)
 
 
 def controls_table(session: Session, chorales: list[Path], seed: int) -> None:
@@ -243,7 +248,8 @@ def controls_table(session: Session, chorales: list[Path], seed: int) -> None:
             plan = plan_of(
                 layout, melody, range(len(melody)), lambda bar, program: True, list(LOWER), steer if asked else None
             )
-            (row,) = session.write([[bos]], [plan], session.settings.max_tokens * 3 + plan.forced)
+            prompt = [bos, *task_ids(tokenizer, "accompany")]
+            (row,) = session.write([prompt], [plan], session.settings.max_tokens * 3 + plan.forced)
             score = tokens_to_score(tokenizer, layout.played(row))[0]
             for track in score.tracks:
                 if track.program not in wanted:
@@ -275,7 +281,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=choices, choices=choices)
     parser.add_argument("--samples", type=int, default=1, help="harmonisations per soprano (default 1)")
     parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the demo's)")
-    parser.add_argument("--passes", nargs="+", type=int, default=[1, 3], help="harmonise with these (default 1 3)")
+    parser.add_argument(
+        "--sweeps", nargs="+", type=int, default=[0, 1, 3, 10], help="harmonise with these (default 0 1 3 10)"
+    )
     parser.add_argument("--chorales", type=int, help="only the first N held-out chorales (a quick look)")
     parser.add_argument("--seed", type=int, default=0, help="of the sampling and the infilled bars")
     parser.add_argument("--train-seed", type=int, default=0, help="of training (a repeat run: another seed)")
@@ -305,21 +313,26 @@ def main() -> None:
             + ", ".join(f"{k} {v} steps" for k, v in steps.items())
         )
         print("\n### Harmonisation (soprano given, alto, tenor and bass written)")
-        print("| model | passes | A/T/B bits/note given S | without S | reduction | faults/100 notes (Bach) | "
+        print("| model | sweeps | s/sweep/chorale | A/T/B bits/note given S | without S | reduction "
+              "| faults/100 notes (Bach) | "
               + " | ".join(name.replace("_", " ") for name in FAULTS) + " | feature overlap |")  # fmt: skip
-        print("|---|---|---|---|---|---|" + "---|" * len(FAULTS) + "---|")
+        print("|---|---|---|---|---|---|---|" + "---|" * len(FAULTS) + "---|")
         infill_rows = []
         for label in args.models:
             loaded = Trained.load(rows[label])
             session = Session(loaded, loaded.settings({"temperature": args.temperature, "seed": args.seed}))
             with_s, without = harmonisation_bits(session, chorales)
             infill_rows.append((label, *infill_bits(session, chorales, args.seed)))
-            for passes in args.passes:
-                written = harmonised(rows[label], chorales, passes, args, Path(tmp) / f"{label}-{passes}")
+            first = None
+            for sweeps in args.sweeps:
+                written, seconds = harmonised(rows[label], chorales, sweeps, args, Path(tmp) / f"{label}-{sweeps}")
+                first = seconds if first is None else first
+                per_sweep = f"{(seconds - first) / sweeps / len(chorales) / args.samples:.1f}" if sweeps else "-"
                 found = faults(written)
                 kinds = " | ".join(f"{found[name]:.2f} ({bach[name]:.2f})" for name in FAULTS)
                 print(
-                    f"| {label} | {passes} | {with_s:.3f} | {without:.3f} | {100 * (1 - with_s / without):.1f}% "
+                    f"| {label} | {sweeps} | {per_sweep} | {with_s:.3f} | {without:.3f} "
+                    f"| {100 * (1 - with_s / without):.1f}% "
                     f"| {found['total']:.2f} ({bach['total']:.2f}) | {kinds} | {overlap(written, reference):.3f} |"
                 )
         print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75")
@@ -334,6 +347,12 @@ def main() -> None:
         for label, rate in free.items():
             print(f"| {label} | {rate:.3f} | {100 * (rate / free['plain'] - 1):+.1f}% |")
         print("target: within 3% of the plain model (the controls model's vocabulary, hence its tokens, differ)")
+        print("\n### Free pieces: bars of 12 written from nothing at the run's settings")
+        print("| model | 12 bars or more | lengths |\n|---|---|---|")
+        for label, run in rows.items():
+            found = lengths(run, Path(tmp) / f"{label}-free")
+            print(f"| {label} | {sum(n >= 12 for n in found)} of {len(found)} | {' '.join(map(str, found))} |")
+        print("target: at least 11 of 12 pieces 12 bars or more")
         if "controls" in rows:
             loaded = Trained.load(rows["controls"])
             settings = loaded.settings({"temperature": args.temperature, "seed": args.seed, "num": 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +106,8 @@ WindowKey = tuple[int, int, int]  # (window index, epoch, length): what the batc
 
 
 class WindowDataset(Dataset):
-    """Windows (+1 token for the shifted target) over pieces framed as BOS + piece + EOS.
+    """Windows (+1 token for the shifted target) over pieces framed as BOS + opening + piece + EOS, where the
+    opening (a time-ordered run's Task_Free) is read, never a target: generation forces it.
 
     Training windows (one per seq_len tokens of a piece per epoch) are augmented; the first opens the
     piece, the others start at random; evaluation windows tile each piece at fixed starts. A piece
@@ -124,14 +125,16 @@ class WindowDataset(Dataset):
         train: bool,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
+        opening: Sequence[int] = (),
     ):
         if not pieces:
             raise DataError("this split of the dataset holds no pieces; prepare more files or change the fractions")
         self.pieces, self.tables, self.seq_len = pieces, tables, seq_len
         self.train, self.augment_cfg, self.seed = train, augment_cfg, seed
+        self.opening = np.asarray(opening, dtype=np.int64)
         self.windows: list[Window] = []
         for i, piece in enumerate(pieces):
-            n = len(piece) + 2
+            n = len(piece) + 2 + len(opening)
             if train:  # one window opens the piece, so samples from BOS learn to start as pieces start
                 self.windows += [Window(i, 0)] + [Window(i, None)] * (math.ceil(n / seq_len) - 1)
             else:
@@ -145,7 +148,7 @@ class WindowDataset(Dataset):
         t = self.tables
         window = self.windows[index]
         piece = self.pieces[window.piece]
-        framed = np.concatenate(([t.bos_id], piece.astype(np.int64), [t.eos_id]))
+        framed = np.concatenate(([t.bos_id], self.opening, piece.astype(np.int64), [t.eos_id]))
         rng = np.random.default_rng([self.seed, epoch, index, length])
         start = window.start
         if start is None:
@@ -153,7 +156,11 @@ class WindowDataset(Dataset):
         ids = framed[start : start + length + 1]
         if self.train and self.augment_cfg is not None:
             ids = augment(ids, t, self.augment_cfg, rng)
-        return pack(ids, length, t.pad_id)
+        item = pack(ids, length, t.pad_id)
+        if start == 0 and len(self.opening):
+            item["targets"][: len(self.opening)] = IGNORE_INDEX
+            item["weight"] -= len(self.opening)
+        return item
 
 
 class TokenBudgetBatchSampler(Sampler[list[WindowKey]]):

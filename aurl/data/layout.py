@@ -1,9 +1,17 @@
-"""The time-ordered stream laid out for co-creation: what is given, what is written, and what is anticipated.
+"""The time-ordered stream laid out for co-creation: its task, what is given, what is written, what is read
+from after a gap, and what is anticipated.
 
 In REMI with programs every track is one stream, notes ordered by onset: `Bar TimeSig Position Tempo Program
 Pitch Duration Program Pitch Duration Position ...`. A co-creation request, and a training window of the
 accompany or infill task, splits a piece's notes into given ones (the model reads them, never predicts them:
 generation forces them) and written ones. The layout
+- says the task right after BOS: `Task_Free` (a free piece or a primer's continuation), `Task_Accompany` or
+  `Task_Infill`, given like any forced token, so that a free piece never reads as a request that ends after its
+  last bar (a run whose vocabulary has no task tokens, from before they existed, reads and writes none);
+- reads both sides of an infill gap (fill-in-the-middle: prefix, suffix, middle, Bavarian et al. 2022): the
+  bars before the gap, then a block `Suffix_Start ... Suffix_End` holding the bars after it (every track, up
+  to data.suffix_bars, as MidiTok writes them: read, never played, never a target; empty where the gap ends
+  the piece), then the gap's bars, its other tracks given at their onsets and its own written;
 - puts the given notes first at each onset, so that a voice is written knowing what the given voices do at
   that moment (MidiTok orders an onset's notes by track instead);
 - anticipates: right after each bar's time signature, a block `Ahead_Start ... Ahead_End` holds the given
@@ -18,6 +26,7 @@ generation forces them) and written ones. The layout
   request that asks for none reads as a window that drew none. A group is read, never played: decoding
   drops it, and the loss never targets it. So a bar reads
   `Bar TimeSig Ahead_Start ... Ahead_End Program_p ACTrack... ACBar... Program_q ACBar... Position ...`.
+So an infill reads `BOS Task_Infill <bars before> Suffix_Start <bars after> Suffix_End <the gap's bars> EOS`.
 Training windows and generation requests are laid out here alone, so the two cannot drift apart.
 """
 
@@ -33,6 +42,9 @@ from aurl.config import DataConfig
 from aurl.data.controls import is_control
 
 AHEAD_TOKENS = ("Ahead_Start", "Ahead_End")
+SUFFIX_TOKENS = ("Suffix_Start", "Suffix_End")
+TASK_TOKENS = {"free": "Task_Free", "accompany": "Task_Accompany", "infill": "Task_Infill"}
+LAYOUT_TOKENS = [*AHEAD_TOKENS, *SUFFIX_TOKENS, *TASK_TOKENS.values()]  # special tokens of time-ordered runs
 IsGiven = Callable[[int, int], bool]  # (bar index, program: -1 drums) → whether that bar's notes are given
 # (bar index, or None for the track as a whole; program: -1 drums) → the control ids a written program is
 # steered by there ([]: none)
@@ -79,20 +91,37 @@ class Laid:
         self.ids += ids
         self.given += [given] * len(ids)
 
+    def extend(self, other: Laid) -> None:
+        self.ids += other.ids
+        self.given += other.given
+
 
 def run_layout(tokenizer: miditok.MusicTokenizer, cfg: DataConfig) -> Layout:
-    """The layout a run trains and co-creates with: anticipation only where it trained for it."""
-    return Layout(tokenizer, cfg.ahead_bars if cfg.cocreation and AHEAD_TOKENS[0] in tokenizer.vocab else 0)
+    """The layout a run trains and co-creates with: anticipation only where it trained for it, the bars after a
+    gap read only by a run whose vocabulary has the block."""
+    vocab = tokenizer.vocab
+    ahead = cfg.ahead_bars if cfg.cocreation and AHEAD_TOKENS[0] in vocab else 0
+    return Layout(tokenizer, ahead, cfg.suffix_bars if SUFFIX_TOKENS[0] in vocab else 0)
+
+
+def task_ids(tokenizer: miditok.MusicTokenizer, task: str) -> list[int]:
+    """What follows BOS in a window or request of `task` (free, accompany, infill): its task token, or nothing
+    where the vocabulary has none (a run from before task tokens, or a tokenizer that does not co-create)."""
+    name = TASK_TOKENS[task]
+    return [tokenizer.vocab[name]] if name in tokenizer.vocab else []
 
 
 class Layout:
-    """A tokenizer's ids as the layout reads and writes them; `ahead` bars of anticipation (0: none)."""
+    """A tokenizer's ids as the layout reads and writes them; `ahead` bars of anticipation (0: none) and up to
+    `suffix` bars after an infill gap read before it (0: none)."""
 
-    def __init__(self, tokenizer: miditok.MusicTokenizer, ahead: int):
+    def __init__(self, tokenizer: miditok.MusicTokenizer, ahead: int, suffix: int = 0):
         vocab = tokenizer.vocab
-        self.tokenizer, self.ahead = tokenizer, ahead
+        self.tokenizer, self.ahead, self.suffix = tokenizer, ahead, suffix
         self.bar = vocab["Bar_None"]
         self.start, self.end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
+        self.suffix_start, self.suffix_end = (vocab.get(name, -1) for name in SUFFIX_TOKENS)
+        self.tasks = {vocab[name] for name in TASK_TOKENS.values() if name in vocab}
         self.kind = np.zeros(len(vocab), dtype=np.int8)  # 1 Bar, 2 Position, 3 Program
         self.value = np.full(len(vocab), -2, dtype=np.int64)  # of Position and Program ids (-1: drums)
         for token, i in vocab.items():
@@ -157,14 +186,15 @@ class Layout:
                 out += [self.program_id[program], *ids]
         return out
 
-    def lay_out(self, bars: list[Bar], count: int, given: IsGiven | None, controls: Controls | None = None) -> Laid:
-        """The first `count` bars laid out, anticipating from `bars` (which may run on past them) and steering
-        the programs with notes in them where they are written by `controls`; without `given` (a free
-        continuation) as MidiTok writes them, nothing given, anticipated or steered."""
+    def lay_out(self, bars: list[Bar], span: range, given: IsGiven | None, controls: Controls | None = None) -> Laid:
+        """The bars of `span` laid out, anticipating from `bars` (which may run on past them) and steering the
+        programs written in them by `controls` (track-level controls where a program is first written in the
+        span); without `given` (a free piece) as MidiTok writes them, nothing given, anticipated or steered."""
         laid = Laid()
-        programs = sorted({note.program for bar in bars[:count] for onset in bar.onsets for note in onset.notes})
+        programs = sorted({note.program for b in span for onset in bars[b].onsets for note in onset.notes})
         started: set[int] = set()
-        for b, bar in enumerate(bars[:count]):
+        for b in span:
+            bar = bars[b]
             if given is None:
                 laid.add(self.plain(bar), False)
                 continue
@@ -181,6 +211,40 @@ class Layout:
                 laid.add([t for note in onset.notes if not given(b, note.program) for t in note.ids], False)
         return laid
 
+    def after(self, bars: list[Bar], gap: range) -> list[int]:
+        """The block of the bars after a gap, read before it (empty where nothing follows, none without a
+        block in the vocabulary)."""
+        if self.suffix == 0:
+            return []
+        inside = [t for bar in bars[gap.stop : gap.stop + self.suffix] for t in self.plain(bar)]
+        return [self.suffix_start, *inside, self.suffix_end]
+
+    def head(self, task: str, bars: list[Bar], gap: range, given: IsGiven, room: int | None = None) -> Laid:
+        """What a window or request of `task` reads before the bars of `gap` it writes: its task token, then for
+        an infill the bars before the gap and the block of those after it. With `room`, the earliest bars
+        before the gap are left out until the head and the gap's bars (as they stand) fit in `room` tokens."""
+        laid = Laid()
+        laid.add(task_ids(self.tokenizer, task), True)
+        if task != "infill":
+            return laid
+        block = self.after(bars, gap)
+        first = 0
+        if room is not None:
+            gap_size = sum(len(self.plain(bars[b])) for b in gap)
+            sizes = [len(self.lay_out(bars, range(b, b + 1), given).ids) for b in range(gap.start)]
+            while first < gap.start and 1 + len(laid.ids) + sum(sizes[first:]) + len(block) + gap_size > room:
+                first += 1
+        laid.extend(self.lay_out(bars, range(first, gap.start), given))
+        laid.add(block, True)
+        return laid
+
+    def window(self, task: str, bars: list[Bar], gap: range, given: IsGiven, controls: Controls | None = None) -> Laid:
+        """A training window of `task` after its BOS: its head, then the bars of `gap` (for accompany, all
+        of the window's) laid out; the caller ends it with EOS, as a request ends after its last bar."""
+        laid = self.head(task, bars, gap, given)
+        laid.extend(self.lay_out(bars, gap, given, controls))
+        return laid
+
     @staticmethod
     def plain(bar: Bar) -> list[int]:
         return [
@@ -189,14 +253,14 @@ class Layout:
         ]
 
     def played(self, ids: list[int]) -> list[int]:
-        """The ids without their anticipated blocks and control groups: what decodes into notes."""
+        """The ids without their task token, blocks and control groups: what decodes into notes."""
         out, inside = [], False
         for i, t in enumerate(ids):
-            if t == self.start:
+            if t in (self.start, self.suffix_start):
                 inside = True
-            elif t == self.end:
+            elif t in (self.end, self.suffix_end):
                 inside = False
-            elif inside or self.is_control[t]:
+            elif inside or self.is_control[t] or t in self.tasks:
                 continue
             elif self.kind[t] == 3 and i + 1 < len(ids) and self.is_control[ids[i + 1]]:
                 continue  # the Program that opens a control group

@@ -1,12 +1,13 @@
 """Training tasks over the time-ordered stream (REMI with programs), mixed per window with the weights of
-data.tasks:
+data.tasks, each window saying its task after BOS (aurl.data.layout):
 - continue: a plain window, as a free piece or a primer's continuation reads;
 - accompany: a random share of the window's tracks given, the others written (in a share data.drop_tracks of
   windows some tracks are first dropped altogether, so that fewer voices are in distribution too);
-- infill: the last 1-4 bars of the window (data.infill_bars) written for one track or for all of them, the
-  rest given; the bars after the gap are known only as they are anticipated.
+- infill: 1-4 bars (data.infill_bars) anywhere in the window written for one track or for all of them, the
+  rest given: the bars before the gap, then up to data.suffix_bars bars after it in a block read before the
+  gap (fill-in-the-middle), then the gap.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
-data.ahead_bars ahead, given tokens never targets of the loss, and an EOS where the window ends, as a request
+data.ahead_bars ahead, given tokens never targets of the loss, and an EOS where the gap ends, as a request
 ends after its last bar. Where the tokenizer has attribute controls, each written track of such a window is
 steered by a random share of them (as MMM's windows are, aurl.data.tasks): a share data.control_tracks of its
 track-level controls, and for each bar-level control a share data.control_bars of the bars it is written in,
@@ -23,7 +24,7 @@ import torch
 from aurl.config import AugmentConfig, DataConfig
 from aurl.data.controls import CONTROLS, controls_of, measure, ordered
 from aurl.data.dataset import IGNORE_INDEX, WindowDataset, WindowKey, augment, pack
-from aurl.data.layout import Bar, Controls, IsGiven, Layout
+from aurl.data.layout import Bar, Controls, IsGiven, Layout, task_ids
 from aurl.data.tokenize import TokenTables
 
 
@@ -31,7 +32,10 @@ def _programs(bars: list[Bar]) -> list[int]:
     return sorted({note.program for bar in bars for onset in bar.onsets for note in onset.notes})
 
 
-def accompany(bars: list[Bar], count: int, rng: np.random.Generator, cfg: DataConfig) -> tuple[list[Bar], IsGiven]:
+Task = tuple[list[Bar], IsGiven, range]  # a window's bars, what of them is given, the bars it writes
+
+
+def accompany(bars: list[Bar], count: int, rng: np.random.Generator, cfg: DataConfig) -> Task:
     """Some tracks given, the others written (after dropping some, now and then); a window of one track is
     written with nothing given."""
     programs = _programs(bars[:count])
@@ -40,18 +44,21 @@ def accompany(bars: list[Bar], count: int, rng: np.random.Generator, cfg: DataCo
         bars = [bar.without(dropped) for bar in bars]
         programs = [p for p in programs if p not in dropped]
     given = set(rng.permutation(programs)[: int(rng.integers(1, len(programs))) if len(programs) > 1 else 0].tolist())
-    return bars, lambda bar, program: program in given
+    return bars, lambda bar, program: program in given, range(count)
 
 
-def infill(bars: list[Bar], count: int, rng: np.random.Generator, cfg: DataConfig) -> tuple[list[Bar], IsGiven]:
-    """The window's last bars written, for one of its tracks or for all."""
+def infill(bars: list[Bar], count: int, rng: np.random.Generator, cfg: DataConfig) -> Task:
+    """A gap of bars anywhere in the window written, for one of its tracks or for all. Only the window's bars
+    are read after the gap: one that ends the window reads as one that ends a song (nothing after it)."""
     lo, hi = cfg.infill_bars
-    first = count - int(rng.integers(min(lo, count), min(hi, count) + 1))
-    programs = _programs(bars[first:count])
+    size = int(rng.integers(min(lo, count), min(hi, count) + 1))
+    first = int(rng.integers(0, count - size + 1))
+    gap = range(first, first + size)
+    programs = _programs(bars[first : gap.stop])
     if programs and rng.random() < 0.5:
         one = int(rng.choice(programs))
-        return bars, lambda bar, program: bar < first or bar >= count or program != one
-    return bars, lambda bar, program: bar < first or bar >= count
+        return bars[:count], lambda bar, program: bar not in gap or program != one, gap
+    return bars[:count], lambda bar, program: bar not in gap, gap
 
 
 TASKS = {"accompany": accompany, "infill": infill}
@@ -70,7 +77,7 @@ class TimedTaskDataset(WindowDataset):
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
     ):
-        super().__init__(pieces, tables, cfg.seq_len, train, augment_cfg, seed)
+        super().__init__(pieces, tables, cfg.seq_len, train, augment_cfg, seed, task_ids(layout.tokenizer, "free"))
         self.layout, self.cfg = layout, cfg
         self.tasks = [name for name, weight in cfg.tasks.items() if weight > 0]
         weights = np.array([cfg.tasks[name] for name in self.tasks])
@@ -100,9 +107,9 @@ class TimedTaskDataset(WindowDataset):
         window, seed = self.layout.bars(tokens), int(rng.integers(2**32))
         while True:  # controls may not fit beside every bar: fewer bars, each count drawn afresh, until they do
             draw = np.random.default_rng([seed, count])
-            bars, given = TASKS[task](window, count, draw, self.cfg)
-            laid = self.layout.lay_out(bars, count, given, self._controls(bars, count, given, draw))
-            # the request ends where the window does: generation ends a request's last bar with EOS
+            bars, given, gap = TASKS[task](window, count, draw, self.cfg)
+            laid = self.layout.window(task, bars, gap, given, self._controls(bars, count, given, draw))
+            # the request ends where the gap does: generation ends a request's last bar with EOS
             laid.add([self.tables.eos_id], False)
             if len(laid.ids) <= length or count == 1:
                 break

@@ -12,7 +12,7 @@ import numpy as np
 
 from aurl.config import TokenizerConfig
 from aurl.data.controls import CONTROLS, SAVED, attach
-from aurl.data.layout import AHEAD_TOKENS
+from aurl.data.layout import LAYOUT_TOKENS
 from aurl.data.multitrack import INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
 
@@ -27,7 +27,7 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
         params.update({CONTROLS[name][0]: True for name in cfg.controls})
     elif cfg.time_ordered:
-        params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *AHEAD_TOKENS]  # time-ordered: co-creation
+        params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *LAYOUT_TOKENS]  # time-ordered: co-creation
         if cfg.controls:  # MidiTok has none for one stream: aurl attaches them (aurl.data.controls)
             params[SAVED] = list(cfg.controls)
     try:

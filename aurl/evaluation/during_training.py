@@ -42,8 +42,8 @@ class TrainingSamples:
         generator = torch.Generator(device).manual_seed(self.settings.seed)  # the same draws at every step
         z = self.mode.prior(model, self.settings.num, generator, 1.0)
         grammar = self.grammar.to(device) if self.grammar is not None else None
-        bos = [self.tokenizer["BOS_None"]]
-        rows = sample_pieces(model, self.mode, self.tokenizer, self.settings, grammar, generator, bos, z)
+        opening = [self.tokenizer["BOS_None"], *self.mode.opening(self.tokenizer)]
+        rows = sample_pieces(model, self.mode, self.tokenizer, self.settings, grammar, generator, opening, z)
         out = self.run_dir / "samples" / f"step_{step}"
         takes = [piece_take(self.tokenizer, row) for row in rows]
         samples = write_takes(takes, out, f"step {step}", None)

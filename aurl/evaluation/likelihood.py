@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import default_collate
 
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
+from aurl.data.layout import Laid
 from aurl.data.tokenize import tokenizer_hash
 from aurl.errors import ConfigError
 from aurl.modes import MODES
@@ -65,3 +66,13 @@ def likelihood(
     if latent:
         out.update(kl_nats_per_segment=kl / len(items), segments=len(items))
     return out
+
+
+@torch.inference_mode()
+def written_nll(model: torch.nn.Module, bos: int, laid: Laid) -> float:
+    """Summed negative log-likelihood (nats) of the tokens a laid-out window or request writes after BOS: its
+    given ones (the task, the bars around a gap, the given tracks) are read, not scored."""
+    ids = [bos, *laid.ids]
+    logits = model(torch.tensor([ids]))[0, :-1].float().log_softmax(-1)
+    picked = -logits[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    return float(picked[torch.tensor([not given for given in laid.given])].sum())

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from torch import nn
 
 from aurl.config import Config, GenerateConfig
 from aurl.data.corpus import read_score
-from aurl.data.layout import time_ordered
+from aurl.data.dataset import PreparedDataset
+from aurl.data.layout import TASK_TOKENS, time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import bar_token_ids
@@ -31,6 +33,9 @@ from aurl.generation.sampler import Rows, StepHook, sample
 from aurl.generation.takes import Take
 from aurl.modes import MODES, LanguageModelMode
 from aurl.training.run import load_trained
+
+PROGRAM_FILES = 32  # training files read to find a run's voices: enough to see what most of its pieces hold
+COMMON = 0.5  # a run's voices: the programs at least this share of its training files play
 
 
 @dataclass
@@ -61,6 +66,30 @@ class Trained:
     def grammar(self) -> Grammar:
         """The tokenizer's grammar, built once (15 ms: the studio asks for it with every request)."""
         return grammar_for(self.tokenizer)
+
+    @functools.cached_property
+    def voices(self) -> list[int]:
+        """The programs (-1: drums) that at least COMMON of the run's training files play, from the highest voice
+        down (by mean pitch, drums last): the voices it was trained to write beside a melody. [] when its
+        prepared dataset is not on this machine (generation needs only the run directory)."""
+        if not self.config.data.dataset:
+            return []
+        try:
+            data = PreparedDataset(self.config.data.dataset)
+        except DataError:
+            return []
+        pieces = data.pieces("train")
+        pieces = pieces[:: max(1, len(pieces) // PROGRAM_FILES)][:PROGRAM_FILES]  # spread over the corpus
+        files: Counter[int] = Counter()
+        pitches: defaultdict[int, list[int]] = defaultdict(list)
+        for piece in pieces:
+            score = tokens_to_score(data.tokenizer, piece.tolist())[0]
+            played = {-1 if t.is_drum else t.program: t for t in score.tracks if len(t.notes)}
+            files.update(played.keys())
+            for program, track in played.items():
+                pitches[program] += track.notes.numpy()["pitch"].tolist()
+        common = [p for p, n in files.items() if n >= COMMON * len(pieces)]
+        return sorted(common, key=lambda p: (p == -1, -sum(pitches[p]) / len(pitches[p])))
 
     @property
     def cocreates(self) -> bool:
@@ -94,6 +123,8 @@ class Trained:
 
 class Work(ABC):
     """A request checked against its run and ready to sample (aurl.generation.requests makes them)."""
+
+    log: Callable[[str], None] | None = None  # where a long request says how far it is (a line per sweep)
 
     @property
     @abstractmethod
@@ -186,8 +217,10 @@ def piece_take(tokenizer: miditok.MusicTokenizer, row: list[int], primer: symusi
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
-    """Decode token ids (special tokens dropped) into a Score, and count the tokens that did not decode."""
+    """Decode token ids (special tokens and task tokens dropped) into a Score, and count the tokens that did not
+    decode."""
     special = {tokenizer.pad_token_id, tokenizer["BOS_None"], tokenizer["EOS_None"]}
+    special |= {tokenizer.vocab[name] for name in TASK_TOKENS.values() if name in tokenizer.vocab}
     ids = [i for i in ids if i not in special]
     if not ids:
         return symusic.Score(tokenizer.time_division), 0

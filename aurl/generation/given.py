@@ -86,6 +86,7 @@ class GivenGrammar(Grammar):
         super().__init__(tokenizer, device="cpu")
         vocab = tokenizer.vocab
         self.bar_id = vocab["Bar_None"]
+        self.is_bar_token = torch.arange(len(self.type_of)) == self.bar_id
         self.program_id = {int(self.value[i]): i for i in torch.nonzero(self.is_program).flatten().tolist()}
         # never free under a plan: the song's tempo and meter are given
         self.set_by_song = self.is_time & ~self.is_time_reset
@@ -168,6 +169,8 @@ class GivenGrammar(Grammar):
         if "queue" not in state:
             return ok
         ok &= self.single  # a plan steps base token by base token
+        # a plan's first bar opens right after the prompt (which may end inside a bar, or with a block)
+        ok &= (state["bar"] >= 0)[:, None] | self.is_bar_token[None]
         in_bar, position = self._next_onset(state)
         # never past the bar's next given onset; writing its Position brings its given tokens
         ok &= ~(self.is_position[None] & in_bar[:, None] & (self.value[None] > position[:, None]))

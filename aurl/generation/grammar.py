@@ -27,7 +27,8 @@ NOTE_OFF = ("NoteOff", "DrumOff")
 TIME_RESET = ("TimeShift", "Time-Shift", "Rest")  # tokens that move time on and end the current onset
 # Types that continue a note already begun: a piece never opens with them.
 CONTINUATION = ("Velocity", "Duration", *NOTE_OFF)
-SPECIAL = ("PAD", "BOS", "EOS", "MASK", "Ahead")  # "Ahead": co-creation blocks, only ever forced
+# "Ahead", "Suffix", "Task": the time-ordered layout's blocks and task tokens (aurl.data.layout), only ever forced
+SPECIAL = ("PAD", "BOS", "EOS", "MASK", "Ahead", "Suffix", "Task")
 SPARE = 129  # program slot 129 of the per-program tables is never a program: padding writes land there
 
 
@@ -100,6 +101,8 @@ class Grammar:
         self.time_sig = index.get("TimeSig", -1)
         self.bos, self.eos, self.pad = (index[k] for k in ("BOS", "EOS", "PAD"))
         self.eos_id, self.pad_id = vocab["EOS_None"], vocab["PAD_None"]
+        # the bars after an infill gap, read in a prompt before it: they move no state (see replay)
+        self.suffix = [vocab.get(name, -1) for name in ("Suffix_Start", "Suffix_End")]
         self.track_duplicates = cfg.remove_duplicated_notes
         # MIDILike counts a note never switched off as an error: such pieces end only once all are off.
         self.track_sounding = self.rules == "note_off" and cfg.using_note_duration_tokens
@@ -116,6 +119,8 @@ class Grammar:
             allowed[index[a], self.eos] = True
         opening = ["Bar"] if "Bar" in index else [t for t in real if t not in CONTINUATION]
         allowed[self.bos, [index[t] for t in opening]] = True
+        if "Task" in index:  # a piece opens after its task token as it would after BOS
+            allowed[index["Task"]] = allowed[self.bos]
         allowed[self.eos, self.pad] = allowed[self.pad, self.pad] = True
         self.allowed = allowed
         self._runs([[vocab[t] for t in run] for run in base_tokens(tokenizer)])
@@ -315,6 +320,18 @@ class Grammar:
                 state["meter"][row] = chosen
 
     def replay(self, state: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
-        """Advance the state over tokens (batch, time) already in the sequences, e.g. a primer."""
+        """Advance the state over tokens (batch, time) already in the sequences, e.g. a primer; a block of the
+        bars after an infill gap is read, not written where the prompt stands, so it moves nothing."""
+        start, end = self.suffix
+        inside = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         for t in range(tokens.shape[1]):
-            self.update(state, tokens[:, t])
+            token = tokens[:, t]
+            aside = inside | (token == start)
+            inside = aside & (token != end)
+            if bool(aside.all()):
+                continue
+            before = {key: value.clone() for key, value in state.items()} if bool(aside.any()) else None
+            self.update(state, token)
+            if before is not None:
+                for key, value in before.items():
+                    state[key] = torch.where(aside.view(-1, *(1,) * (value.dim() - 1)), value, state[key])

@@ -40,7 +40,7 @@ class Request(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
-        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, passes, seed",
+        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, sweeps, keep_sweeps, seed",
     )
 
     @classmethod
@@ -103,6 +103,7 @@ class Request(BaseModel):
         """Sample the takes and write them to out_dir (default RUN/samples/<task>) as sample_<i>.mid and .png
         (and with `wav`, .wav through `soundfont`, default TimGM6mb)."""
         work = self.prepare(trained)
+        work.log = log
         out = Path(out_dir) if out_dir else trained.run_dir / "samples" / self.task
         return write_takes(work.takes(), out, trained.run_dir.name, log, wav=wav, soundfont=soundfont)
 
@@ -129,10 +130,10 @@ class Continue(Request):
 
 
 class _CoCreation(Request):
-    """What accompany and infill share: the runs that can do them, passes, and attribute controls."""
+    """What accompany and infill share: the runs that can do them, revision sweeps, and attribute controls."""
 
     run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs (or MMM)"
-    uses: ClassVar[tuple[str, ...]] = ("passes",)
+    uses: ClassVar[tuple[str, ...]] = ("sweeps", "keep_sweeps")
     controls: list[str] = Field(
         default_factory=list, description='attribute controls, e.g. "track=4 density=6", "bars=5-8 polyphony=2"'
     )
@@ -217,9 +218,9 @@ def _pieces(
 ) -> Pieces:
     """Pieces written after BOS and a primer's ids, from `z` (a latent model's codes; default: drawn from the
     mode's prior), checked against what such pieces cannot be asked."""
-    if settings.passes > 1:
+    if settings.sweeps > 0:
         raise RequestError(
-            "settings.passes", ": passes rewrite what co-creation writes (accompany, infill); leave it at 1"
+            "settings.sweeps", ": sweeps revise what co-creation writes (accompany, infill); leave it at 0"
         )
     if is_multitrack(trained.tokenizer) and settings.max_bars is not None:
         raise RequestError("settings.max_bars", ": a multitrack (MMM) run counts bars per track; leave it unset")
@@ -228,7 +229,8 @@ def _pieces(
     generator = torch.Generator().manual_seed(settings.seed)
     if z is None:
         z = trained.mode.prior(trained.model, settings.num, generator, settings.z_temperature)
-    return Pieces(trained, [trained.tokenizer["BOS_None"], *primer], settings, generator, z, head, head_end)
+    opening = [trained.tokenizer["BOS_None"], *trained.mode.opening(trained.tokenizer)]
+    return Pieces(trained, [*opening, *primer], settings, generator, z, head, head_end)
 
 
 def generate(
@@ -245,7 +247,7 @@ def generate(
     """Write the takes of `request` (default: from nothing) from a run (a run directory, loaded from its
     `checkpoint`, or a run already loaded) to `out_dir` (default RUN/samples/<task>), with the run's generate
     settings overridden by the request's and then by `settings` (see GenerateConfig: num, max_tokens,
-    temperature, top_k, top_p, min_p, repetition_penalty, max_bars, constrained, seed, passes, ...). With
+    temperature, top_k, top_p, min_p, repetition_penalty, max_bars, constrained, seed, sweeps, ...). With
     `compiled`, cached steps run compiled (see generation.fast).
 
         generate("runs/demo", request=Accompany(song="melody.mid", keep=[0], add=[41, 42, 43]), temperature=0.7)

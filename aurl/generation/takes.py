@@ -16,12 +16,14 @@ from aurl.render import Span, piano_roll, render_wav
 @dataclass
 class Take:
     """One written piece: its music, the tokens that wrote it (BOS dropped) and how many of them did not
-    decode, and where it holds given material (a primer, kept tracks, what surrounds an infill gap)."""
+    decode, where it holds given material (a primer, kept tracks, what surrounds an infill gap), and the
+    versions it was before each revision sweep, where they were kept (aurl.generation.sweeps)."""
 
     score: symusic.Score
     tokens: list[int]
     skipped: int
     given: list[Span] = field(default_factory=list)
+    versions: list[Take] = field(default_factory=list)
 
 
 @dataclass
@@ -56,11 +58,15 @@ def write_takes(
     wav: bool = False,
     soundfont: str | Path | None = None,
 ) -> list[Sample]:
-    """Write each take as folder/sample_<i>.mid (and .png, and with `wav` .wav through `soundfont`); a failed
+    """Write each take as folder/sample_<i>.mid (and .png, and with `wav` .wav through `soundfont`), the versions
+    it was before each revision sweep as sample_<i>_sweep_<k>.mid (and .png; k = 0: the first pass); a failed
     write is a WriteError and leaves no part of a file."""
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
     samples = [write_take(take, folder / f"sample_{i}", title, log, png) for i, take in enumerate(takes)]
+    for i, take in enumerate(takes):
+        for k, version in enumerate(take.versions):
+            write_take(version, folder / f"sample_{i}_sweep_{k}", title, log, png)
     if wav:
         for sample in samples:
             sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)

@@ -73,6 +73,7 @@ def meters(tokenizer) -> list[str]:
 class Served:
     id: str
     trained: Trained
+    programs: list[int]  # the voices its corpus has, the top one first (Trained.voices)
 
     @property
     def tasks(self) -> dict[str, type[requests.Request]]:
@@ -92,6 +93,7 @@ class Served:
             "settings": config.generate.model_dump(),
             "controls": sorted({CONTROLS[name][2] for name in config.tokenizer.controls}),
             "meters": meters(self.trained.tokenizer),
+            "programs": self.programs,
         }
 
 
@@ -162,7 +164,7 @@ def create_app(
                 if name not in served:
                     break
                 name = f"{base}-{n}"
-            served[name] = Served(name, trained)
+            served[name] = Served(name, trained, trained.voices)
             worker.serve(name, trained)
     except BaseException:
         worker.stop()
@@ -209,6 +211,20 @@ def create_app(
     def song_of(song_id: object, field: str = "song") -> Song:
         if not isinstance(song_id, str) or song_id not in songs:
             raise HTTPException(404, f"{field} {song_id!r}: unknown here; upload it again (POST /api/songs)")
+        return songs[song_id]
+
+    def add_song(name: str, score: symusic.Score) -> Song:
+        """A new song of `score`'s tracks with notes, written under the work folder."""
+        score = _with_notes(score)
+        if not score.tracks:
+            raise HTTPException(400, f"{name}: holds no notes to work with")
+        song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
+        path = work / "songs" / f"{song_id}.mid"
+        try:  # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
+            write_together({path: lambda tmp: tmp.write_bytes(score.dumps_midi())})
+        except WriteError as err:
+            raise no_space(err) from None
+        songs[song_id] = Song(song_id, name, path, score)
         return songs[song_id]
 
     def job_of(job_id: str) -> Job:
@@ -265,17 +281,7 @@ def create_app(
         score, reason = load_midi(bytes(data))  # symusic alone, and the limits aurl prepare applies
         if score is None:
             raise HTTPException(400, f"{name}: {reason}")
-        score = _with_notes(score)
-        if not score.tracks:
-            raise HTTPException(400, f"{name}: holds no notes to work with")
-        song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
-        path = work / "songs" / f"{song_id}.mid"
-        try:  # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
-            write_together({path: lambda tmp: tmp.write_bytes(score.dumps_midi())})
-        except WriteError as err:
-            raise no_space(err) from None
-        songs[song_id] = Song(song_id, Path(name).name, path, score)
-        return songs[song_id].public()
+        return add_song(Path(name).name, score).public()
 
     @app.get("/api/songs/{song_id}")
     def song(song_id: str) -> dict:
@@ -344,6 +350,17 @@ def create_app(
                 found.streams.remove(watching)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/jobs/{job_id}/takes/{index}/song", status_code=201)
+    def take_as_song(job_id: str, index: int) -> dict:
+        """A finished take as a new song (as if its MIDI file were uploaded), e.g. to rewrite some of its bars;
+        its tracks without notes are dropped, as from every song."""
+        found = job_of(job_id)
+        if not 0 <= index < len(found.takes):
+            held = f"takes 0-{len(found.takes) - 1}" if found.takes else f"no takes ({found.status})"
+            raise HTTPException(404, f"take {index}: job {job_id} has {held}")
+        midi = found.takes[index].midi
+        return add_song(f"{found.model}-{found.id}-take{index}.mid", symusic.Score(str(midi))).public()
 
     @app.get("/api/jobs/{job_id}/takes/{name}")
     def take(job_id: str, name: str) -> FileResponse:

@@ -121,6 +121,7 @@ class Job:
                     "notes_url": f"{base}/{i}.json",
                     "musicxml": f"{base}/{i}.musicxml",
                     "svg": f"{base}/{i}.svg",
+                    "song": f"{base}/{i}/song",  # POST: the take as a new song
                 }
                 for i, s in enumerate(self.takes)
             ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import symusic
+from miditok.utils import get_bars_ticks
 
 from tests.browser.conftest import TOKEN
 from tests.conftest import make_midi
@@ -78,9 +79,10 @@ def small_settings(driver, max_tokens=64, num=1, seed=1):
     set_field(driver, "set-seed", seed)
 
 
-def generate(driver, takes_before=0, num=1):
-    """Press Generate and wait until the job's take cards are in the page with their rolls drawn."""
-    by_id(driver, "generate").click()
+def generate(driver, takes_before=0, num=1, button=None):
+    """Press Generate (or another button that starts a job) and wait until the job's take cards are in the page
+    with their rolls drawn."""
+    (button or by_id(driver, "generate")).click()
     wait(
         driver,
         lambda d: len(css(d, ".take[data-drawn='true']")) >= takes_before + num or error_shown(d),
@@ -92,6 +94,41 @@ def generate(driver, takes_before=0, num=1):
 
 def error_shown(driver) -> bool:
     return by_id(driver, "error").get_attribute("hidden") is None
+
+
+def drag_bars(driver, canvas, first: int, last: int) -> None:
+    """Drag across a drawn roll from the middle of bar `first` to the middle of bar `last`."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    # the x offsets (from the canvas' centre, as Selenium wants them) of the bars' middles
+    centre, middles = driver.execute_script(
+        """
+        const [c, a, b] = arguments, g = c._geom, x = (t) => g.left + (t / g.end) * g.plotW;
+        const mid = (k) => (x(g.bars[k - 1]) + x(k < g.bars.length ? g.bars[k] : g.end)) / 2;
+        return [c.clientWidth / 2, [mid(a), mid(b)]];
+        """,
+        canvas,
+        first,
+        last,
+    )
+    start, step = int(middles[0] - centre), int(middles[1] - middles[0])
+    drag = ActionChains(driver).move_to_element_with_offset(canvas, start, 0).click_and_hold()
+    drag.move_by_offset(step // 2, 0).move_by_offset(step - step // 2, 0).release().perform()
+
+
+def take_score(server, card) -> symusic.Score:
+    """The MIDI file of a take card's take."""
+    url = f"{server.url}/api/jobs/{card.get_attribute('data-job')}/takes/{card.get_attribute('data-take')}.mid"
+    return symusic.Score.from_midi(httpx.get(url, timeout=30).content)
+
+
+def notes_by_program(score: symusic.Score) -> dict[int, list[tuple]]:
+    """Each track's notes by its program (-1: drums): one stream tells tracks apart by program."""
+    return {
+        -1 if t.is_drum else t.program: sorted((n.time, n.duration, n.pitch, n.velocity) for n in t.notes)
+        for t in score.tracks
+        if len(t.notes)
+    }
 
 
 def upload(driver, path):
@@ -125,6 +162,8 @@ def test_generate_from_nothing_draws_plays_and_downloads(studio, page):
     choose(page, "model", remi)
     by_id(page, "task-generate").click()
     small_settings(page, max_tokens=64, num=2)
+    css(page, "#more-settings summary")[0].click()
+    set_field(page, "set-min_tokens", 32)  # a tiny model trained for seconds ends many pieces at once
     choose(page, "set-meter", "3/4")  # every bar in 3/4
     cards = generate(page, num=2)
     assert len(cards) == 2
@@ -207,26 +246,12 @@ def test_upload_and_accompany_in_the_time_ordered_stream(studio, page, tmp_path)
 
 
 def test_drag_bars_on_the_roll_and_infill_them(studio, page, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
-
     midi = tmp_path / "tune.mid"
     make_midi(midi, seed=5, bars=8, drums=False)
     open_studio(page, studio.url)
     choose(page, "model", model_id(studio, multitrack=False))
     upload(page, midi)
-    roll = by_id(page, "song-roll")
-    # the x offsets (from the canvas' centre, as Selenium wants them) of the middles of bars 2 and 3
-    centre, middles = page.execute_script(
-        """
-        const c = arguments[0], g = c._geom, x = (t) => g.left + (t / g.end) * g.plotW;
-        const mid = (k) => (x(g.bars[k - 1]) + x(k < g.bars.length ? g.bars[k] : g.end)) / 2;
-        return [c.clientWidth / 2, [mid(2), mid(3)]];
-        """,
-        roll,
-    )
-    start, step = int(middles[0] - centre), int(middles[1] - middles[0])
-    drag = ActionChains(page).move_to_element_with_offset(roll, start, 0).click_and_hold()
-    drag.move_by_offset(step // 2, 0).move_by_offset(step - step // 2, 0).release().perform()
+    drag_bars(page, by_id(page, "song-roll"), 2, 3)
     assert by_id(page, "task-infill").is_selected(), "dragging over the roll should choose the infill task"
     assert (by_id(page, "bar-from").get_attribute("value"), by_id(page, "bar-to").get_attribute("value")) == ("2", "3")
     # rewrite the bass only
@@ -235,7 +260,88 @@ def test_drag_bars_on_the_roll_and_infill_them(studio, page, tmp_path):
     small_settings(page, max_tokens=48, num=1)
     card = generate(page)[0]
     assert "bars 2-3" in card.text and "track 1" in card.text
-    assert page.execute_script(COLOURED_PIXELS, card.find_element("css selector", "canvas")) > 20
+    assert int(card.find_element("css selector", "canvas").get_attribute("data-notes")) > 0  # the take is drawn
+
+
+def test_harmonise_the_top_voice_in_one_click(studio, page, tmp_path):
+    midi = tmp_path / "melody.mid"
+    song = make_midi(midi, seed=9, bars=4, drums=False)
+    model = next(m for m in models(studio) if not m["multitrack"])
+    added = [p for p in model["programs"] if p != song.tracks[0].program]  # the run's other voices
+    assert added, model["programs"]
+    open_studio(page, studio.url)
+    choose(page, "model", model["id"])
+    offered = [o.get_attribute("value") for o in css(page, "#add-program option")]
+    assert offered[: len(model["programs"])] == [str(p) for p in model["programs"]]  # the run's own voices first
+    assert not by_id(page, "harmonise").is_displayed()  # a song first
+    upload(page, midi)
+    small_settings(page, max_tokens=48, num=1)
+    card = generate(page, button=by_id(page, "harmonise"))[0]
+    assert "accompany" in card.text
+    asked = page.execute_script("const s = window.studio.state; return [[...s.keep], s.add];")
+    assert asked == [[0], added]
+    take = notes_by_program(take_score(studio, card))
+    assert take[0] == notes_by_program(song)[0]  # the top voice, note for note
+    assert set(take) - {0} <= set(added) and len(take) > 1  # new voices on the run's programs
+
+
+def test_rewrite_bars_of_a_take_keeps_every_other_note(studio, page, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    midi = tmp_path / "melody.mid"
+    make_midi(midi, seed=5, bars=6, drums=False)
+    open_studio(page, studio.url)
+    choose(page, "model", model_id(studio, multitrack=False))
+    upload(page, midi)
+    small_settings(page, max_tokens=48, num=1)
+    card = generate(page, button=by_id(page, "harmonise"))[0]  # a take of several voices
+    button = card.find_element("css selector", "button.rewrite")
+    button.click()  # nothing chosen yet: the page says which field is missing
+    wait(page, error_shown, 10, "no error shown")
+    assert by_id(page, "error-text").text.startswith("bars:")
+    by_id(page, "error-close").click()
+
+    # bars are chosen on the engraved score too: its measures are the take's bars
+    card.find_element("css selector", "button.show-score").click()
+    box = card.find_element("css selector", ".take-score")
+    wait(page, lambda d: box.find_elements("css selector", "g.measure"), 60, "the score was not shown")
+    centre, spots = page.execute_script(
+        """
+        const mid = (node) => {
+          const r = node.getBoundingClientRect();
+          return [r.left + r.width / 2, r.top + r.height / 2];
+        };
+        return [mid(arguments[0]), [...arguments[0].querySelectorAll("g.measure")].slice(0, 2).map(mid)];
+        """,
+        box,
+    )
+    (x0, y0), (x1, y1) = [(int(x - centre[0]), int(y - centre[1])) for x, y in spots]
+    ActionChains(page).move_to_element_with_offset(box, x0, y0).click_and_hold().move_by_offset(
+        x1 - x0, y1 - y0
+    ).release().perform()
+    assert card.find_element("css selector", ".take-bars").text == "Bars 1-2"
+    assert len(box.find_elements("css selector", "rect.bar-pick")) == 2
+    card.find_element("css selector", "button.show-score").click()  # back to the roll
+
+    drag_bars(page, card.find_element("css selector", "canvas"), 2, 3)
+    assert card.find_element("css selector", ".take-bars").text == "Bars 2-3"
+    voice = Select(card.find_element("css selector", ".take-voice"))
+    track = int(voice.options[-1].get_attribute("value"))  # a written voice where the take has one
+    voice.select_by_index(len(voice.options) - 1)
+    new = generate(page, takes_before=1, button=button)[0]
+    assert "bars 2-3" in new.text and f"-{card.get_attribute('data-job')}-take0.mid" in new.text
+
+    # every note outside bars 2-3 of the voice, and every note of the other voices, as it was
+    before, after = take_score(studio, card), take_score(studio, new)
+    start, stop = get_bars_ticks(before)[1:4:2]  # where bar 2 starts and bar 3 ends
+    program = -1 if before.tracks[track].is_drum else before.tracks[track].program
+    old, rewritten = notes_by_program(before), notes_by_program(after)
+    assert [n for n in rewritten.get(program, []) if not start <= n[0] < stop] == [
+        n for n in old.pop(program) if not start <= n[0] < stop
+    ]
+    rewritten.pop(program, None)
+    assert rewritten == old
 
 
 def live_notes(driver) -> int:

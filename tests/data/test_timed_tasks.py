@@ -2,12 +2,14 @@
 anticipated a bar ahead, written tracks steered by controls of their own notes, given tokens and controls never
 targets."""
 
+import itertools
+
 import pytest
 
 from aurl.config import AugmentConfig, DataConfig, load_config
 from aurl.data.controls import CONTROLS
 from aurl.data.dataset import IGNORE_INDEX, PreparedDataset
-from aurl.data.layout import Bar, Layout, run_layout
+from aurl.data.layout import Bar, Layout, run_layout, task_ids
 from aurl.data.timed_tasks import TimedTaskDataset
 from aurl.data.tokenize import TokenTables, build_tokenizer
 from aurl.generation.generate import tokens_to_score
@@ -42,7 +44,7 @@ def test_a_laid_out_piece_plays_every_note_and_anticipates_the_given_ones(prepar
     for piece in data.pieces("train"):
         bars = layout.bars(piece)
         melody = _programs(bars)[0]
-        laid = layout.lay_out(bars, len(bars), lambda bar, program, melody=melody: program == melody)
+        laid = layout.lay_out(bars, range(len(bars)), lambda bar, program, melody=melody: program == melody)
         assert _notes(tokenizer, layout.played(laid.ids)) == _notes(tokenizer, piece)
         for b, (at, inside) in enumerate(_opened(laid.ids, layout)):
             assert laid.ids[at + 1] == bars[b].head[1]  # the time signature, then the block
@@ -64,11 +66,21 @@ def test_given_notes_come_first_at_each_onset(prepared):
     piece = data.pieces("train")[0]
     bars = layout.bars(piece)
     last = _programs(bars)[-1]  # MidiTok writes it last at an onset; given, it comes first
-    laid = layout.lay_out(bars, len(bars), lambda bar, program: program == last)
+    laid = layout.lay_out(bars, range(len(bars)), lambda bar, program: program == last)
     for bar in layout.bars(layout.played(laid.ids)):
         for onset in bar.onsets:
             programs = [n.program for n in onset.notes]
             assert programs == sorted(programs, key=lambda p: p != last)
+
+
+def _in_suffix(ids: list[int], layout: Layout) -> list[bool]:
+    """Per id, whether it is inside a block of the bars after a gap (its start and end included)."""
+    out, inside = [], False
+    for t in ids:
+        inside |= t == layout.suffix_start
+        out.append(inside)
+        inside &= t != layout.suffix_end
+    return out
 
 
 def _windows(prepared, tasks: dict[str, float], length: int = 64, **data) -> tuple[TimedTaskDataset, Layout]:
@@ -92,8 +104,9 @@ def test_task_windows_fit_replay_and_never_target_given_tokens(prepared, task):
         assert layout.start not in targets and layout.end not in targets  # blocks are read, never predicted
         assert targets[-1] == dataset.tables.eos_id  # the window ends as a request does
         ids = item["input_ids"].tolist()
-        assert ids[0] == dataset.tables.bos_id and ids[1] == layout.bar
-        opened = [i for i, t in enumerate(ids) if t == layout.bar and i + 2 < len(ids)]
+        assert ids[:2] == [dataset.tables.bos_id, *task_ids(layout.tokenizer, task)]
+        aside = _in_suffix(ids, layout)
+        opened = [i for i, t in enumerate(ids) if t == layout.bar and i + 2 < len(ids) and not aside[i]]
         assert all(ids[i + 2] == layout.start for i in opened)  # Bar, TimeSig, block
         written_programs |= {int(layout.value[t]) for t in targets if layout.kind[t] == 3}
         inputs = [t for t, target in zip(ids[1:], item["targets"].tolist(), strict=False) if target == IGNORE_INDEX]
@@ -136,11 +149,11 @@ def _read(layout: Layout, ids: list[int], targets: list[int]) -> list[tuple[dict
     tokenizer, out, head, block, group = layout.tokenizer, [], False, False, None
     for i in range(1, len(ids)):
         t, target = ids[i], targets[i - 1]
-        if t == layout.bar:
+        if t == layout.bar and not block:
             out.append(({}, []))
             head = True
-        elif t in (layout.start, layout.end):
-            block = t == layout.start
+        elif t in (layout.start, layout.end, layout.suffix_start, layout.suffix_end):
+            block = t in (layout.start, layout.suffix_start)
         elif block:
             continue
         elif layout.is_control[t]:
@@ -206,3 +219,56 @@ def test_controls_are_a_random_share_and_continue_windows_have_none(prepared):
             groups += len(steering)
             unsteered += len(written - set(steering))
     assert plain and groups and unsteered  # some written bars steered, some not
+
+
+def test_every_window_from_bos_says_its_task_and_never_targets_it(prepared):
+    dataset, layout = _windows(prepared, {"continue": 1.0, "accompany": 1.0, "infill": 1.0}, length=256)
+    tasks = {task_ids(layout.tokenizer, task)[0]: task for task in ("free", "accompany", "infill")}
+    seen = set()
+    for epoch in range(3):
+        for index in range(len(dataset)):
+            item = dataset[(index, epoch, 256)]
+            ids = item["input_ids"].tolist()
+            if ids[0] != dataset.tables.bos_id:
+                continue  # a continue window from inside a piece: no BOS, no task
+            assert ids[1] in tasks and item["targets"][0] == IGNORE_INDEX  # given, as generation forces it
+            assert not set(ids[2:]) & set(tasks) and not set(item["targets"].tolist()) & set(tasks)
+            seen.add(tasks[ids[1]])
+    assert seen == {"free", "accompany", "infill"}
+    valid = TimedTaskDataset(PreparedDataset(prepared).pieces("valid"), dataset.tables, layout, dataset.cfg, False)
+    first = valid[0]  # evaluation windows read as free pieces
+    assert first["input_ids"][1] == task_ids(layout.tokenizer, "free")[0] and first["targets"][0] == IGNORE_INDEX
+
+
+def _key(bar: Bar) -> tuple:
+    """A bar's meter and notes at their onsets, whatever their order at an onset."""
+    return tuple(bar.head[1:]), sorted((o.position, tuple(o.head), tuple(n.ids)) for o in bar.onsets for n in o.notes)
+
+
+@pytest.mark.parametrize("suffix", [1, 2])
+def test_the_block_holds_exactly_the_bars_after_the_gap(prepared, suffix):
+    """Every infill window: the bars before the gap and the gap itself are consecutive bars of its piece, and
+    its block holds, as MidiTok wrote them, the next bars of that piece, at most data.suffix_bars, never
+    targets; the block is empty only where nothing of the window follows the gap."""
+    dataset, layout = _windows(prepared, {"infill": 1.0}, length=512, suffix_bars=suffix)
+    counts = set()
+    for index, epoch in itertools.product(range(len(dataset)), range(2)):
+        item = dataset[(index, epoch, 512)]
+        real = item["input_ids"] != dataset.tables.pad_id
+        ids, targets = item["input_ids"][real].tolist(), item["targets"][real].tolist()
+        start, end = ids.index(layout.suffix_start), ids.index(layout.suffix_end)
+        assert all(target == IGNORE_INDEX for target in targets[start - 1 : end])  # read, never predicted
+        block = layout.bars(ids[start + 1 : end])
+        middle = [t for t in ids[end + 1 :] if t != dataset.tables.eos_id]
+        read = layout.bars(layout.played(ids[2:start])) + layout.bars(layout.played(middle))
+        piece = layout.bars(dataset.pieces[dataset.windows[index].piece])
+        found = [
+            j
+            for j in range(len(piece) - len(read) + 1)
+            if all(_key(piece[j + i]) == _key(bar) for i, bar in enumerate(read))
+        ]
+        assert found, "the window's bars are not consecutive bars of its piece"
+        after = [piece[found[0] + len(read) + i] for i in range(len(block))]
+        assert ids[start + 1 : end] == [t for bar in after for t in layout.plain(bar)]
+        counts.add(len(block))
+    assert max(counts) == suffix and 0 in counts  # as many as asked, and a gap at the window's end

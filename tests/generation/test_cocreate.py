@@ -10,12 +10,13 @@ from aurl.cli import main
 from aurl.config import GenerateConfig, ModelConfig, load_config
 from aurl.data.multitrack import Multitrack
 from aurl.data.tokenize import build_tokenizer
-from aurl.generation.cocreate import Session, read_song
+from aurl.generation.cocreate import read_song
 from aurl.generation.controls import parse_controls
 from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.requests import Accompany, Infill, generate
 from aurl.generation.sampler import sample
+from aurl.generation.session import Session
 from aurl.models.transformer import Transformer
 from tests.conftest import MMM, TINY
 

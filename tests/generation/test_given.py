@@ -9,15 +9,16 @@ from miditok.utils import get_bars_ticks
 from aurl.cli import main
 from aurl.config import GenerateConfig, ModelConfig, load_config
 from aurl.data.controls import CONTROLS
-from aurl.data.layout import Layout
+from aurl.data.layout import Layout, task_ids
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import build_tokenizer
-from aurl.generation.cocreate import Session, read_timed_song
 from aurl.generation.controls import parse_controls, steering
 from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.given import GivenGrammar, plan_of
 from aurl.generation.requests import Accompany, Infill, generate
 from aurl.generation.sampler import sample
+from aurl.generation.session import Session
+from aurl.generation.timed import read_timed_song
 from aurl.models.transformer import Transformer
 from tests.conftest import TINY
 
@@ -44,7 +45,8 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
     song = read_timed_song(midi_dir / "piece_6.mid", tokenizer, layout)
     melody = song.bars_of([0], tokenizer, layout)
     given = plan_of(layout, melody, range(len(melody)), lambda bar, program: True, [48])
-    for row in session.write([[tokenizer["BOS_None"]]] * 4, [given], 300 + given.forced):
+    prompt = [tokenizer["BOS_None"], *task_ids(tokenizer, "accompany")]
+    for row in session.write([prompt] * 4, [given], 300 + given.forced):
         played = layout.played(row)
         score, skipped = tokens_to_score(tokenizer, played)
         assert skipped == 0
@@ -67,13 +69,13 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
             assert block[0] == layout.start and row[i + 1 : i + 1 + len(opening)] == opening
 
 
-@pytest.mark.parametrize("passes", [1, 2])
-def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path, passes):
-    """With a second pass each new track is rewritten with the kept one and the other new one given."""
+@pytest.mark.parametrize("sweeps", [0, 1])
+def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir, tmp_path, sweeps):
+    """With a sweep each new track is rewritten a span at a time with the kept one and the other new one given."""
     song = midi_dir / "piece_2.mid"
     original = symusic.Score(str(song))
     request = Accompany(song=str(song), add=[48, 41], keep=[1])
-    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, max_tokens=200, passes=passes)
+    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, max_tokens=200, sweeps=sweeps)
     end = get_bars_ticks(original)[-1] + 3 * original.ticks_per_quarter  # the last bar is 3/4
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -86,14 +88,14 @@ def test_accompaniment_keeps_the_kept_tracks_note_for_note(trained_run, midi_dir
         ]
 
 
-@pytest.mark.parametrize(("track", "passes"), [(0, 1), (None, 1), (None, 3)])
-def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi_dir, tmp_path, track, passes):
+@pytest.mark.parametrize(("track", "sweeps"), [(0, 0), (None, 0), (None, 2)])
+def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi_dir, tmp_path, track, sweeps):
     song = midi_dir / "piece_5.mid"
     original = symusic.Score(str(song))
     ticks = get_bars_ticks(original)
     start, stop = ticks[2], ticks[4]  # bars 3-4
     request = Infill(song=str(song), bars=(3, 4), track=track)
-    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, passes=passes)
+    samples = generate(trained_run, tmp_path, "latest", None, request, num=2, sweeps=sweeps)
     targets = [0] if track == 0 else range(len(original.tracks))
     for s in samples:
         out = symusic.Score(str(s.midi))
@@ -113,7 +115,7 @@ def test_infilling_rewrites_the_bars_and_keeps_everything_else(trained_run, midi
         (["--accompany", "{song}", "--add", "0"], "--add 0: a kept or added track already plays it"),
         (["--accompany", "{song}", "--add", "48", "--control", "track=2", "density=3"], "attribute controls need"),
         (["--infill", "{song}", "--bars", "9-40"], "has bars 1-12"),
-        (["--passes", "2"], "--passes: passes rewrite what co-creation writes"),
+        (["--sweeps", "2"], "--sweeps: sweeps revise what co-creation writes"),
     ],
 )
 def test_bad_options_are_one_line_errors(trained_run, midi_dir, tmp_path, capsys, extra, message):

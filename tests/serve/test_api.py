@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import symusic
 from fastapi.testclient import TestClient
+from miditok.utils import get_bars_ticks
 
 from aurl.cli import main
 from aurl.generation.generate import Trained
@@ -74,6 +75,8 @@ def test_models_and_examples(client):
     assert models["tiny"]["settings"]["max_tokens"] > 0 and models["tiny"]["parameters"] > 0
     assert models["tiny"]["settings"]["meter"] == "hold" and {"4/4", "3/4"} <= set(models["tiny"]["meters"])
     assert models["tiny"]["decoding"] == models["mmm"]["decoding"] == ("compiled" if CXX else "eager")
+    # the voices each run was trained on (its corpus: melody, bass, drums), the top one first
+    assert models["tiny"]["programs"] == models["mmm"]["programs"] == [0, 33, -1]
     examples = client.get("/api/examples").json()["examples"]
     assert examples and all(e["tracks"] > 0 and e["bars"] > 0 for e in examples)
     song = client.get(f"/api/songs/{examples[0]['id']}").json()
@@ -163,13 +166,41 @@ def test_continue_accompany_and_infill_keep_the_song(client, song, model):
     )
     result = notes_of(client, job["takes"][0]["midi"])
     assert result[0] == kept[0]  # the other track is untouched
-    if model == "tiny":  # a second pass rewrites the bass with the melody given: the melody stays
-        settings = {**SMALL, "num": 1, "passes": 2}
+    if model == "tiny":  # a revision sweep rewrites the new track with the melody given: the melody stays
+        settings = {**SMALL, "num": 1, "sweeps": 1}
         job = run(
             client,
             {"model": model, "task": "accompany", "song": song["id"], "keep": [0], "add": [41], "settings": settings},
         )
         assert job["status"] == "done" and notes_of(client, job["takes"][0]["midi"])[0] == kept[0]
+
+
+def test_a_take_becomes_a_song_whose_bars_can_be_rewritten(client, song):
+    accompany = {"model": "tiny", "task": "accompany", "song": song["id"], "keep": [0], "add": [41]}
+    job = run(client, accompany | {"settings": SMALL})
+    take = job["takes"][0]
+    response = client.post(take["song"])
+    assert response.status_code == 201, response.text
+    made = response.json()
+    assert made["name"] == f"tiny-{job['id']}-take0.mid"
+    taken = [t for t in notes_of(client, take["midi"]) if t]  # a song keeps the tracks with notes
+    assert notes_of(client, f"/api/songs/{made['id']}/midi") == taken
+    body = {"model": "tiny", "task": "infill", "song": made["id"], "track": 0, "settings": SMALL}
+    job = run(client, body | {"bars": [2, 3]})
+    rewritten = notes_of(client, job["takes"][0]["midi"])
+    start, stop = get_bars_ticks(symusic.Score.from_midi(client.get(take["midi"]).content))[1:4:2]  # bars 2-3
+    assert [n for n in rewritten[0] if not start <= n[0] < stop] == [n for n in taken[0] if not start <= n[0] < stop]
+    assert rewritten[1:] == taken[1:]  # the other tracks note for note
+    # what the page shows of a bad choice: one sentence naming the field, the song by its name
+    for bars, words in (([2, 99], f"bars 2-99: {made['name']} has bars 1-"), (None, "bars: infill needs it")):
+        response = client.post("/api/jobs", json=body | ({"bars": bars} if bars else {}))
+        assert response.status_code == 422 and response.json()["detail"].startswith(words), response.text
+    for url, words in (
+        (f"/api/jobs/{job['id']}/takes/5/song", f"take 5: job {job['id']} has takes 0-0"),
+        ("/api/jobs/j-0/takes/0/song", "job 'j-0': unknown here"),
+    ):
+        response = client.post(url)
+        assert response.status_code == 404 and response.json()["detail"].startswith(words), response.text
 
 
 @pytest.mark.parametrize(
@@ -183,8 +214,8 @@ def test_continue_accompany_and_infill_keep_the_song(client, song, model):
         ({"model": "tiny", "task": "sing"}, 422, "task"),
         ({"model": "tiny", "bars": "x"}, 422, "bars"),
         ({"model": "tiny", "settings": {"meter": "7/16"}}, 422, "settings.meter 7/16: not a time signature"),
-        ({"model": "tiny", "settings": {"passes": 2}}, 422, "passes rewrite what co-creation writes"),
-        ({"model": "mmm", "task": "accompany", "song": "SONG", "add": [0], "settings": {"passes": 2}}, 422, "passes"),
+        ({"model": "tiny", "settings": {"sweeps": 1}}, 422, "settings.sweeps: "),
+        ({"model": "mmm", "task": "accompany", "song": "SONG", "add": [0], "settings": {"sweeps": 1}}, 422, "sweeps"),
         ({"model": "nope"}, 404, "nope"),
         ({"model": "tiny", "task": "continue", "song": "s-unknown"}, 404, "s-unknown"),
         ({"model": "mmm", "task": "infill", "song": "SONG"}, 422, "bars"),

@@ -43,7 +43,7 @@
   ];
   const ROLL = {
     bg: "#0f1216", white: "#151a20", black: "#11151a", grid: "#262d36", bar: "#3a4350", text: "#8a94a3",
-    axis: "#171b21", select: "rgba(106, 169, 240, 0.16)", selectEdge: "#6aa9f0",
+    axis: "#171b21", select: "rgba(106, 169, 240, 0.16)", selectEdge: "#6aa9f0", given: "#5d6571",
   };
   // The fields of a request this page can ask for (the tasks and their fields come from /api/models); a task
   // with a field not listed here is not offered
@@ -59,7 +59,7 @@
     { key: "num", label: "Takes", step: "1", min: "1", int: true },
     { key: "meter", label: "Meter", choices: "meters", note: "hold = the first bar's" },
     { key: "seed", label: "Seed", step: "1", min: "0", int: true },
-    { key: "passes", label: "Passes", step: "1", min: "1", int: true, more: true, note: "co-creation" },
+    { key: "sweeps", label: "Revision sweeps", step: "1", min: "0", int: true, more: true, note: "co-creation" },
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
     { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
@@ -92,6 +92,9 @@
   }
   const has = (field, name = state.task) => field in task(name).fields;
   const uses = (setting, name = state.task) => task(name).uses.includes(setting);
+  // Tasks found by their fields: the one that rewrites bars of a song, the one that keeps tracks and adds others
+  const rewriteTask = () => tasks().find((t) => "bars" in t.fields && "song" in t.fields);
+  const accompanyTask = () => tasks().find((t) => "keep" in t.fields && "add" in t.fields);
 
   // ---- API ---------------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -335,10 +338,9 @@
       const dim = (opts.keep && !opts.keep.has(t.index)) || (opts.focus !== null && opts.focus !== undefined
         && opts.focus !== t.index);
       ctx.globalAlpha = dim ? 0.22 : 1;
-      ctx.fillStyle = COLOURS[i % COLOURS.length];
+      const colour = COLOURS[i % COLOURS.length]; // written notes; given ones (kept as they were) grey
       if (t.is_drum) {
         const y0 = top + plotH + gap;
-        const colour = ctx.fillStyle;
         for (const [start, , pitch, , given] of t.notes) {
           const y = y0 + 2 + ((81 - Math.min(81, Math.max(35, pitch))) / 46) * (lane - 6);
           ctx.fillStyle = given ? ROLL.given : colour;
@@ -346,8 +348,9 @@
         }
       } else {
         const rh = Math.max(1, rowH > 3 ? rowH - 1 : rowH);
-        for (const [start, dur, pitch] of t.notes) {
+        for (const [start, dur, pitch, , given] of t.notes) {
           if (pitch < lo || pitch > hi) continue;
+          ctx.fillStyle = given ? ROLL.given : colour;
           ctx.fillRect(xAt(start), yAt(pitch), Math.max(1.5, dur * scale - 0.6), rh);
         }
       }
@@ -382,6 +385,30 @@
     let k = 0;
     while (k < g.bars.length && g.bars[k] <= t) k++;
     return Math.min(g.bars.length, Math.max(1, k));
+  }
+
+  // Bar number (from 1) under a point of an engraved score: its measures in order (Verovio's g.measure), one
+  // per bar of the take
+  function measureAt(box, clientX, clientY) {
+    const k = [...box.querySelectorAll("g.measure")].findIndex((m) => {
+      const r = m.getBoundingClientRect();
+      return clientX >= r.left && clientX <= r.right && clientY >= r.top && clientY <= r.bottom;
+    });
+    return k < 0 ? null : k + 1;
+  }
+
+  // The chosen bars shaded in a shown engraved score
+  function markMeasures(box, bars) {
+    box.querySelectorAll("rect.bar-pick").forEach((r) => r.remove());
+    if (!bars || box.hidden) return;
+    for (const measure of [...box.querySelectorAll("g.measure")].slice(bars[0] - 1, bars[1])) {
+      const b = measure.getBBox();
+      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      for (const [k, v] of Object.entries({ class: "bar-pick", x: b.x, y: b.y, width: b.width, height: b.height })) {
+        rect.setAttribute(k, String(v));
+      }
+      measure.prepend(rect);
+    }
   }
 
   // A legend: one entry per track, in the roll's colours. `onPick(index)` makes the entries buttons.
@@ -445,11 +472,23 @@
     $("model-info").replaceChildren(...parts.map((p) => el("span", { class: "tag", text: p })));
     renderTasks();
     renderSettings();
+    fillPrograms(m.programs || []);
     const controls = m.controls || [];
     $("controls-hint").textContent = controls.length
       ? `One per line: a scope (track=N, bars=A-B) and controls. This model follows: ${controls.join(", ")}.`
       : "";
     refresh();
+  }
+
+  // The programs offered to add: the model's own voices first (its corpus's programs), then every other
+  function fillPrograms(own) {
+    const option = (p) => el("option", { value: String(p), text: p < 0 ? "Drums (-1)" : `${GM[p]} (${p})` });
+    const others = [-1, ...GM.keys()].filter((p) => !own.includes(p)).map(option);
+    $("add-program").replaceChildren(...(own.length
+      ? [el("optgroup", { label: "Voices this model was trained on" }, ...own.map(option)),
+        el("optgroup", { label: "Other instruments" }, ...others)]
+      : others));
+    $("add-program").value = String(own.length ? own[0] : 0);
   }
 
   function renderTasks() {
@@ -651,6 +690,7 @@
     else if (song && has("bars")) rollHint = "Drag across the roll to choose bars; click a track to rewrite only it.";
     else if (song && tasks().some((t) => "bars" in t.fields)) rollHint = "Drag across the roll to choose bars to rewrite.";
     $("roll-hint").textContent = rollHint;
+    for (const row of document.querySelectorAll(".take-rewrite")) row.hidden = !rewriteTask();
 
     const kept = song ? song.tracks.filter((t) => state.keep.has(t.index)) : [];
     $("keep-summary").textContent = song
@@ -684,6 +724,28 @@
     $("generate").title = why || "Ctrl+Enter";
     $("cancel").hidden = !running;
     $("blocker").textContent = running ? "" : why || "";
+    $("harmonise").hidden = !harmony().length;
+    $("harmonise").disabled = running;
+    for (const button of document.querySelectorAll(".take .rewrite")) button.disabled = running;
+  }
+
+  // "Harmonise the top voice": the programs added beside the song's first track, the voices the model was
+  // trained on (/api/models lists them, the top voice first) but the one that track plays (one stream tells
+  // tracks apart by program); a track playing none of them takes the top voice's place. [] where it cannot.
+  function harmony() {
+    const programs = (state.model && state.model.programs) || [];
+    if (!state.song || !accompanyTask() || !programs.length) return [];
+    const top = state.song.tracks[0];
+    const program = top.is_drum ? -1 : top.program;
+    return programs.includes(program) ? programs.filter((p) => p !== program) : programs.slice(1);
+  }
+
+  function harmonise() {
+    setTask(accompanyTask().task);
+    state.keep = new Set([state.song.tracks[0].index]);
+    state.add = harmony();
+    refresh();
+    startJob();
   }
 
   // ---- jobs --------------------------------------------------------------------------------------------
@@ -697,7 +759,7 @@
     if (s.repetition_penalty !== undefined && s.repetition_penalty !== 1) parts.push(`rep ${s.repetition_penalty}`);
     if (s.max_tokens !== undefined) parts.push(`${s.max_tokens} tokens`);
     if (s.meter !== undefined && s.meter !== "hold") parts.push(`meter ${s.meter}`);
-    if (s.passes > 1) parts.push(`${s.passes} passes`);
+    if (s.sweeps > 0) parts.push(`${s.sweeps} sweep${s.sweeps === 1 ? "" : "s"}`);
     if (s.seed !== undefined) parts.push(`seed ${s.seed}`);
     return parts.join(" · ");
   }
@@ -728,6 +790,11 @@
       showError(err);
       return;
     }
+    await submitJob(body, state.song);
+  }
+
+  // Post a job (its body as the API takes it; `song` the song it names, if any) and follow it in a live card
+  async function submitJob(body, song) {
     $("generate").disabled = true;
     const created = await guard(() => getJSON("/api/jobs", { method: "POST", json: body }));
     if (!created) {
@@ -739,8 +806,8 @@
     if (body.bars) what.push(`bars ${body.bars[0]}-${body.bars[1]}${body.track == null ? "" : `, track ${body.track}`}`);
     state.job = {
       id: created.id, model: body.model, task: body.task, what: what.join(" "), settings: body.settings,
-      songName: state.song && body.song ? state.song.name : null, started: performance.now(),
-      done: false, source: null, poll: null, card: liveCard(body),
+      songName: song && body.song ? song.name : null, started: performance.now(),
+      done: false, source: null, poll: null, card: liveCard(body, song),
     };
     document.body.dataset.job = "running";
     document.body.dataset.jobId = created.id;
@@ -751,9 +818,9 @@
 
   // What the model starts from, drawn until the first notes arrive: the kept tracks (accompany), the song
   // (infill) or its primer bars (continue)
-  function promptNotes(body) {
+  function promptNotes(body, song) {
     const empty = { tracks: [], bars: [], length: 16 };
-    const notes = state.song && body.song === state.song.id ? state.song.notes : null;
+    const notes = song && body.song === song.id ? song.notes : null;
     if (!notes) return empty;
     if (body.keep) {
       const keep = new Set(body.keep);
@@ -774,7 +841,7 @@
   }
 
   // A card at the head of the takes that shows the first take being written
-  function liveCard(body) {
+  function liveCard(body, song) {
     const canvas = el("canvas", { class: "roll take-roll", id: "live-roll" });
     const card = el("article", { class: "take live" },
       el("header", { class: "take-head" }, el("strong", { class: "take-name", text: "Writing…" }),
@@ -783,7 +850,7 @@
       el("p", { class: "take-stats meta live-stats", text: "waiting for the first tokens" }));
     $("takes").prepend(card);
     $("takes-empty").hidden = true;
-    drawRoll(canvas, promptNotes(body));
+    drawRoll(canvas, promptNotes(body, song));
     resizer.observe(canvas);
     return card;
   }
@@ -909,7 +976,8 @@
     card.querySelector(".take-stats").textContent = stats.join(" · ");
     card.querySelector(".use-song").addEventListener("click", () => useAsSong(job, take));
     const toggle = card.querySelector(".show-score");
-    toggle.addEventListener("click", () => showScore(card, take, toggle));
+    const chosen = wireRewrite(card, take);
+    toggle.addEventListener("click", () => showScore(card, take, toggle, chosen));
     card.querySelector(".take-remove").addEventListener("click", () => {
       resizer.unobserve(canvas);
       audio.pause();
@@ -922,8 +990,10 @@
       drawRoll(canvas, { tracks: [], bars: [], length: 16 });
       const notes = await guard(() => getJSON(take.notes_url));
       if (notes) {
+        chosen.notes = notes;
         drawRoll(canvas, notes);
         fillLegend(card.querySelector(".take-legend"), notes);
+        fillVoices(card.querySelector(".take-voice"), notes);
         card.dataset.drawn = "true";
       }
     });
@@ -931,7 +1001,7 @@
   }
 
   // The engraved score in place of the piano roll (and back): fetched once, on the first look
-  async function showScore(card, take, toggle) {
+  async function showScore(card, take, toggle, chosen) {
     clearError();
     const box = card.querySelector(".take-score");
     const canvas = card.querySelector("canvas");
@@ -946,8 +1016,76 @@
     }
     box.hidden = showing;
     canvas.hidden = !showing;
+    markMeasures(box, chosen.bars);
     toggle.setAttribute("aria-pressed", String(!showing));
     toggle.textContent = showing ? "Score" : "Piano roll";
+  }
+
+  // ---- rewriting bars of a take ------------------------------------------------------------------------
+  // A take's bars are chosen by dragging across its roll or its score, and its voice (a track, or all) in a
+  // list; "Rewrite these bars" runs the model's bar-rewriting task on the take (made a song on the server)
+  // with the current model and settings. Returns what is chosen: {notes, bars, song}, notes once loaded.
+  function wireRewrite(card, take) {
+    const chosen = { notes: null, bars: null, song: null };
+    const canvas = card.querySelector("canvas");
+    const box = card.querySelector(".take-score");
+    const voice = card.querySelector(".take-voice");
+    const show = () => {
+      card.querySelector(".take-bars").textContent = chosen.bars
+        ? `Bars ${chosen.bars[0]}-${chosen.bars[1]}` : "Drag across the roll or the score to choose bars.";
+      const focus = voice.value === "" ? null : Number(voice.value);
+      if (chosen.notes) drawRoll(canvas, chosen.notes, { bars: chosen.bars, focus });
+      markMeasures(box, chosen.bars);
+    };
+    const pick = (bars) => {
+      chosen.bars = bars;
+      show();
+    };
+    const ready = () => Boolean(chosen.notes && rewriteTask());
+    wireBarDrag(canvas, (e) => barAt(canvas, e.clientX), ready, pick);
+    wireBarDrag(box, (e) => measureAt(box, e.clientX, e.clientY), ready, pick);
+    voice.addEventListener("change", show);
+    const button = card.querySelector(".rewrite");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      await rewriteBars(take, chosen, voice.value);
+      updateGenerate();
+    });
+    card.querySelector(".take-rewrite").hidden = !rewriteTask();
+    show();
+    return chosen;
+  }
+
+  // The voices of a take that can be rewritten: its tracks with notes (a song drops the others)
+  function fillVoices(select, notes) {
+    select.replaceChildren(el("option", { value: "", text: "All tracks" }), ...notes.tracks
+      .filter((t) => t.notes.length)
+      .map((t) => el("option", { value: String(t.index), text: `${t.index} · ${trackName(t)}` })));
+  }
+
+  async function rewriteBars(take, chosen, voice) {
+    clearError();
+    if (!chosen.bars) {
+      showError("bars: choose the bars to rewrite first: drag across the take's piano roll or score.");
+      return;
+    }
+    let settings;
+    try {
+      settings = readSettings();
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    chosen.song = chosen.song || await guard(() => getJSON(take.song, { method: "POST" }));
+    if (!chosen.song) return;
+    const rewrite = rewriteTask();
+    const body = { model: state.model.id, task: rewrite.task, song: chosen.song.id, bars: [...chosen.bars], settings };
+    if ("track" in rewrite.fields) {
+      // the song counts the take's tracks with notes: the voice's place among them
+      const voiced = chosen.notes.tracks.filter((t) => t.notes.length);
+      body.track = voice === "" ? null : voiced.findIndex((t) => t.index === Number(voice));
+    }
+    await submitJob(body, chosen.song);
   }
 
   async function useAsSong(job, take) {
@@ -967,40 +1105,53 @@
     document.querySelector(".roll-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
   }
 
-  // ---- bar selection by dragging across the song's roll ----------------------------------------------
-  function wireRollDrag() {
-    const canvas = $("song-roll");
+  // ---- bar selection by dragging across a roll (the song's, a take's) or a take's engraved score ------
+  // `at(event)`: the bar (from 1) under the pointer, or null; `ready()`: whether a drag may choose bars now;
+  // `pick([from, to])` hears the bars chosen as the drag goes
+  function wireBarDrag(node, at, ready, pick) {
     let anchor = null;
-    canvas.addEventListener("pointerdown", (e) => {
-      if (!state.song || e.button !== 0) return;
-      const bar = barAt(canvas, e.clientX);
-      if (bar === null) return;
-      const rewrite = tasks().find((t) => "bars" in t.fields); // dragging chooses bars: a task that rewrites them
-      if (!has("bars") && rewrite) setTask(rewrite.task);
-      if (!has("bars")) return;
+    let last = null;
+    node.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      const bar = at(e);
+      if (bar === null || !ready()) return;
       anchor = bar;
-      state.bars = [bar, bar];
-      canvas.setPointerCapture(e.pointerId);
-      refresh();
+      last = [bar, bar];
+      pick(last);
+      node.setPointerCapture(e.pointerId);
       e.preventDefault();
     });
-    canvas.addEventListener("pointermove", (e) => {
+    node.addEventListener("pointermove", (e) => {
       if (anchor === null) return;
-      const bar = barAt(canvas, e.clientX);
+      const bar = at(e);
       if (bar === null) return;
       const next = [Math.min(anchor, bar), Math.max(anchor, bar)];
-      if (!state.bars || next[0] !== state.bars[0] || next[1] !== state.bars[1]) {
-        state.bars = next;
-        refresh();
+      if (next[0] !== last[0] || next[1] !== last[1]) {
+        last = next;
+        pick(next);
       }
     });
     const end = (e) => {
       if (anchor === null) return;
       anchor = null;
-      if (canvas.hasPointerCapture(e.pointerId)) canvas.releasePointerCapture(e.pointerId);
+      if (node.hasPointerCapture(e.pointerId)) node.releasePointerCapture(e.pointerId);
     };
-    canvas.addEventListener("pointerup", end);
-    canvas.addEventListener("pointercancel", end);
+    node.addEventListener("pointerup", end);
+    node.addEventListener("pointercancel", end);
+  }
+
+  function wireSongDrag() {
+    const canvas = $("song-roll");
+    const ready = () => {
+      if (!state.song) return false;
+      const rewrite = rewriteTask(); // dragging chooses bars: a task that rewrites them
+      if (!has("bars") && rewrite) setTask(rewrite.task);
+      return has("bars");
+    };
+    wireBarDrag(canvas, (e) => barAt(canvas, e.clientX), ready, (bars) => {
+      state.bars = bars;
+      refresh();
+    });
   }
 
   function barInputs() {
@@ -1036,11 +1187,7 @@
       state.userSettings = {};
       if (state.model) renderSettings();
     });
-    $("add-program").replaceChildren(
-      el("option", { value: "-1", text: "Drums (-1)" }),
-      ...GM.map((name, p) => el("option", { value: String(p), text: `${name} (${p})` })),
-    );
-    $("add-program").value = "0";
+    $("harmonise").addEventListener("click", harmonise);
     $("add-button").addEventListener("click", () => {
       state.add.push(parseInt($("add-program").value, 10));
       refresh();
@@ -1054,7 +1201,7 @@
     });
     $("bar-from").addEventListener("change", barInputs);
     $("bar-to").addEventListener("change", barInputs);
-    wireRollDrag();
+    wireSongDrag();
     resizer.observe($("song-roll"));
   }
 
