@@ -26,7 +26,10 @@ generation forces them) and written ones. The layout
   request that asks for none reads as a window that drew none. A group is read, never played: decoding
   drops it, and the loss never targets it. So a bar reads
   `Bar TimeSig Ahead_Start ... Ahead_End Program_p ACTrack... ACBar... Program_q ACBar... Position ...`.
-So an infill reads `BOS Task_Infill <bars before> Suffix_Start <bars after> Suffix_End <the gap's bars> EOS`.
+- ends what it writes as the music does: where the song goes on after the written bars, with the next bar's
+  `Bar` (a target: the model writes bar lines as it always does, never having to know that a gap ends there)
+  and then EOS, given; where the song ends with them, with EOS, a target (a run from before task tokens: EOS).
+So an infill reads `BOS Task_Infill <bars before> Suffix_Start <bars after> Suffix_End <the gap's bars> Bar EOS`.
 Training windows and generation requests are laid out here alone, so the two cannot drift apart.
 """
 
@@ -118,7 +121,7 @@ class Layout:
     def __init__(self, tokenizer: miditok.MusicTokenizer, ahead: int, suffix: int = 0):
         vocab = tokenizer.vocab
         self.tokenizer, self.ahead, self.suffix = tokenizer, ahead, suffix
-        self.bar = vocab["Bar_None"]
+        self.bar, self.eos = vocab["Bar_None"], vocab["EOS_None"]
         self.start, self.end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
         self.suffix_start, self.suffix_end = (vocab.get(name, -1) for name in SUFFIX_TOKENS)
         self.tasks = {vocab[name] for name in TASK_TOKENS.values() if name in vocab}
@@ -236,6 +239,17 @@ class Layout:
                 first += 1
         laid.extend(self.lay_out(bars, range(first, gap.start), given))
         laid.add(block, True)
+        return laid
+
+    def ending(self, goes_on: bool) -> Laid:
+        """What follows the bars a window or request writes: the next bar's Bar and EOS where the music `goes_on`
+        (EOS given: generation forces it), EOS alone where it ends there or the run is from before task tokens."""
+        laid = Laid()
+        if goes_on and self.tasks:
+            laid.add([self.bar], False)
+            laid.add([self.eos], True)
+        else:
+            laid.add([self.eos], False)
         return laid
 
     def window(self, task: str, bars: list[Bar], gap: range, given: IsGiven, controls: Controls | None = None) -> Laid:

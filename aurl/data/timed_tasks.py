@@ -7,8 +7,8 @@ data.tasks, each window saying its task after BOS (aurl.data.layout):
   rest given: the bars before the gap, then up to data.suffix_bars bars after it in a block read before the
   gap (fill-in-the-middle), then the gap.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
-data.ahead_bars ahead, given tokens never targets of the loss, and an EOS where the gap ends, as a request
-ends after its last bar. Where the tokenizer has attribute controls, each written track of such a window is
+data.ahead_bars ahead, given tokens never targets of the loss, and the written bars ended as a request's are
+(the next bar's Bar and EOS, or EOS where the piece ends with them). Where the tokenizer has attribute controls, each written track of such a window is
 steered by a random share of them (as MMM's windows are, aurl.data.tasks): a share data.control_tracks of its
 track-level controls, and for each bar-level control a share data.control_bars of the bars it is written in,
 measured on the notes it writes after the window is transposed. Continue windows have no controls, so a free
@@ -109,8 +109,7 @@ class TimedTaskDataset(WindowDataset):
             draw = np.random.default_rng([seed, count])
             bars, given, gap = TASKS[task](window, count, draw, self.cfg)
             laid = self.layout.window(task, bars, gap, given, self._controls(bars, count, given, draw))
-            # the request ends where the gap does: generation ends a request's last bar with EOS
-            laid.add([self.tables.eos_id], False)
+            laid.extend(self.layout.ending(first + gap.stop < len(starts)))  # as a request ends
             if len(laid.ids) <= length or count == 1:
                 break
             count -= 1

@@ -8,6 +8,7 @@ tokens (a tempo, given notes), then the model's own notes. A `Given` is what one
 past the next one in the bar; when it writes that onset's Position the given tokens there are forced, and the
 model may then add notes of its own tracks at the same onset. A bar ends only once its given onsets are
 written, each Bar brings the song's time signature and its block, the request writes exactly the song's bars
+(and, where the song goes on after them, the next bar's Bar, as the layout ends such a window)
 and then ends, and the model's own notes are on the written tracks' programs only. A request may steer the
 written tracks with attribute controls: each bar's opening then ends with the layout's control groups
 (`Program_p` and p's controls), forced like the rest of it and read as an aside, as the block is. Forcing a
@@ -42,6 +43,7 @@ class Given:
     openings: list[list[int]]
     onsets: list[Onset]
     programs: list[int]  # written programs (-1: drums)
+    goes_on: bool = False  # the song goes on after these bars: they end with the next bar's Bar, then EOS
 
     @property
     def bars(self) -> int:
@@ -50,7 +52,8 @@ class Given:
     @property
     def forced(self) -> int:
         """The most tokens the plan forces (given notes, Bars, time signatures, blocks, controls)."""
-        return sum(1 + len(o.tokens) for o in self.onsets) + sum(1 + len(opening) for opening in self.openings)
+        openings = sum(1 + len(opening) for opening in self.openings)
+        return sum(1 + len(o.tokens) for o in self.onsets) + openings + self.goes_on
 
 
 def plan_of(
@@ -63,7 +66,8 @@ def plan_of(
 ) -> Given:
     """What a request writing `programs` in the bars of `span` (of the song's `bars`) is given, laid out as in
     training. `controls(bar, program)`, with `bar` an index into `bars` or None for the track as a whole,
-    names the control ids that steer a written program there ([]: none); track-level ones open the span."""
+    names the control ids that steer a written program there ([]: none); track-level ones open the span. Where
+    the song goes on after the span, it ends as the layout ends such a window (Layout.ending)."""
     openings, onsets = [], []
     for k, b in enumerate(span):
         steering = layout.steering(b, programs, programs if k == 0 else (), controls) if controls else []
@@ -72,7 +76,8 @@ def plan_of(
             held = layout.held(onset, lambda program, b=b: given(b, program))
             if held:
                 onsets.append(Onset(k, int(layout.value[onset.position]), held))
-    return Given(openings, onsets, programs)
+    ending = layout.ending(span.stop < len(bars)).ids
+    return Given(openings, onsets, programs, goes_on=ending[0] == layout.bar)
 
 
 # what an anticipated block's tokens move in the state
@@ -87,6 +92,7 @@ class GivenGrammar(Grammar):
         vocab = tokenizer.vocab
         self.bar_id = vocab["Bar_None"]
         self.is_bar_token = torch.arange(len(self.type_of)) == self.bar_id
+        self.is_eos_token = torch.arange(len(self.type_of)) == self.eos_id
         self.program_id = {int(self.value[i]): i for i in torch.nonzero(self.is_program).flatten().tolist()}
         # never free under a plan: the song's tempo and meter are given
         self.set_by_song = self.is_time & ~self.is_time_reset
@@ -130,6 +136,7 @@ class GivenGrammar(Grammar):
             "openings": openings,
             "writable": writable,
             "bars_total": torch.tensor([g.bars for g in givens]),
+            "goes_on": torch.tensor([g.goes_on for g in givens]),
             "bar": torch.full((len(givens),), -1, dtype=torch.long),  # the bar being written, -1 before the first
             "next": torch.zeros(len(givens), dtype=torch.long),  # the next given onset
             "queue": torch.full((len(givens), width), -1, dtype=torch.long),  # tokens forced next, in order
@@ -175,8 +182,10 @@ class GivenGrammar(Grammar):
         # never past the bar's next given onset; writing its Position brings its given tokens
         ok &= ~(self.is_position[None] & in_bar[:, None] & (self.value[None] > position[:, None]))
         last = state["bar"] + 1 >= state["bars_total"]
-        ok[:, self.bar_id] &= ~in_bar & ~last
-        ok[:, self.eos_id] &= ~in_bar & last
+        past = state["bar"] >= state["bars_total"]  # the next bar's Bar written: only EOS
+        ok[:, self.bar_id] &= ~in_bar & (~last | state["goes_on"]) & ~past
+        ok[:, self.eos_id] &= ~in_bar & last & (~state["goes_on"] | past)
+        ok &= ~past[:, None] | self.is_eos_token[None]
         ok &= ~self.set_by_song & (~self.is_program | state["writable"])
         ok &= ~(self.is_program[None] & state["left"][:, self.program_index])
         # a bar's notes come after a Position, as the layout reads them (MidiTok would also take a TimeSig's)

@@ -102,11 +102,12 @@ def test_task_windows_fit_replay_and_never_target_given_tokens(prepared, task):
         targets = item["targets"][item["targets"] != IGNORE_INDEX].numpy()
         assert item["weight"] == len(targets) > 0
         assert layout.start not in targets and layout.end not in targets  # blocks are read, never predicted
-        assert targets[-1] == dataset.tables.eos_id  # the window ends as a request does
+        # the window ends as a request does: EOS where the piece ends, else the next bar's Bar (EOS given)
+        assert targets[-1] in (dataset.tables.eos_id, layout.bar)
         ids = item["input_ids"].tolist()
         assert ids[:2] == [dataset.tables.bos_id, *task_ids(layout.tokenizer, task)]
         aside = _in_suffix(ids, layout)
-        opened = [i for i, t in enumerate(ids) if t == layout.bar and i + 2 < len(ids) and not aside[i]]
+        opened = [i for i, t in enumerate(ids[:-2]) if t == layout.bar and not aside[i] and ids[i + 1] != layout.eos]
         assert all(ids[i + 2] == layout.start for i in opened)  # Bar, TimeSig, block
         written_programs |= {int(layout.value[t]) for t in targets if layout.kind[t] == 3}
         inputs = [t for t, target in zip(ids[1:], item["targets"].tolist(), strict=False) if target == IGNORE_INDEX]
@@ -183,7 +184,7 @@ def test_written_tracks_are_steered_by_their_own_notes_in_each_bar_head(prepared
         real = item["input_ids"] != dataset.tables.pad_id
         ids, targets = item["input_ids"][real].tolist(), item["targets"][real].tolist()
         # the controls fit beside the window's bars: it ends as a request does
-        assert [t for t in targets if t != IGNORE_INDEX][-1] == dataset.tables.eos_id
+        assert [t for t in targets if t != IGNORE_INDEX][-1] in (dataset.tables.eos_id, layout.bar)
         bars = _read(layout, ids, targets)
         first_written: dict[int, int] = {}
         for b, (groups, notes) in enumerate(bars):
@@ -259,7 +260,8 @@ def test_the_block_holds_exactly_the_bars_after_the_gap(prepared, suffix):
         start, end = ids.index(layout.suffix_start), ids.index(layout.suffix_end)
         assert all(target == IGNORE_INDEX for target in targets[start - 1 : end])  # read, never predicted
         block = layout.bars(ids[start + 1 : end])
-        middle = [t for t in ids[end + 1 :] if t != dataset.tables.eos_id]
+        middle = [t for t in ids[end + 1 :] if t != layout.eos]
+        middle = middle[: -1 if middle[-1] == layout.bar else None]  # the next bar's Bar that ends it
         read = layout.bars(layout.played(ids[2:start])) + layout.bars(layout.played(middle))
         piece = layout.bars(dataset.pieces[dataset.windows[index].piece])
         found = [

@@ -17,8 +17,11 @@ from aurl.data.layout import AHEAD_TOKENS, TASK_TOKENS, run_layout
 from aurl.data.prepare import prepare, tokenize_score
 from aurl.evaluation.likelihood import written_nll
 from aurl.generation.generate import Trained
+from aurl.generation.given import plan_of
 from aurl.generation.requests import Accompany, Generate, Infill, generate
+from aurl.generation.session import Session
 from aurl.generation.sweeps import FINAL, spans, temperatures
+from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
 from tests.conftest import TINY, TPQ
 
@@ -141,3 +144,28 @@ def test_a_run_from_before_task_tokens_still_writes(old_run, midi_dir, tmp_path)
     for request in (Generate(), Accompany(song=song, keep=[1], add=[48]), Infill(song=song, bars=(3, 4), track=0)):
         samples = generate(trained, tmp_path / request.task, request=request, log=None, num=1, max_tokens=200)
         assert all(s.notes > 0 and s.skipped_tokens == 0 for s in samples)
+
+
+def test_a_request_ends_as_the_song_goes_on_whatever_the_model_wants(trained_run, midi_dir):
+    """Random weights: an infill inside the song writes its bars and the next bar's Bar, then ends; one at the
+    song's end writes its bars and ends; every bar's meter is the song's."""
+    trained = Trained.load(trained_run, "latest")
+    session = Session(trained, trained.settings({"num": 4, "seed": 3}))
+    torch.manual_seed(0)
+    for p in session.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    layout = session.layout
+    song = read_timed_song(midi_dir / "piece_6.mid", session.tokenizer, layout)
+    for gap in (range(3, 5), range(len(song.bars) - 2, len(song.bars))):
+
+        def given(bar: int, program: int, gap: range = gap) -> bool:
+            return bar not in gap or program != 0
+
+        plan = plan_of(layout, song.bars, gap, given, [0])
+        prompt = [session.tokenizer["BOS_None"], *layout.head("infill", song.bars, gap, given, session.room).ids]
+        goes_on = gap.stop < len(song.bars)
+        assert plan.goes_on == goes_on
+        for row in session.write([prompt] * 4, [plan], 200 + plan.forced):
+            opened = [i for i, t in enumerate(row) if t == layout.bar]
+            assert len(opened) == len(gap) + goes_on and (row[-1] == layout.bar) == goes_on
+            assert [row[i + 1] for i in opened[: len(gap)]] == [song.bars[b].head[1] for b in gap]
