@@ -9,11 +9,12 @@ data.tasks, each window saying its task after BOS (aurl.data.layout):
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
 data.ahead_bars ahead, given tokens never targets of the loss, and the written bars ended as a request's are
 (the next bar's Bar and EOS, or EOS where the piece ends with them). Where the tokenizer has attribute
-controls, each written track of such a window is steered by a random share of them (as MMM's windows are, aurl.data.tasks): a share data.control_tracks of its
-track-level controls, and for each bar-level control a share data.control_bars of the bars it is written in,
-measured on the notes it writes after the window is transposed. Continue windows have no controls, so a free
-piece reads as before. Evaluation windows are plain ones, so a model's bits per note compare with a model
-trained on plain windows. An item is a pure function of (seed, window, epoch, length), as WindowDataset's are.
+controls, each written track of such a window is steered by a random share of them (as MMM's windows are,
+aurl.data.tasks): a share data.control_tracks of its track-level controls, and for each bar-level control a
+share data.control_bars of the bars it is written in, measured on the notes it writes after the window is
+transposed. Continue windows have no controls, so a free piece reads as before. Evaluation windows are plain
+ones, so a model's bits per note compare with a model trained on plain windows. An item is a pure function of
+(seed, window, epoch, length), as WindowDataset's are.
 """
 
 from __future__ import annotations
