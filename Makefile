@@ -10,9 +10,8 @@ DEMO_RUN := runs/demo
 # at its steps or its minutes, whichever come first, the LR decaying over the nearer of the two.
 DEMO_MINUTES ?= 3
 # The demo model harmonises the soprano of two held-out (valid split) chorales: the melody is forced at its
-# onsets in the one time-ordered stream while the model writes alto, tenor and bass around it, a little
-# cooler than its free samples.
-HARMONY_TEMPERATURE ?= 0.7
+# onsets in the one time-ordered stream while the model writes alto, tenor and bass around it, at the settings
+# a user gets for the task (generate.tasks: a little cooler than its free samples).
 CHORALES = $${AURL_CACHE:-$$HOME/.cache/aurl}/bach-chorales
 HARMONISE := bach_bwv307 bach_bwv426
 
@@ -50,7 +49,7 @@ demo: venv
 	$(BIN)/aurl generate --run $(DEMO_RUN) --num 4 --out $(DEMO_RUN)/samples/final --wav
 	for chorale in $(HARMONISE); do \
 		$(BIN)/aurl generate --run $(DEMO_RUN) --accompany $(CHORALES)/$$chorale.mid --keep 0 --add 41 42 43 \
-			--temperature $(HARMONY_TEMPERATURE) --num 1 --out $(DEMO_RUN)/samples/final/harmonised_$$chorale --wav \
+			--num 1 --out $(DEMO_RUN)/samples/final/harmonised_$$chorale --wav \
 			|| exit 1; \
 	done
 	@echo "Demo done. Run directory: $(DEMO_RUN)  samples: $(DEMO_RUN)/samples/final" \

@@ -351,6 +351,13 @@ class GenerateConfig(Section):
     )
     keep_sweeps: bool = Field(False, description="co-creation: also keep each take as it was before each sweep")
     seed: int = 0
+    # What a request of one task (generate, continue, accompany, infill, encode, interpolate) takes where it
+    # says nothing, over the settings above: the settings that measured best for it (docs/benchmarks.md).
+    # Harmonisations cooler than free pieces: fewer voice-leading faults (docs/writing-music.md).
+    tasks: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"accompany": {"temperature": 0.7}, "infill": {"temperature": 0.7}},
+        description="per task, the settings a request of it takes where it gives none",
+    )
 
     @field_validator("meter")
     @classmethod
@@ -370,6 +377,16 @@ class GenerateConfig(Section):
             passes = data.pop("passes")
             data["sweeps"] = max(0, passes - 1) if isinstance(passes, int) else passes
         return data
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        known = set(cls.model_fields) - {"tasks"}
+        for task, settings in value.items():
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                raise ValueError(f"{task}: {', '.join(unknown)} not a generate setting")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:

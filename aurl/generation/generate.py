@@ -100,10 +100,13 @@ class Trained:
     def mode(self) -> LanguageModelMode:
         return MODES[self.config.model.mode]
 
-    def settings(self, overrides: dict[str, Any]) -> GenerateConfig:
-        """The run's generate section with a request's `overrides` applied, its meter one this run can write; a
-        bad value is a RequestError naming settings.<field>."""
-        merged = {**self.config.generate.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    def settings(self, overrides: dict[str, Any], task: str | None = None) -> GenerateConfig:
+        """The run's generate section with its defaults for `task` (generate.tasks) and then a request's
+        `overrides` applied, its meter one this run can write; a bad value is a RequestError naming
+        settings.<field>."""
+        run = self.config.generate
+        given = {k: v for k, v in overrides.items() if v is not None}
+        merged = {**run.model_dump(), **run.tasks.get(task, {}), **given}
         try:
             settings = GenerateConfig.model_validate(merged)
         except ValidationError as err:

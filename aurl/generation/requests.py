@@ -87,7 +87,7 @@ class Request(BaseModel):
         """The request checked against `trained` and ready to sample."""
         if not self.offered(trained):
             raise RequestError("task", f": {self.task} needs {self.run_needs}; {trained.run_dir} is not one")
-        return self._work(trained, trained.settings(self.settings))
+        return self._work(trained, trained.settings(self.settings, self.task))
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
         raise NotImplementedError

@@ -304,7 +304,7 @@ def create_app(
         fields |= {name: str(found.path) for name, found in given.items()}
         try:
             request = cls.of({"task": body.task, **fields})
-            settings = model.trained.settings(request.settings)
+            settings = model.trained.settings(request.settings, body.task)
             if settings.num > MAX_TAKES or settings.max_tokens > MAX_TOKENS:
                 raise RequestError("settings.num", f" / max_tokens: at most {MAX_TAKES} takes of {MAX_TOKENS} tokens")
             todo = request.prepare(model.trained)

@@ -15,6 +15,7 @@ from aurl.config import load_config
 from aurl.data import tokenize
 from aurl.data.layout import AHEAD_TOKENS, TASK_TOKENS, run_layout
 from aurl.data.prepare import prepare, tokenize_score
+from aurl.errors import ConfigError
 from aurl.evaluation.likelihood import written_nll
 from aurl.generation.generate import Trained
 from aurl.generation.given import plan_of
@@ -169,3 +170,14 @@ def test_a_request_ends_as_the_song_goes_on_whatever_the_model_wants(trained_run
             opened = [i for i, t in enumerate(row) if t == layout.bar]
             assert len(opened) == len(gap) + goes_on and (row[-1] == layout.bar) == goes_on
             assert [row[i + 1] for i in opened[: len(gap)]] == [song.bars[b].head[1] for b in gap]
+
+
+def test_each_task_takes_its_own_defaults_where_a_request_gives_none(trained_run):
+    """generate.tasks: a harmonisation is cooler than a free piece unless the request says otherwise; a setting
+    that is not one is named."""
+    trained = Trained.load(trained_run, "latest")
+    assert trained.settings({}, "generate").temperature == trained.config.generate.temperature == 1.0
+    assert trained.settings({}, "accompany").temperature == trained.settings({}, "infill").temperature == 0.7
+    assert trained.settings({"temperature": 0.9}, "accompany").temperature == 0.9
+    with pytest.raises(ConfigError, match="generate.tasks: accompany: warmth not a generate setting"):
+        load_config(TINY, ["generate.tasks={accompany: {warmth: 1}}"])

@@ -509,11 +509,14 @@
     state.task = task;
     const radio = $(`task-${task}`);
     if (radio) radio.checked = true;
+    if (state.model) renderSettings();  // a task's own defaults (e.g. a cooler co-creation temperature)
     refresh();
   }
 
   function renderSettings() {
-    const defaults = state.model.settings || {};
+    // the model's settings, with what it takes for this task where a request gives none (generate.tasks)
+    const run = state.model.settings || {};
+    const defaults = { ...run, ...((run.tasks || {})[state.task] || {}) };
     const main = $("settings");
     const more = $("settings-more");
     main.replaceChildren();
