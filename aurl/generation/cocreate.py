@@ -19,7 +19,6 @@ import numpy as np
 import symusic
 
 from aurl.config import GenerateConfig
-from aurl.data.corpus import read_score
 from aurl.data.multitrack import CONTROLS, Multitrack, Track
 from aurl.data.prepare import tokenize_score
 from aurl.errors import DataError, RequestError
@@ -34,6 +33,8 @@ from aurl.generation.session import (
     check_bars,
     check_keep,
     check_track,
+    describe,
+    song_score,
     span_ticks,
     spliced,
     whole,
@@ -57,17 +58,11 @@ class Song:
         return len(self.meters)
 
     def describe(self) -> str:
-        return "; ".join(
-            f"{i}: {'drums' if t.is_drum else f'program {t.program}'}, {len(t.notes)} notes"
-            for i, t in enumerate(self.score.tracks)
-        )
+        return describe(self.score)
 
 
 def read_song(path: str | Path, tokenizer: miditok.MusicTokenizer, mt: Multitrack) -> Song:
-    score = read_score(path)
-    score.tracks = [t for t in score.tracks if len(t.notes)]
-    if not score.tracks:
-        raise DataError(f"{path}: holds no notes to work with")
+    score = song_score(path)
     tracks = []
     for track in score.tracks:  # one at a time, so track i of the file is track i of the tokens
         alone = score.copy()

@@ -14,9 +14,10 @@ import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.config import GenerateConfig
+from aurl.data.corpus import read_score
 from aurl.data.layout import run_layout
 from aurl.data.multitrack import Multitrack, Track, is_multitrack
-from aurl.errors import RequestError
+from aurl.errors import DataError, RequestError
 from aurl.generation.generate import Trained, Work, sample_pieces, tokens_to_score
 from aurl.generation.given import Given, GivenGrammar
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
@@ -108,6 +109,23 @@ class CoCreation(Work):
 
     def preview(self, ids: list[int]) -> symusic.Score:
         return self.session.preview(ids)
+
+
+def song_score(path: str | Path) -> symusic.Score:
+    """A user's file as co-creation reads it: its tracks with notes (track numbers count those, in file order)."""
+    score = read_score(path)
+    score.tracks = [t for t in score.tracks if len(t.notes)]
+    if not score.tracks:
+        raise DataError(f"{path}: holds no notes to work with")
+    return score
+
+
+def describe(score: symusic.Score) -> str:
+    """A song's tracks as an error names them."""
+    return "; ".join(
+        f"{i}: {'drums' if t.is_drum else f'program {t.program}'}, {len(t.notes)} notes"
+        for i, t in enumerate(score.tracks)
+    )
 
 
 def whole(tracks: range | list[int], score: symusic.Score) -> list[Span]:

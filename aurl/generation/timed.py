@@ -13,10 +13,9 @@ import miditok
 import symusic
 
 from aurl.data.controls import controls_of
-from aurl.data.corpus import read_score
 from aurl.data.layout import Bar, Controls, Layout
 from aurl.data.prepare import tokenize_score
-from aurl.errors import DataError, RequestError
+from aurl.errors import RequestError
 from aurl.generation.controls import parse_controls, steering
 from aurl.generation.generate import tokens_to_score
 from aurl.generation.given import plan_of
@@ -28,6 +27,8 @@ from aurl.generation.session import (
     check_bars,
     check_keep,
     check_track,
+    describe,
+    song_score,
     span_ticks,
     spliced,
     whole,
@@ -55,17 +56,11 @@ class TimedSong:
         return bars + [Bar(bar.head, []) for bar in self.bars[len(bars) :]]
 
     def describe(self) -> str:
-        return "; ".join(
-            f"{i}: {'drums' if t.is_drum else f'program {t.program}'}, {len(t.notes)} notes"
-            for i, t in enumerate(self.score.tracks)
-        )
+        return describe(self.score)
 
 
 def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer, layout: Layout) -> TimedSong:
-    score = read_score(path)
-    score.tracks = [t for t in score.tracks if len(t.notes)]
-    if not score.tracks:
-        raise DataError(f"{path}: holds no notes to work with")
+    score = song_score(path)
     return timed_song(path, score, tokenizer, layout)
 
 
