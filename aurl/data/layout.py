@@ -231,13 +231,14 @@ class Layout:
         if task != "infill":
             return laid
         block = self.after(bars, gap)
-        first = 0
+        # bar by bar, so that the earliest can be left out: nothing before a gap is steered
+        before = [self.lay_out(bars, range(b, b + 1), given) for b in range(gap.start)]
         if room is not None:
-            gap_size = sum(len(self.plain(bars[b])) for b in gap)
-            sizes = [len(self.lay_out(bars, range(b, b + 1), given).ids) for b in range(gap.start)]
-            while first < gap.start and 1 + len(laid.ids) + sum(sizes[first:]) + len(block) + gap_size > room:
-                first += 1
-        laid.extend(self.lay_out(bars, range(first, gap.start), given))
+            size = 1 + len(laid.ids) + len(block) + sum(len(self.plain(bars[b])) for b in gap)
+            while before and size + sum(len(bar.ids) for bar in before) > room:
+                before.pop(0)
+        for bar in before:
+            laid.extend(bar)
         laid.add(block, True)
         return laid
 
@@ -254,7 +255,7 @@ class Layout:
 
     def window(self, task: str, bars: list[Bar], gap: range, given: IsGiven, controls: Controls | None = None) -> Laid:
         """A training window of `task` after its BOS: its head, then the bars of `gap` (for accompany, all
-        of the window's) laid out; the caller ends it with EOS, as a request ends after its last bar."""
+        of the window's) laid out; the caller ends it as a request ends (`ending`)."""
         laid = self.head(task, bars, gap, given)
         laid.extend(self.lay_out(bars, gap, given, controls))
         return laid

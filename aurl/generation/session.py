@@ -54,7 +54,9 @@ class Session:
         """The tokens each prompt's row wrote after it (rows with equal prompts are sampled together), within
         `budget` tokens but for what the plan forces, at `temperature` (default: the request's)."""
         update = {"max_tokens": budget, "min_tokens": 0, "num": 1}
-        settings = self.settings.model_copy(update=update | ({"temperature": temperature} if temperature else {}))
+        if temperature is not None:
+            update["temperature"] = temperature
+        settings = self.settings.model_copy(update=update)
         out: list[list[int] | None] = [None] * len(prompts)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, prompt in enumerate(prompts):
