@@ -7,12 +7,14 @@ data.tasks, each window saying its task after BOS (aurl.data.layout):
   rest given: the bars before the gap, then up to data.suffix_bars bars after it in a block read before the
   gap (fill-in-the-middle), then the gap.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
-data.ahead_bars ahead, given tokens never targets of the loss, and the written bars ended as a request's are
-(the next bar's Bar and EOS, or EOS where the piece ends with them). Where the tokenizer has attribute
+data.ahead_bars ahead, and the written bars ended as a request's are (the next bar's Bar and EOS, or EOS where
+the piece ends with them). Where the tokenizer has attribute
 controls, each written track of such a window is steered by a random share of them (as MMM's windows are,
 aurl.data.tasks): a share data.control_tracks of its track-level controls, and for each bar-level control a
 share data.control_bars of the bars it is written in, measured on the notes it writes after the window is
-transposed. Continue windows have no controls, so a free piece reads as before. Evaluation windows are plain
+transposed. Every token after the task token is a target of the loss (fill-in-the-middle trained on every
+token, so that co-creation windows teach free generation too), or with data.given_targets=false only the
+written ones. Continue windows have no controls, so a free piece reads as before. Evaluation windows are plain
 ones, so a model's bits per note compare with a model trained on plain windows. An item is a pure function of
 (seed, window, epoch, length), as WindowDataset's are.
 """
@@ -116,8 +118,8 @@ class TimedTaskDataset(WindowDataset):
             count -= 1
         ids = np.asarray([self.tables.bos_id, *laid.ids[:length]], dtype=np.int64)
         item = pack(ids, length, self.tables.pad_id)
-        given_targets = torch.tensor(laid.given[:length] + [False] * (length - min(length, len(laid.given))))
-        item["targets"][given_targets] = IGNORE_INDEX
+        read = laid.given if not self.cfg.given_targets else [True] * len(task_ids(self.layout.tokenizer, task))
+        item["targets"][torch.tensor(read[:length] + [False] * (length - min(length, len(read))))] = IGNORE_INDEX
         item["weight"] = (item["targets"] != IGNORE_INDEX).sum().to(torch.float32)
         return item
 

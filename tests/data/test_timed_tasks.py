@@ -1,10 +1,12 @@
 """The time-ordered layout and its training windows: every note kept, given notes first at each onset and
-anticipated a bar ahead, written tracks steered by controls of their own notes, given tokens and controls never
-targets."""
+anticipated a bar ahead, written tracks steered by controls of their own notes, every token but the task token a
+target (with data.given_targets=false, which the tests of the layout use to tell given from written: the written
+ones alone)."""
 
 import itertools
 
 import pytest
+import torch
 
 from aurl.config import AugmentConfig, DataConfig, load_config
 from aurl.data.controls import CONTROLS
@@ -93,7 +95,7 @@ def _windows(prepared, tasks: dict[str, float], length: int = 64, **data) -> tup
 
 @pytest.mark.parametrize("task", ["accompany", "infill"])
 def test_task_windows_fit_replay_and_never_target_given_tokens(prepared, task):
-    dataset, layout = _windows(prepared, {task: 1.0}, length=128)
+    dataset, layout = _windows(prepared, {task: 1.0}, length=128, given_targets=False)
     written_programs, given_programs = set(), set()
     for index in range(len(dataset)):
         item = dataset[(index, 3, 128)]
@@ -116,7 +118,7 @@ def test_task_windows_fit_replay_and_never_target_given_tokens(prepared, task):
 
 
 def test_accompany_windows_write_some_tracks_and_are_given_the_rest(prepared):
-    dataset, layout = _windows(prepared, {"accompany": 1.0}, length=256, drop_tracks=0.0)
+    dataset, layout = _windows(prepared, {"accompany": 1.0}, length=256, drop_tracks=0.0, given_targets=False)
     for index in range(len(dataset)):
         item = dataset[(index, 0, 256)]
         real = item["input_ids"] != dataset.tables.pad_id
@@ -136,7 +138,7 @@ def _steered(prepared, tasks: dict[str, float], length: int, **data) -> tuple[Ti
     config = load_config(TINY, [f"tokenizer.controls=[{','.join(CONTROLS)}]", "data.tasks={accompany: 1}"])
     tokenizer = build_tokenizer(config.tokenizer)
     assert all(tokenizer.vocab[t] == i for t, i in prepared_data.tokenizer.vocab.items())
-    cfg = DataConfig(tasks=tasks, seq_len=length, **data)
+    cfg = DataConfig(tasks=tasks, seq_len=length, given_targets=False, **data)
     layout = run_layout(tokenizer, cfg)
     tables = TokenTables.from_tokenizer(tokenizer)
     pieces = prepared_data.pieces("train")
@@ -241,6 +243,25 @@ def test_every_window_from_bos_says_its_task_and_never_targets_it(prepared):
     assert first["input_ids"][1] == task_ids(layout.tokenizer, "free")[0] and first["targets"][0] == IGNORE_INDEX
 
 
+def test_every_token_after_the_task_token_is_a_target_unless_only_the_written_ones_are(prepared):
+    """By default a co-creation window is trained on every token but its task token; with
+    data.given_targets=false on the same window's written tokens alone."""
+    every, _ = _windows(prepared, {"accompany": 1.0, "infill": 1.0}, length=256)
+    written, layout = _windows(prepared, {"accompany": 1.0, "infill": 1.0}, length=256, given_targets=False)
+    tasks = [task_ids(layout.tokenizer, task)[0] for task in ("accompany", "infill")]
+    fewer = 0
+    for index in range(len(every)):
+        a, b = every[(index, 0, 256)], written[(index, 0, 256)]
+        assert torch.equal(a["input_ids"], b["input_ids"])
+        real = a["input_ids"][1:] != every.tables.pad_id  # what targets[:-1] predict
+        targeted = a["targets"] != IGNORE_INDEX
+        assert a["input_ids"][0] == every.tables.bos_id and a["input_ids"][1] in tasks
+        assert not targeted[0] and bool(targeted[1:-1][real[1:]].all())  # the task token alone is read
+        assert not bool((b["targets"] != IGNORE_INDEX)[~targeted].any())  # the written ones, a part of them
+        fewer += int(a["weight"] > b["weight"])
+    assert fewer == len(every)
+
+
 def _key(bar: Bar) -> tuple:
     """A bar's meter and notes at their onsets, whatever their order at an onset."""
     return tuple(bar.head[1:]), sorted((o.position, tuple(o.head), tuple(n.ids)) for o in bar.onsets for n in o.notes)
@@ -249,16 +270,16 @@ def _key(bar: Bar) -> tuple:
 @pytest.mark.parametrize("suffix", [1, 2])
 def test_the_block_holds_exactly_the_bars_after_the_gap(prepared, suffix):
     """Every infill window: the bars before the gap and the gap itself are consecutive bars of its piece, and
-    its block holds, as MidiTok wrote them, the next bars of that piece, at most data.suffix_bars, never
-    targets; the block is empty only where nothing of the window follows the gap."""
-    dataset, layout = _windows(prepared, {"infill": 1.0}, length=512, suffix_bars=suffix)
+    its block holds, as MidiTok wrote them, the next bars of that piece, at most data.suffix_bars, given; the
+    block is empty only where nothing of the window follows the gap."""
+    dataset, layout = _windows(prepared, {"infill": 1.0}, length=512, suffix_bars=suffix, given_targets=False)
     counts = set()
     for index, epoch in itertools.product(range(len(dataset)), range(2)):
         item = dataset[(index, epoch, 512)]
         real = item["input_ids"] != dataset.tables.pad_id
         ids, targets = item["input_ids"][real].tolist(), item["targets"][real].tolist()
         start, end = ids.index(layout.suffix_start), ids.index(layout.suffix_end)
-        assert all(target == IGNORE_INDEX for target in targets[start - 1 : end])  # read, never predicted
+        assert all(target == IGNORE_INDEX for target in targets[start - 1 : end])  # given
         block = layout.bars(ids[start + 1 : end])
         middle = [t for t in ids[end + 1 :] if t != layout.eos]
         middle = middle[: -1 if middle[-1] == layout.bar else None]  # the next bar's Bar that ends it
