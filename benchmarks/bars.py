@@ -31,7 +31,8 @@ import symusic
 from miditok.utils import get_bars_ticks
 from music21 import harmony, meter
 
-from aurl.data.builtin import CHORDS, CORPORA, Piece, _pickup, read_score
+from aurl.data.builtin import CORPORA, Piece
+from aurl.data.scores import CHORDS, _pickup, parse_score
 
 Beats = list[list[tuple[float, int, float]]]  # per part (track) with notes: (onset, pitch, beat), in order
 
@@ -100,7 +101,7 @@ class Verdict:
 def check(job: tuple[Piece, str]) -> Verdict:
     """Each note of the piece's MIDI file against its partner in the score."""
     piece, path = job
-    score = read_score(piece)
+    score = parse_score(piece.source, piece.number)
     pairs, unmatched = paired(score_beats(score), midi_beats(Path(path)))
     off = sum(not math.isclose(want[2], got[2], abs_tol=1e-6) for want, got in pairs)
     return Verdict(piece.name, bool(_pickup(score)), len(pairs), off, unmatched)

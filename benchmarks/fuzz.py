@@ -121,7 +121,7 @@ def midi_cases(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
 # ---- one case, in process ----------------------------------------------------------------------
 def prepare_case(path: Path) -> tuple[str, str]:
     """("accepted", "") or ("rejected", reason) as `aurl prepare` decides for one file (_init_worker first)."""
-    ids, reason, _, _ = _tokenize_file(path, MAX_BYTES)
+    ids, reason, *_ = _tokenize_file(path, None, MAX_BYTES)
     return ("accepted", "") if ids is not None else ("rejected", reason)
 
 

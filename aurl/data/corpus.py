@@ -1,5 +1,6 @@
-"""Where MIDI comes from: folders, globs and built-in corpora, the deterministic split of each file, and
-reading one file: a Score, or the reason it is unusable (unreadable bytes, impossible values, over the limits)."""
+"""Where music comes from: folders, globs and built-in corpora, the deterministic split of each file, and
+reading one file, MIDI or a score in notation (aurl.data.scores): a Score, or the reason it is unusable
+(unreadable bytes, no notes, impossible values, over the limits)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import hashlib
 import itertools
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import symusic
 
+from aurl.data.programs import VOICES
+from aurl.data.scores import SCORE_SUFFIXES, is_score, load_notation, tune_numbers
 from aurl.errors import DataError
 
-MIDI_SUFFIXES = {".mid", ".midi"}
+MIDI_SUFFIXES = (".mid", ".midi")
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -25,6 +28,7 @@ BUILTIN_PREFIX = "builtin:"
 class SourceFile:
     path: Path  # where to read it
     name: str  # path relative to the source root: the stable key for splits and incremental prepare
+    number: int | None = None  # the tune of an ABC file of several (named FILE/NNNN by its X: number)
 
 
 def cache_dir() -> Path:
@@ -96,7 +100,8 @@ def _distance(name: str, band: tuple[float, float]) -> float:
 
 
 def resolve_source(source: str, workers: int = 1, log: Callable[[str], None] = print) -> list[SourceFile]:
-    """MIDI files of a folder (recursive), a glob, or `builtin:NAME` (see aurl.data.builtin), sorted by name."""
+    """MIDI and score files of a folder (recursive), a glob, or `builtin:NAME` (see aurl.data.builtin), sorted by
+    name; an ABC file of several tunes gives one each."""
     if source.startswith(BUILTIN_PREFIX):
         from aurl.data.builtin import builtin_files  # it builds on this module: imported here, not in a cycle
 
@@ -104,14 +109,14 @@ def resolve_source(source: str, workers: int = 1, log: Callable[[str], None] = p
     else:
         found = _local_files(source)
     if not found:
-        raise DataError(f"{source}: no .mid or .midi files found")
+        raise DataError(f"{source}: no MIDI or score files found ({', '.join(MIDI_SUFFIXES + SCORE_SUFFIXES)})")
     return sorted(found, key=lambda f: f.name)
 
 
 def _local_files(source: str) -> list[SourceFile]:
     if Path(source).is_dir():
         root = Path(source)
-        files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES]
+        files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES + SCORE_SUFFIXES]
     elif glob.has_magic(source):
         fixed = itertools.takewhile(lambda part: not glob.has_magic(part), Path(source).parts)
         root = Path(*fixed)
@@ -119,8 +124,15 @@ def _local_files(source: str) -> list[SourceFile]:
     elif Path(source).is_file():
         root, files = Path(source).parent, [Path(source)]
     else:
-        raise DataError(f"{source}: no such folder, file or glob; pass a MIDI folder or builtin:NAME (aurl corpora)")
-    return [SourceFile(p, p.relative_to(root).as_posix()) for p in files]
+        raise DataError(f"{source}: no such folder, file or glob; pass a folder of MIDI or scores, or builtin:NAME")
+    found = []
+    for path in files:
+        name, tunes = path.relative_to(root).as_posix(), tune_numbers(path)
+        if len(tunes) > 1:
+            found += [SourceFile(path, f"{name}/{number:04d}", number) for number in tunes]
+        else:
+            found.append(SourceFile(path, name))
+    return found
 
 
 # Limits on what one MIDI file may hold. The tokenizer writes tokens for every bar up to the last event, so
@@ -131,14 +143,28 @@ MAX_BARS = 20_000
 MAX_NOTES = 1_000_000
 
 
-def read_score(path: str | Path) -> symusic.Score:
-    """A user's MIDI file as a Score, or a DataError naming the file and what is wrong with it."""
+def read_score(path: str | Path, number: int | None = None, voices: Sequence[int] = VOICES) -> symusic.Score:
+    """A user's MIDI or score file as a Score, or a DataError naming the file and what is wrong with it.
+    `number`: a tune of an ABC file of several; `voices`: the programs a score's voices take (a run's, top
+    first; see aurl.data.scores)."""
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such MIDI file")
-    score, reason = load_midi(path)
+        raise DataError(f"{path}: no such {'score' if is_score(path) else 'MIDI'} file")
+    score, reason, _ = load_file(path, number, voices)
     if score is None:
-        raise DataError(f"{path}: {reason}")
+        raise DataError(f"{path}{'' if number is None else f' (tune {number})'}: {reason}")
     return score
+
+
+def load_file(
+    path: str | Path, number: int | None = None, voices: Sequence[int] = VOICES
+) -> tuple[symusic.Score | None, str, Counter[str]]:
+    """(the score, "", what of it aurl's tokens do not hold) for a MIDI or score file (by its suffix) aurl can
+    use, else (None, why not in words, nothing)."""
+    if not is_score(path):
+        return (*load_midi(path), Counter())
+    converted, reason = load_notation(path, number, voices)
+    reason = reason or score_problem(converted.midi)
+    return (None, reason, Counter()) if reason else (converted.midi, "", converted.dropped)
 
 
 def load_midi(source: str | Path | bytes) -> tuple[symusic.Score | None, str]:

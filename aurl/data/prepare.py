@@ -1,4 +1,5 @@
-"""Parse (symusic) and tokenize (MidiTok) MIDI files into a prepared dataset, in parallel and incrementally.
+"""Parse MIDI files (symusic) and scores in notation (music21, aurl.data.scores) and tokenize them (MidiTok) into
+a prepared dataset, in parallel and incrementally.
 
 A prepared dataset is a folder: `tokens.bin` (every file's token ids back to back), `manifest.json`
 (format version, tokenizer hash, and per file: sha256, offset, length, split, and the stats of the corpus
@@ -23,7 +24,7 @@ import numpy as np
 import symusic
 
 from aurl.config import Config
-from aurl.data.corpus import SPLITS, SourceFile, load_midi, place_splits, resolve_source
+from aurl.data.corpus import SPLITS, SourceFile, load_file, place_splits, resolve_source
 from aurl.data.profile import FileStats, Profile, profile_of, score_stats
 from aurl.data.tokenize import (
     TOKENIZER_FILE,
@@ -56,6 +57,7 @@ class PrepareReport:
     profile: Profile | None = None  # of the usable files; None only when there is none
     warnings: list[str] = field(default_factory=list)  # what the tokenizer drops of the corpus, a line each
     split_notes: list[str] = field(default_factory=list)  # files moved off their hash split, no validation
+    dropped: Counter = field(default_factory=Counter)  # what the usable scores hold that tokens do not, by kind
 
     def table(self) -> str:
         reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
@@ -70,7 +72,11 @@ class PrepareReport:
             ("tokens", self.tokens),
         ]
         width = max(len(name) for name, _ in rows)
-        return "\n".join([*(f"{name:<{width}}  {value:>10,}" for name, value in rows), *self.split_notes])
+        notes = list(self.split_notes)
+        if self.dropped:
+            kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.dropped.items()))
+            notes.append(f"dropped from the scores (aurl's tokens hold none): {kinds}")
+        return "\n".join([*(f"{name:<{width}}  {value:>10,}" for name, value in rows), *notes])
 
 
 _worker_tokenizer: miditok.MusicTokenizer | None = None
@@ -95,32 +101,38 @@ def tokenize_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> n
     return np.asarray(seq.ids, dtype=token_dtype(len(tokenizer)))
 
 
-def _tokenize_file(path: Path, max_bytes: int) -> tuple[np.ndarray | None, str, int, FileStats | None]:
-    """(token ids, "", notes, stats) for a usable file, else (None, reason, 0, None)."""
+def _tokenize_file(
+    path: Path, number: int | None, max_bytes: int
+) -> tuple[np.ndarray | None, str, int, FileStats | None, dict[str, int]]:
+    """(token ids, "", notes, stats, what a score held that tokens do not) for a usable file (a tune of an ABC
+    file of several: `number`), else (None, reason, 0, None, {})."""
     size = path.stat().st_size
     if size == 0:
-        return None, "empty file", 0, None
+        return None, "empty file", 0, None, {}
     if size > max_bytes:
-        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None
-    score, reason = load_midi(path)
+        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None, {}
+    score, reason, dropped = load_file(path, number)
     if score is None:
-        return None, reason, 0, None
+        return None, reason, 0, None, {}
     notes = sum(len(t.notes) for t in score.tracks)
     if notes == 0:
-        return None, "no notes", 0, None
+        return None, "no notes", 0, None, {}
     stats = score_stats(score)  # before tokenize_score, which may merge the tracks
     try:
         ids = tokenize_score(_worker_tokenizer, score)
     except Exception as err:  # MidiTok may fail on exotic content; report the file, keep going
-        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0, None
+        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0, None, {}
     if ids.size == 0:
-        return None, "no tokens", 0, None
-    return ids, "", notes, stats
+        return None, "no tokens", 0, None, {}
+    return ids, "", notes, stats, dict(dropped)
 
 
-def _tokenize_job(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str, int, FileStats | None]:
-    name, path, max_bytes = job
-    return (name, *_tokenize_file(Path(path), max_bytes))
+Result = tuple[str, np.ndarray | None, str, int, FileStats | None, dict[str, int]]
+
+
+def _tokenize_job(job: tuple[str, str, int | None, int]) -> Result:
+    name, path, number, max_bytes = job
+    return (name, *_tokenize_file(Path(path), number, max_bytes))
 
 
 def _size_rule(rejection: dict) -> bool:
@@ -129,12 +141,12 @@ def _size_rule(rejection: dict) -> bool:
 
 
 def _tokenize_all(
-    jobs: list[tuple[str, str, int]],
+    jobs: list[tuple[str, str, int | None, int]],
     tokenizer: miditok.MusicTokenizer,
     workers: int,
     progress: bool,
     log: Callable[[str], None],
-) -> Iterator[tuple[str, np.ndarray | None, str, int, FileStats | None]]:
+) -> Iterator[Result]:
     """Results of _tokenize_job for every job, in order, from a process pool when workers > 1."""
     with Progress(len(jobs), "prepare", "file", log, progress=progress) as bar:
         if workers > 1 and len(jobs) > 1:
@@ -206,7 +218,7 @@ def prepare(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> PrepareReport:
-    """Build or update the prepared dataset in `out` from the MIDI files of `source`: one process at a
+    """Build or update the prepared dataset in `out` from the MIDI and score files of `source`: one process at a
     time (it holds the folder's lock), and its files change together or not at all."""
     with FolderLock(Path(out), "--out", log):
         return _prepare(source, Path(out), config, workers, log, progress)
@@ -227,8 +239,9 @@ def _prepare(
     entries: dict[str, dict] = {}
     rejected: dict[str, dict] = {}
     todo: list[SourceFile] = []
+    hashes: dict[Path, str] = {}  # the tunes of an ABC file share its hash: read it once
     for f in files:
-        sha = _sha256(f.path)
+        sha = hashes.get(f.path) or hashes.setdefault(f.path, _sha256(f.path))
         entry, rejection = old.entries.get(f.name), old.rejected.get(f.name)
         if entry is not None and entry["sha256"] == sha and "stats" in entry:  # older versions' entries lack stats
             arrays[f.name] = old.tokens[entry["offset"] : entry["offset"] + entry["length"]]
@@ -242,9 +255,9 @@ def _prepare(
         report.reused += 1
 
     max_bytes = int(config.data.max_file_mb * 2**20)
-    jobs = [(f.name, str(f.path), max_bytes) for f in todo]
+    jobs = [(f.name, str(f.path), f.number, max_bytes) for f in todo]
     paths = {f.name: str(f.path) for f in todo}
-    for name, ids, reason, notes, stats in _tokenize_all(jobs, tokenizer, workers, progress, log):
+    for name, ids, reason, notes, stats, dropped in _tokenize_all(jobs, tokenizer, workers, progress, log):
         if ids is None:
             sha = entries.pop(name)["sha256"]
             rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
@@ -252,6 +265,8 @@ def _prepare(
             arrays[name] = ids
             entries[name]["notes"] = notes
             entries[name]["stats"] = stats.to_json()
+            if dropped:
+                entries[name]["dropped"] = dropped
             report.tokenized += 1
 
     ordered = sorted(entries.values(), key=lambda e: e["name"])
@@ -270,6 +285,7 @@ def _prepare(
         entry["offset"], entry["length"] = offset, int(arrays[entry["name"]].size)
         offset += entry["length"]
         report.splits[entry["split"]] += 1
+        report.dropped.update(entry.get("dropped", {}))
     report.tokens = offset
     report.rejected = sorted(rejected.values(), key=lambda r: r["name"])
     if not ordered:

@@ -8,9 +8,10 @@ import pytest
 import symusic
 
 from aurl.cli import main
-from aurl.data.builtin import CONVERTER, CORPORA, _instrument_programs, _voice_programs, corpora
+from aurl.data.builtin import CONVERTER, CORPORA, corpora
 from aurl.data.corpus import resolve_source
 from aurl.data.prepare import prepare
+from aurl.data.programs import by_instrument_name, by_voice
 from aurl.errors import DataError
 from benchmarks.bars import midi_beats, paired, score_beats
 
@@ -222,11 +223,11 @@ def test_programs_by_voice_order_and_by_instrument_name():
         track = symusic.Track(name="Tenor", program=0)
         track.notes.append(symusic.Note(0, 480, pitch, 90))
         tracks.append(track)
-    _voice_programs(tracks)
+    by_voice(tracks)
     assert [t.program for t in tracks] == [48, 40, 43, 41, 42]
     names = ["Violin I", "Violin II", "Viola", "Cello", "Piano", "Piano", "MusicXML Part"]
     tracks = [symusic.Track(name=name, program=48) for name in names]  # music21 read "string instrument"
-    _instrument_programs(tracks)
+    by_instrument_name(tracks)
     assert [t.program for t in tracks] == [40, 49, 41, 42, 0, 0, 48]
 
 

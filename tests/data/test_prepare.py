@@ -133,7 +133,7 @@ def test_missing_source_is_a_clear_error(tiny_config, tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         prepare(str(tmp_path / "missing"), tmp_path / "out", tiny_config, **QUIET)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no .mid or .midi files"):
+    with pytest.raises(DataError, match=r"no MIDI or score files found \(\.mid, \.midi, \.mxl, "):
         prepare(str(tmp_path / "empty"), tmp_path / "out", tiny_config, **QUIET)
 
 
