@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "General MIDI SoundFont, peak-normalised; with --musicxml a score for notation programs, with --score "
         "that score engraved as SVG. Without --png, --wav, --musicxml or --score, the PNG and the WAV.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE.mid", help="MIDI files to render")
+    p.add_argument("files", nargs="+", metavar="FILE", help="MIDI files (or scores: .musicxml, .mxl, .abc) to render")
     p.add_argument("--png", action="store_true", help="write FILE.png")
     p.add_argument("--wav", action="store_true", help="write FILE.wav")
     p.add_argument(
@@ -419,6 +419,8 @@ def _render(args: argparse.Namespace) -> None:
         stem = (Path(args.out) if args.out else midi.parent) / midi.stem
         stem.parent.mkdir(parents=True, exist_ok=True)
         try:  # one bad file does not stop the others
+            if args.musicxml and stem.with_suffix(".musicxml").resolve() == midi.resolve():
+                raise AurlError(f"{midi}: --musicxml would write over it; pass --out DIR")
             written = [piano_roll(read_score(midi), stem.with_suffix(".png"), midi.name)] if png else []
             if wav:
                 written.append(render_wav(midi, stem.with_suffix(".wav"), args.soundfont))

@@ -1,5 +1,6 @@
-"""Looking at and listening to MIDI: piano-roll PNG (matplotlib; one colour per track, bar lines) and
-WAV through a General MIDI SoundFont (tinysoundfont, else FluidSynth's command line)."""
+"""Looking at and listening to MIDI (and scores in notation, as aurl.data.scores writes them as MIDI): piano-roll
+PNG (matplotlib; one colour per track, bar lines) and WAV through a General MIDI SoundFont (tinysoundfont, else
+FluidSynth's command line)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import numpy as np  # noqa: E402
 import symusic  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from aurl.data.corpus import read_score  # noqa: E402
+from aurl.data.scores import is_score  # noqa: E402
 from aurl.errors import AurlError  # noqa: E402
 from aurl.files import write_together  # noqa: E402
 
@@ -184,8 +187,13 @@ def render_wav(midi: str | Path, path: str | Path, soundfont: str | Path | None 
     font = Path(soundfont) if soundfont else default_soundfont()
     if not font.is_file():
         raise RenderError(f"{font}: SoundFont not found; pass an existing .sf2 file to --soundfont")
-    seconds = symusic.Score(str(midi)).to("second").end() + RELEASE_SECONDS
-    audio = _synthesise(midi, font, seconds)
+    score = read_score(midi)
+    seconds = score.to("second").end() + RELEASE_SECONDS
+    with tempfile.TemporaryDirectory() as scratch:
+        if is_score(midi):  # the synths play MIDI files: the score's, as aurl reads it
+            midi = Path(scratch) / "score.mid"
+            score.dump_midi(str(midi))
+        audio = _synthesise(midi, font, seconds)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 0:
         audio = audio * (PEAK / peak)

@@ -1,5 +1,5 @@
 """Shared fixtures: a small synthetic MIDI corpus, the tiny config, a prepared dataset, a trained run and a full
-disk."""
+disk; files of music21's corpus as a user keeps them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import errno
 import io
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,30 @@ def lopsided_folder(folder: Path, train: int, test: int) -> list[str]:
             names.append(name)
         if not any(wanted.values()):
             return names
+
+
+def corpus_file(name: str) -> Path:
+    """A file of music21's corpus."""
+    from music21 import common
+
+    return Path(common.getCorpusFilePath()) / name
+
+
+def abc_tune(folder: Path) -> Path:
+    """A folk song of music21's corpus (tune 5 of Essen's ballad30.abc, 30 notes in 3/4 opening with a pickup)
+    in an ABC file of its own, as a musician keeps one tune."""
+    text = corpus_file("essenFolksong/ballad30.abc").read_text(encoding="utf-8", errors="replace")
+    path = folder / "ritter.abc"
+    path.write_text(next(tune for tune in re.split(r"(?m)^(?=X:)", text) if re.match(r"X:\s*5\s", tune)))
+    return path
+
+
+# A MusicXML score whose one part holds a bar's rest and no note
+EMPTY_SCORE = (
+    '<?xml version="1.0"?><score-partwise version="3.1"><part-list><score-part id="P1"><part-name>Flute'
+    '</part-name></score-part></part-list><part id="P1"><measure number="1"><note><rest/><duration>4'
+    "</duration></note></measure></part></score-partwise>"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aurl.config import DataConfig  # noqa: E402
-from aurl.data.corpus import BUILTIN_PREFIX, read_score, resolve_source, split_of  # noqa: E402
+from aurl.data.corpus import BUILTIN_PREFIX, SourceFile, read_score, resolve_source, split_of  # noqa: E402
 from aurl.errors import AurlError, DataError  # noqa: E402
 from aurl.evaluation.compare import compare_sets  # noqa: E402
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, Notes, piece_features  # noqa: E402
@@ -30,9 +30,9 @@ from aurl.evaluation.memorisation import NGRAM, TrainingIndex, note_sequence  # 
 COPY_THRESHOLD = 32
 
 
-def midi_files(source: str, log: Callable[[str], None] = print) -> list[Path]:
-    """The MIDI files of a folder, glob, file or `builtin:NAME[:train|valid|test]` (the split by the same
-    hash as `aurl prepare`, with the default fractions)."""
+def source_files(source: str, log: Callable[[str], None] = print) -> list[SourceFile]:
+    """The MIDI and score files of a folder, glob, file or `builtin:NAME[:train|valid|test]` (the split by the
+    same hash as `aurl prepare`, with the default fractions); a tune each of an ABC file of several."""
     split = None
     if source.startswith(BUILTIN_PREFIX) and source.count(":") == 2:
         source, split = source.rsplit(":", 1)
@@ -42,27 +42,32 @@ def midi_files(source: str, log: Callable[[str], None] = print) -> list[Path]:
     if split is not None:
         d = DataConfig()
         files = [f for f in files if split_of(f.name, d.valid_fraction, d.test_fraction) == split]
-    return [f.path for f in files]
+    return files
+
+
+def midi_files(source: str, log: Callable[[str], None] = print) -> list[Path]:
+    """The paths of source_files, one a piece where each file holds one (a built-in corpus, generated takes)."""
+    return [f.path for f in source_files(source, log)]
 
 
 def load_set(source: str, log: Callable[[str], None]) -> tuple[list[dict], list[np.ndarray], list[str]]:
     """(features of each readable piece, its note sequence, the files that failed and why)."""
     features, sequences, failed = [], [], []
-    for path in midi_files(source, log):
+    for f in source_files(source, log):
         try:
-            score = read_score(path)
+            score = read_score(f.path, f.number)
         except AurlError as err:  # keep going past a bad file; it is reported
             failed.append(str(err))
             continue
         row = piece_features(score)
         if sum(not track.is_drum for track in score.tracks) == 4:  # four-part writing: its voice leading
             row["voice_leading"] = voice_leading_faults(score)
-        row["file"] = str(path)
-        row["id"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        row["file"] = str(f.path) if f.number is None else f"{f.path} (tune {f.number})"
+        row["id"] = hashlib.sha256(f.path.read_bytes() + str(f.number).encode()).hexdigest()
         features.append(row)
         sequences.append(note_sequence(Notes.of(score)))
     if not features:
-        raise DataError(f"{source}: no readable MIDI file to evaluate")
+        raise DataError(f"{source}: no readable MIDI or score file to evaluate")
     return features, sequences, failed
 
 

@@ -11,6 +11,7 @@ note) with the written notes put in, at the file's resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import symusic
 from aurl.config import GenerateConfig
 from aurl.data.multitrack import CONTROLS, Multitrack, Track
 from aurl.data.prepare import tokenize_score
+from aurl.data.programs import VOICES
 from aurl.errors import DataError, RequestError
 from aurl.generation.controls import ControlRequest, parse_controls
 from aurl.generation.generate import Trained
@@ -61,8 +63,10 @@ class Song:
         return describe(self.score)
 
 
-def read_song(path: str | Path, tokenizer: miditok.MusicTokenizer, mt: Multitrack) -> Song:
-    score = song_score(path)
+def read_song(
+    path: str | Path, tokenizer: miditok.MusicTokenizer, mt: Multitrack, voices: Sequence[int] = VOICES
+) -> Song:
+    score = song_score(path, voices)
     tracks = []
     for track in score.tracks:  # one at a time, so track i of the file is track i of the tokens
         alone = score.copy()
@@ -112,7 +116,7 @@ def accompaniment(
     if not session.multitrack:
         return accompany_in_time(session, song, add, keep, controls)
     mt = session.mt
-    the_song = read_song(song, session.tokenizer, mt)
+    the_song = read_song(song, session.tokenizer, mt, session.voices)
     keep = check_keep(keep, len(the_song.tracks), song, the_song.describe())
     check_add(add, mt.program)
     requests = parse_controls(list(controls), session.tokenizer)
@@ -168,7 +172,7 @@ def infilling(
     if not session.multitrack:
         return infill_in_time(session, song, bars, track, controls)
     mt = session.mt
-    the_song = read_song(song, session.tokenizer, mt)
+    the_song = read_song(song, session.tokenizer, mt, session.voices)
     check_bars(bars, the_song.bars, song)
     first, last = bars
     targets = check_track(track, len(the_song.tracks), song, the_song.describe())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from aurl.data.dataset import PreparedDataset
 from aurl.data.layout import TASK_TOKENS, time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
+from aurl.data.programs import VOICES
 from aurl.data.tokenize import bar_token_ids
 from aurl.errors import ConfigError, DataError, RequestError
 from aurl.generation.fast import FastDecoder
@@ -90,6 +91,12 @@ class Trained:
                 pitches[program] += track.notes.numpy()["pitch"].tolist()
         common = [p for p, n in files.items() if n >= COMMON * len(pieces)]
         return sorted(common, key=lambda p: (p == -1, -sum(pitches[p]) / len(pitches[p])))
+
+    @property
+    def song_voices(self) -> list[int]:
+        """The programs a song's voices take where its score names no instrument (aurl.data.scores): the run's
+        voices but drums, the top one first, else (its dataset not on this machine) the built-in corpora's."""
+        return [p for p in self.voices if p != -1] or list(VOICES)
 
     @property
     def cocreates(self) -> bool:
@@ -244,11 +251,12 @@ def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:
 
 
 def primer_tokens(
-    path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int
+    path: str | Path, tokenizer: miditok.MusicTokenizer, bars: int, voices: Sequence[int] = VOICES
 ) -> tuple[list[int], symusic.Score, int]:
-    """The token ids of the first `bars` bars of a MIDI file (bar length from its first time signature,
-    4/4 without one), those bars as a Score, and the tick where they end."""
-    score = read_score(path)
+    """The token ids of the first `bars` bars of a MIDI or score file (bar length from its first time
+    signature, 4/4 without one; a score's voices on `voices`), those bars as a Score, and the tick where they
+    end."""
+    score = read_score(path, voices=voices)
     sig = score.time_signatures[0] if len(score.time_signatures) else None
     numerator, denominator = (sig.numerator, sig.denominator) if sig is not None else (4, 4)
     end = bars * numerator * score.ticks_per_quarter * 4 // denominator

@@ -1,7 +1,8 @@
-"""Latent-space operations of VAE runs: encode a MIDI file, and interpolate between two encodings."""
+"""Latent-space operations of VAE runs: encode a MIDI or score file, and interpolate between two encodings."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import miditok
@@ -11,14 +12,18 @@ from aurl.config import Config
 from aurl.data.corpus import read_score
 from aurl.data.dataset import SegmentDataset
 from aurl.data.prepare import tokenize_score
+from aurl.data.programs import VOICES
 from aurl.data.tokenize import TokenTables, bar_token_ids
 from aurl.errors import DataError
 from aurl.models.vae import VAE
 
 
-def encode_file(path: str | Path, model: VAE, tokenizer: miditok.MusicTokenizer, config: Config) -> torch.Tensor:
-    """The latent mean (latent_dim,) of the first segment (data.segment_bars bars) of a MIDI file."""
-    ids = tokenize_score(tokenizer, read_score(path))
+def encode_file(
+    path: str | Path, model: VAE, tokenizer: miditok.MusicTokenizer, config: Config, voices: Sequence[int] = VOICES
+) -> torch.Tensor:
+    """The latent mean (latent_dim,) of the first segment (data.segment_bars bars) of a MIDI or score file (its
+    voices on `voices`)."""
+    ids = tokenize_score(tokenizer, read_score(path, voices=voices))
     if ids.size == 0:
         raise DataError(f"{path}: holds no notes to encode")
     tables = TokenTables.from_tokenizer(tokenizer)

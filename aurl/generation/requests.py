@@ -125,7 +125,7 @@ class Continue(Request):
     song: str = Field(description="a MIDI file whose first settings.primer_bars bars the takes continue", **SONG)
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        ids, head, end = primer_tokens(self.song, trained.tokenizer, settings.primer_bars)
+        ids, head, end = primer_tokens(self.song, trained.tokenizer, settings.primer_bars, trained.song_voices)
         return _pieces(trained, settings, ids, head=head, head_end=end)
 
 
@@ -184,7 +184,7 @@ class Encode(_Latent):
     song: str = Field(description="the MIDI file whose first segment is encoded", **SONG)
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        z = encode_file(self.song, trained.model, trained.tokenizer, trained.config)
+        z = encode_file(self.song, trained.model, trained.tokenizer, trained.config, trained.song_voices)
         return _pieces(trained, settings, z=z.expand(settings.num, -1))
 
 
@@ -197,7 +197,10 @@ class Interpolate(_Latent):
     to: str = Field(description="the MIDI file the path ends at", **SONG)
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
-        a, b = (encode_file(path, trained.model, trained.tokenizer, trained.config) for path in (self.song, self.to))
+        a, b = (
+            encode_file(path, trained.model, trained.tokenizer, trained.config, trained.song_voices)
+            for path in (self.song, self.to)
+        )
         return _pieces(
             trained, settings, z=torch.stack([slerp(a, b, i / (settings.steps - 1)) for i in range(settings.steps)])
         )

@@ -5,7 +5,7 @@ keeps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from aurl.config import GenerateConfig
 from aurl.data.corpus import read_score
 from aurl.data.layout import run_layout
 from aurl.data.multitrack import Multitrack, Track, is_multitrack
+from aurl.data.programs import VOICES
 from aurl.errors import DataError, RequestError
 from aurl.generation.generate import Trained, Work, sample_pieces, tokens_to_score
 from aurl.generation.given import Given, GivenGrammar
@@ -34,6 +35,7 @@ class Session:
         self.multitrack = is_multitrack(self.tokenizer)
         self.run_dir, self.mode = trained.run_dir, trained.mode
         self.settings = settings
+        self.voices = trained.song_voices  # what a song's voices take where its score names no instrument
         if settings.max_bars is not None:
             raise RequestError("settings.max_bars", ": co-creation writes exactly the song's bars; leave it unset")
         if settings.meter != "hold":
@@ -113,9 +115,10 @@ class CoCreation(Work):
         return self.session.preview(ids)
 
 
-def song_score(path: str | Path) -> symusic.Score:
-    """A user's file as co-creation reads it: its tracks with notes (track numbers count those, in file order)."""
-    score = read_score(path)
+def song_score(path: str | Path, voices: Sequence[int] = VOICES) -> symusic.Score:
+    """A user's file as co-creation reads it: its tracks with notes (track numbers count those, in file order);
+    a score's voices on `voices`."""
+    score = read_score(path, voices=voices)
     score.tracks = [t for t in score.tracks if len(t.notes)]
     if not score.tracks:
         raise DataError(f"{path}: holds no notes to work with")

@@ -6,6 +6,7 @@ for settings.sweeps sweeps (aurl.generation.sweeps)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import symusic
 from aurl.data.controls import controls_of
 from aurl.data.layout import Bar, Controls, Layout
 from aurl.data.prepare import tokenize_score
+from aurl.data.programs import VOICES
 from aurl.errors import RequestError
 from aurl.generation.controls import parse_controls, steering
 from aurl.generation.generate import tokens_to_score
@@ -59,8 +61,10 @@ class TimedSong:
         return describe(self.score)
 
 
-def read_timed_song(path: str | Path, tokenizer: miditok.MusicTokenizer, layout: Layout) -> TimedSong:
-    score = song_score(path)
+def read_timed_song(
+    path: str | Path, tokenizer: miditok.MusicTokenizer, layout: Layout, voices: Sequence[int] = VOICES
+) -> TimedSong:
+    score = song_score(path, voices)
     return timed_song(path, score, tokenizer, layout)
 
 
@@ -108,7 +112,7 @@ def accompany_in_time(
 ) -> CoCreation:
     """Keep tracks of the song and write new ones in the one stream, the kept notes forced at their onsets."""
     tokenizer, layout = session.tokenizer, session.layout
-    the_song = read_timed_song(song, tokenizer, layout)
+    the_song = read_timed_song(song, tokenizer, layout, session.voices)
     keep = check_keep(keep, len(the_song.score.tracks), song, the_song.describe())
     check_add(add, session.grammar.program_id)
     kept = the_song.programs(keep)
@@ -145,7 +149,7 @@ def infill_in_time(
     """Rewrite bars of one track (or of all) in the one stream: the bars before them and the block of those
     after them are the prompt, the other tracks' notes in them are forced at their onsets."""
     tokenizer, layout = session.tokenizer, session.layout
-    the_song = read_timed_song(song, tokenizer, layout)
+    the_song = read_timed_song(song, tokenizer, layout, session.voices)
     tracks = len(the_song.score.tracks)
     check_bars(bars, len(the_song.bars), song)
     targets = check_track(track, tracks, song, the_song.describe())

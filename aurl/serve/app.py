@@ -1,10 +1,10 @@
 """aurl studio: the HTTP API and the page over one or more trained runs (`aurl serve`).
 
 It calls the same library functions as `aurl generate` (aurl.generation) and owns no musical logic: a
-request is checked when it is posted (a bad option is a 422 naming the field, an unusable file a 400),
-then queued for the worker (aurl.serve.jobs). Files are reached only through ids the server
-handed out (songs, jobs, takes), never through a path a client sends, and uploads are parsed by symusic
-alone. OpenAPI docs: /docs.
+request is checked when it is posted (a bad option or an unusable file is a 422 naming it), then queued for
+the worker (aurl.serve.jobs). Files are reached only through ids the server handed out (songs, jobs, takes),
+never through a path a client sends, and uploads are parsed by symusic (MIDI) or music21 (scores in notation,
+aurl.data.scores), never unpickled. OpenAPI docs: /docs.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
-from aurl.data.corpus import cache_dir, load_midi, read_score
+from aurl.data.corpus import MIDI_SUFFIXES, cache_dir, load_file, read_score
 from aurl.data.multitrack import CONTROLS, is_multitrack
+from aurl.data.scores import SCORE_SUFFIXES
 from aurl.errors import AurlError, DataError, RequestError, WriteError
 from aurl.files import write_together
 from aurl.generation import requests
@@ -217,7 +218,7 @@ def create_app(
         """A new song of `score`'s tracks with notes, written under the work folder."""
         score = _with_notes(score)
         if not score.tracks:
-            raise HTTPException(400, f"{name}: holds no notes to work with")
+            raise HTTPException(422, f"{name}: holds no notes to work with")
         song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
         path = work / "songs" / f"{song_id}.mid"
         try:  # dumps_midi and a Python write: symusic's dump_midi says nothing when the disk is full
@@ -248,8 +249,9 @@ def create_app(
 
     @app.get("/api/models")
     def models() -> dict:
-        """The served models: mode, tokenization, tasks, controls and their default settings."""
-        return {"models": [s.public() for s in served.values()]}
+        """The served models: mode, tokenization, tasks, controls and their default settings; and the suffixes of
+        the files a song may be uploaded as."""
+        return {"models": [s.public() for s in served.values()], "songs": [*MIDI_SUFFIXES, *SCORE_SUFFIXES]}
 
     @app.get("/api/examples")
     def example_list() -> dict:
@@ -267,8 +269,10 @@ def create_app(
         }
 
     @app.post("/api/songs", status_code=201)
-    async def upload(request: Request, name: str = "upload.mid") -> dict:
-        """Upload a MIDI file (the request body, raw bytes) to work with; returns its tracks and notes."""
+    async def upload(request: Request, name: str = "upload.mid", model: str | None = None) -> dict:
+        """Upload a MIDI file, or a score as MusicXML, MXL, ABC or Humdrum (by the suffix of `name`), the request
+        body, raw bytes, to work with; returns its tracks and notes. A score's voices take the programs of
+        `model`'s voices (default: the first served model's)."""
         limit = int(max_upload_mb * 2**20)
         too_big = HTTPException(413, f"{name}: larger than this studio's {max_upload_mb:g} MB limit for uploads")
         if int(request.headers.get("content-length") or 0) > limit:
@@ -278,10 +282,16 @@ def create_app(
             data += chunk
             if len(data) > limit:
                 raise too_big
-        score, reason = load_midi(bytes(data))  # symusic alone, and the limits aurl prepare applies
+        name = Path(name).name
+        voices = model_of(model or next(iter(served))).trained.song_voices
+        with tempfile.TemporaryDirectory() as scratch:  # the readers read files, by their suffix
+            path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+            path.write_bytes(bytes(data))
+            # the limits aurl prepare applies; music21 takes a second or more on a long score
+            score, reason, _ = await asyncio.to_thread(load_file, path, None, voices)
         if score is None:
-            raise HTTPException(400, f"{name}: {reason}")
-        return add_song(Path(name).name, score).public()
+            raise HTTPException(422, f"{name}: {reason}")
+        return add_song(name, score).public()
 
     @app.get("/api/songs/{song_id}")
     def song(song_id: str) -> dict:

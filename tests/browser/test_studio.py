@@ -285,6 +285,28 @@ def test_harmonise_the_top_voice_in_one_click(studio, page, tmp_path):
     assert set(take) - {0} <= set(added) and len(take) > 1  # new voices on the run's programs
 
 
+def test_harmonise_a_melody_uploaded_as_musicxml(studio, page, tmp_path):
+    """A melody from notation software: MusicXML (as aurl writes it), read by music21 on upload."""
+    from aurl.data.corpus import read_score
+    from aurl.notation import musicxml
+
+    song = make_midi(tmp_path / "two.mid", seed=9, bars=4, drums=False)
+    song.tracks = song.tracks[:1]  # the melody alone
+    song.dump_midi(str(tmp_path / "melody.mid"))
+    xml = musicxml(tmp_path / "melody.mid", tmp_path / "melody.musicxml")
+    open_studio(page, studio.url)
+    choose(page, "model", model_id(studio, multitrack=False))
+    assert ".musicxml" in by_id(page, "upload").get_attribute("accept")  # the file dialog offers scores
+    upload(page, xml)
+    assert len(css(page, "#song-legend .legend-item")) == 1
+    small_settings(page, max_tokens=48, num=1)
+    card = generate(page, button=by_id(page, "harmonise"))[0]
+    assert "accompany" in card.text
+    take = notes_by_program(take_score(studio, card))
+    assert take[0] == notes_by_program(read_score(xml))[0]  # the melody on the run's top voice, note for note
+    assert len(take) > 1  # voices written beside it
+
+
 def test_rewrite_bars_of_a_take_keeps_every_other_note(studio, page, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select

@@ -14,15 +14,9 @@ from aurl.data.prepare import prepare
 from aurl.errors import DataError
 from aurl.notation import musicxml
 from benchmarks.bars import midi_beats, paired, score_beats
-from tests.conftest import make_midi
+from tests.conftest import EMPTY_SCORE, corpus_file, make_midi
 
 QUIET = {"progress": False, "log": lambda s: None}
-
-
-def corpus_file(name: str) -> Path:
-    from music21 import common
-
-    return Path(common.getCorpusFilePath()) / name
 
 
 # A chorale as compressed MusicXML, opening with a one-beat pickup in 4/4; an ABC folk song opening with a
@@ -77,11 +71,7 @@ def test_a_folder_mixing_formats_is_prepared_a_piece_per_tune(tiny_config, tmp_p
         (src / Path(name).name).write_bytes(corpus_file(name).read_bytes())
     make_midi(src / "song.mid", seed=1, bars=4)
     (src / "broken.musicxml").write_text('<?xml version="1.0"?>\n<score-partwise><part-list>\n')
-    (src / "empty.xml").write_text(
-        '<?xml version="1.0"?><score-partwise version="3.1"><part-list><score-part id="P1"><part-name>Flute'
-        '</part-name></score-part></part-list><part id="P1"><measure number="1"><note><rest/><duration>4'
-        "</duration></note></measure></part></score-partwise>"
-    )
+    (src / "empty.xml").write_text(EMPTY_SCORE)
     out = tmp_path / "out"
     report = prepare(str(src), out, tiny_config, **QUIET)
     names = [entry["name"] for entry in json.loads((out / "manifest.json").read_text())["files"]]

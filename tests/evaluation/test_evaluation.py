@@ -9,7 +9,7 @@ from aurl.cli import main
 from aurl.evaluation.compare import compare_sets
 from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_features
 from aurl.evaluation.report import evaluate
-from tests.conftest import make_midi
+from tests.conftest import corpus_file, make_midi
 
 
 def _score(notes, drums=()):
@@ -101,6 +101,17 @@ def test_evaluate_counts_voice_leading_faults_of_four_part_pieces(midi_dir, tmp_
     assert "voice-leading faults per 100 notes, generated / reference (2 / 2 four-part pieces): 25.0 / 0.0" in (
         capsys.readouterr().out
     )
+
+
+def test_evaluate_reads_scores_as_references_a_piece_per_tune(midi_dir, tmp_path):
+    """A chorale as MXL (four-part: its voice leading counted) and an ABC file of two tunes: three pieces."""
+    (tmp_path / "ref").mkdir()
+    for name in ("bach/bwv66.6.mxl", "nottingham-dataset/reelsa-c.abc"):
+        shutil.copy(corpus_file(name), tmp_path / "ref")
+    assert main(["evaluate", str(midi_dir), "--reference", str(tmp_path / "ref"), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["reference_pieces"] == 3 and report["failed"] == []
+    assert report["voice_leading"]["reference"]["pieces"] == 1
 
 
 def _set(folder, seeds):

@@ -15,12 +15,14 @@ from fastapi.testclient import TestClient
 from miditok.utils import get_bars_ticks
 
 from aurl.cli import main
+from aurl.data.corpus import read_score
+from aurl.errors import DataError
 from aurl.generation.generate import Trained
 from aurl.generation.requests import Generate, generate
 from aurl.render import RenderError
 from aurl.serve.app import create_app
 from aurl.serve.jobs import Job, Worker
-from tests.conftest import CXX, make_midi
+from tests.conftest import CXX, EMPTY_SCORE, abc_tune, make_midi
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SMALL = {"num": 1, "max_tokens": 48}
@@ -231,19 +233,41 @@ def test_bad_options_are_named(client, song, body, status, words):
     assert isinstance(detail, str) and words in detail and "\n" not in detail
 
 
+def test_a_score_is_uploaded_its_voice_on_the_models_top_voice(client, tmp_path):
+    tune = abc_tune(tmp_path)
+    response = client.post("/api/songs?name=ritter.abc&model=tiny", content=tune.read_bytes())
+    assert response.status_code == 201, response.text
+    tracks = response.json()["notes"]["tracks"]
+    assert [t["program"] for t in tracks] == [0]  # the tiny run's melody, where a corpus melody takes 40
+    assert [n[2] for n in tracks[0]["notes"]] == [n.pitch for n in read_score(tune).tracks[0].notes]
+    assert client.get("/api/models").json()["songs"] == [".mid", ".midi", ".mxl", ".musicxml", ".xml", ".krn", ".abc"]
+
+
+BAD_SCORES = [("broken.musicxml", "<score-partwise><part-list>"), ("empty.xml", EMPTY_SCORE)]
+
+
+@pytest.mark.parametrize(("name", "text"), BAD_SCORES)
+def test_a_broken_or_empty_score_is_a_422_saying_what_the_command_line_says(client, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    response = client.post(f"/api/songs?name={name}", content=text.encode())
+    with pytest.raises(DataError) as err:
+        read_score(tmp_path / name)
+    assert response.status_code == 422 and f"{tmp_path}/{response.json()['detail']}" == str(err.value)
+
+
 def test_bad_uploads(client, tmp_path):
     response = client.post("/api/songs?name=noise.mid", content=b"MThd\x00\x00\x00\x06garbage")
-    assert response.status_code == 400 and "noise.mid" in response.json()["detail"]
+    assert response.status_code == 422 and "noise.mid" in response.json()["detail"]
     empty = symusic.Score(480)
     empty.tracks.append(symusic.Track())
     empty.dump_midi(str(tmp_path / "empty.mid"))
     response = client.post("/api/songs?name=empty.mid", content=(tmp_path / "empty.mid").read_bytes())
-    assert response.status_code == 400 and "no notes" in response.json()["detail"]
+    assert response.status_code == 422 and "no notes" in response.json()["detail"]
     # A 40-byte file whose one note starts 35 hours in: refused as aurl prepare refuses it, never decoded
     absurd = b"\x00\x90\x3c\x40\x84\xe2\xad\x00\x90\x3e\x40\x01\x80\x3e\x40\x00\xff\x2f\x00"
     header = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x01MTrk" + len(absurd).to_bytes(4, "big")
     response = client.post("/api/songs?name=absurd.mid", content=header + absurd)
-    assert response.status_code == 400 and response.json()["detail"].startswith("absurd.mid: too long: "), response.text
+    assert response.status_code == 422 and response.json()["detail"].startswith("absurd.mid: too long: "), response.text
     response = client.post("/api/songs?name=big.mid", content=b"\x00" * 60_000)
     assert response.status_code == 413 and "MB" in response.json()["detail"]
 

@@ -447,6 +447,7 @@
   async function loadModels() {
     const data = await getJSON("/api/models");
     state.models = data.models || [];
+    $("upload").accept = (data.songs || []).join(",");  // MIDI files and scores in notation
     const select = $("model");
     select.replaceChildren(...state.models.map((m) => el("option", { value: m.id, text: m.id })));
     if (!state.models.length) {
@@ -615,8 +616,10 @@
     if (!file) return;
     clearError();
     setStatus(`Reading ${file.name}…`);
-    const res = await guard(() => api(`/api/songs?name=${encodeURIComponent(file.name)}`, {
-      method: "POST", body: file, headers: { "Content-Type": "audio/midi" },
+    // a score's voices take the chosen model's programs
+    const query = `name=${encodeURIComponent(file.name)}&model=${encodeURIComponent(state.model ? state.model.id : "")}`;
+    const res = await guard(() => api(`/api/songs?${query}`, {
+      method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" },
     }));
     setStatus("");
     if (!res) return;
@@ -714,7 +717,7 @@
   // Why Generate cannot run now (a sentence), or null
   function blocker() {
     if (!state.model) return "No model is loaded.";
-    if (has("song") && !state.song) return "Choose a song first: upload a MIDI file or pick an example.";
+    if (has("song") && !state.song) return "Choose a song first: upload a MIDI file or a score, or pick an example.";
     if (has("add") && !state.add.length) return "Add at least one new track to write.";
     if (has("bars") && !state.bars) return "Choose the bars to rewrite: drag across the roll.";
     return null;
