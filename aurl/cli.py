@@ -34,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "prepare",
-        help="parse and tokenize MIDI files into a prepared dataset",
+        help="parse and tokenize MIDI files (and scores: MusicXML, MXL, ABC) into a prepared dataset",
         allow_abbrev=False,
-        description="Parse (symusic) and tokenize (MidiTok) MIDI files into DIR. A re-run only "
-        "tokenizes new or changed files; unusable files are listed in DIR/rejected.jsonl.",
+        description="Parse (symusic; scores: music21) and tokenize (MidiTok) MIDI files and scores into DIR. A "
+        "re-run only tokenizes new or changed files; unusable files are listed in DIR/rejected.jsonl.",
     )
-    p.add_argument("source", help="a MIDI folder (searched recursively), a glob, or builtin:NAME (see aurl corpora)")
+    p.add_argument(
+        "source", help="a folder of MIDI files or scores (searched recursively), a glob, or builtin:NAME (aurl corpora)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="prepared dataset folder to create or update")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="parallel processes (default 2)")
     p.add_argument(
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample any token, not only those the tokenizer's grammar allows next",
     )
     p.add_argument("--batch-size", type=int, help="samples generated together (default 8)")
-    p.add_argument("--primer", metavar="FILE", help="continue the first --primer-bars bars of this MIDI file")
+    p.add_argument("--primer", metavar="FILE", help="continue the first --primer-bars bars of this MIDI file or score")
     p.add_argument("--primer-bars", type=int, help="bars of --primer to continue (default 4)")
     p.add_argument(
         "--meter",
@@ -190,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "render",
         help="draw MIDI files as piano rolls (PNG), play them into WAV files, write them as scores (MusicXML)",
         allow_abbrev=False,
-        description="Render MIDI files: a piano-roll PNG (tracks in colours, bar lines) and a WAV through a "
-        "General MIDI SoundFont, peak-normalised; with --musicxml a score for notation programs, with --score "
-        "that score engraved as SVG. Without --png, --wav, --musicxml or --score, the PNG and the WAV.",
+        description="Render MIDI files (or scores): a piano-roll PNG (tracks in colours, bar lines) and a WAV "
+        "through a General MIDI SoundFont, peak-normalised; with --musicxml a score for notation programs, with "
+        "--score that score engraved as SVG. Without --png, --wav, --musicxml or --score, the PNG and the WAV.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="MIDI files (or scores: .musicxml, .mxl, .abc) to render")
     p.add_argument("--png", action="store_true", help="write FILE.png")
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--score", action="store_true", help="write FILE.svg: that score engraved (Verovio)")
     p.add_argument("--soundfont", metavar="FILE", help="SoundFont (.sf2) for --wav (default TimGM6mb)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: beside each MIDI file)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: beside each file)")
 
     sub.add_parser(
         "corpora",
