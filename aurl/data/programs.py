@@ -35,18 +35,18 @@ def for_voices(count: int, voices: Sequence[int] = VOICES) -> list[int]:
     return [*[*voices[:-1], *spares][: count - 1], voices[-1]]
 
 
-def mean_pitch(track: Track) -> float:
+def _mean_pitch(track: Track) -> float:
     return statistics.fmean(note.pitch for note in track.notes)
 
 
 def by_voice(tracks: list[Track], voices: Sequence[int] = VOICES) -> None:
     """Programs by voice (for_voices), the voices ordered by mean pitch."""
-    ordered = sorted(tracks, key=mean_pitch, reverse=True)
+    ordered = sorted(tracks, key=_mean_pitch, reverse=True)
     for track, program in zip(ordered, for_voices(len(ordered), voices), strict=True):
         track.program = program
 
 
-def instrument_program(name: str) -> int | None:
+def _instrument_program(name: str) -> int | None:
     """The program of the instrument music21 finds by a part's name ("Violino II.", "Klarinette"); None where
     it finds none ("MusicXML Part", "Gesang")."""
     from music21 import instrument
@@ -72,6 +72,6 @@ def by_instrument_name(tracks: list[Track]) -> None:
     """Each part's instrument found from its name, since the program music21 reads from several quartet scores
     is missing or wrong; else that program; then distinct."""
     for track in tracks:
-        named = instrument_program(track.name)
+        named = _instrument_program(track.name)
         track.program = track.program if named is None else named
     distinct(tracks)

@@ -17,7 +17,7 @@ import statistics
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import symusic
@@ -208,7 +208,7 @@ def _aligned(midi: symusic.Score, score) -> symusic.Score | None:
 class Converted:
     midi: symusic.Score
     aligned: bool  # its bar lines are the score's (else music21's)
-    dropped: Counter[str]  # what of the score aurl's tokens do not hold, by kind ("lyrics": 12)
+    dropped: Counter[str] = field(default_factory=Counter)  # what of it aurl's tokens do not hold ("lyrics": 12)
 
 
 def to_midi(score, programs: Callable[[list[Track]], None], chords: bool = False) -> Converted:
@@ -233,7 +233,7 @@ def to_midi(score, programs: Callable[[list[Track]], None], chords: bool = False
                 track.notes.append(symusic.Note(round(start * tpq), round((end - start) * tpq), pitch, CHORD_VELOCITY))
         midi.tracks.append(track)
     aligned = _aligned(midi, score)
-    return Converted(midi if aligned is None else aligned, aligned is not None, Counter())
+    return Converted(midi if aligned is None else aligned, aligned is not None)
 
 
 def _dropped(score) -> Counter[str]:
@@ -271,8 +271,8 @@ def _part_programs(score, voices: Sequence[int]) -> None:
         return statistics.fmean(p.midi for note in notes for p in note.pitches)
 
     parts = [(part, program(part)) for part in score.parts if _has_notes(part)]
-    sung = sorted((part for part, found in parts if found is None), key=mean_pitch, reverse=True)
-    chosen = dict(zip(map(id, sung), for_voices(len(sung), voices), strict=True))
+    voiced = sorted((part for part, found in parts if found is None), key=mean_pitch, reverse=True)
+    chosen = dict(zip(map(id, voiced), for_voices(len(voiced), voices), strict=True))
     for part, found in parts:
         instruments = list(part.recurse().getElementsByClass(instrument.Instrument))
         if not instruments:
@@ -313,7 +313,7 @@ def load_notation(
         converted = to_midi(score, distinct)
     except Exception as err:  # music21's writer fails on the odd malformed score
         return None, f"music21 cannot write it as MIDI: {_first_line(err)}"
-    return Converted(converted.midi, converted.aligned, dropped), ""
+    return replace(converted, dropped=dropped), ""
 
 
 def _first_line(err: Exception) -> str:
