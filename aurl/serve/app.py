@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aurl.data.corpus import MIDI_SUFFIXES, cache_dir, load_file, read_score
 from aurl.data.multitrack import CONTROLS, is_multitrack
-from aurl.data.scores import SCORE_SUFFIXES
+from aurl.data.scores import SCORE_SUFFIXES, is_score
 from aurl.errors import AurlError, DataError, RequestError, WriteError
 from aurl.files import write_together
 from aurl.generation import requests
@@ -172,8 +172,13 @@ def create_app(
         raise
     jobs = Jobs(worker)
     songs: dict[str, Song] = {}
-    for i, path in enumerate(_example_files([s.trained for s in served.values()])):
-        songs[f"example-{i}"] = Song(f"example-{i}", path.stem, path, _with_notes(read_score(path)))
+    voices = next(iter(served.values())).trained.song_voices  # a score's voices, as an upload's
+    for i, source in enumerate(_example_files([s.trained for s in served.values()])):
+        score, path = _with_notes(read_score(source, voices=voices)), source
+        if is_score(source):  # kept and served as MIDI, as an upload is
+            path = work / "songs" / f"example-{i}.mid"
+            score.dump_midi(str(path))
+        songs[f"example-{i}"] = Song(f"example-{i}", source.stem, path, score)
     examples = list(songs)
 
     @contextlib.asynccontextmanager
