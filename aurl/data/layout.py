@@ -10,7 +10,7 @@ generation forces them) and written ones. The layout
   last bar (a run whose vocabulary has no task tokens, from before they existed, reads and writes none);
 - reads both sides of an infill gap (fill-in-the-middle: prefix, suffix, middle, Bavarian et al. 2022): the
   bars before the gap, then a block `Suffix_Start ... Suffix_End` holding the bars after it (every track, up
-  to data.suffix_bars, as MidiTok writes them: read, never played, never a target; empty where the gap ends
+  to data.suffix_bars, as MidiTok writes them: given, never played; empty where the gap ends
   the piece), then the gap's bars, its other tracks given at their onsets and its own written;
 - puts the given notes first at each onset, so that a voice is written knowing what the given voices do at
   that moment (MidiTok orders an onset's notes by track instead);
@@ -23,8 +23,8 @@ generation forces them) and written ones. The layout
   controls, MidiTok's tokens: its track-level ones in the first bar it is written in (they describe every
   note it writes, from that bar to its last written one), then its bar-level ones of this bar (in the order
   of aurl.data.controls.CONTROLS within each level). A program with no controls there has no group, so a
-  request that asks for none reads as a window that drew none. A group is read, never played: decoding
-  drops it, and the loss never targets it. So a bar reads
+  request that asks for none reads as a window that drew none. A group is given, never played: decoding
+  drops it. So a bar reads
   `Bar TimeSig Ahead_Start ... Ahead_End Program_p ACTrack... ACBar... Program_q ACBar... Position ...`.
 - ends what it writes as the music does: where the song goes on after the written bars, with the next bar's
   `Bar` (a target: the model writes bar lines as it always does, never having to know that a gap ends there)
@@ -85,7 +85,8 @@ class Bar:
 
 @dataclass
 class Laid:
-    """A laid-out stream: its ids and, per id, whether it is given (read, never a target of the loss)."""
+    """A laid-out stream: its ids and, per id, whether it is given (generation forces it; training targets it
+    unless data.given_targets is false, aurl.data.timed_tasks)."""
 
     ids: list[int] = field(default_factory=list)
     given: list[bool] = field(default_factory=list)
