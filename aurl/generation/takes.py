@@ -39,6 +39,7 @@ class Sample:
     longest_repeat: int  # longest run of one token id repeated back to back
     wav: Path | None = None
     given: list[Span] = field(default_factory=list)
+    versions: list[Sample] = field(default_factory=list)  # the take before each revision sweep, where kept
 
 
 def longest_run(ids: list[int]) -> int:
@@ -63,10 +64,14 @@ def write_takes(
     write is a WriteError and leaves no part of a file."""
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    samples = [write_take(take, folder / f"sample_{i}", title, log, png) for i, take in enumerate(takes)]
+    samples = []
     for i, take in enumerate(takes):
-        for k, version in enumerate(take.versions):
+        sample = write_take(take, folder / f"sample_{i}", title, log, png)
+        sample.versions = [
             write_take(version, folder / f"sample_{i}_sweep_{k}", title, log, png)
+            for k, version in enumerate(take.versions)
+        ]
+        samples.append(sample)
     if wav:
         for sample in samples:
             sample.wav = render_wav(sample.midi, sample.midi.with_suffix(".wav"), soundfont)

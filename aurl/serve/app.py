@@ -380,25 +380,29 @@ def create_app(
     @app.get("/api/jobs/{job_id}/takes/{name}")
     def take(job_id: str, name: str) -> FileResponse:
         """A finished take: {i}.mid, {i}.wav, {i}.png, {i}.musicxml, {i}.svg (its score engraved) or {i}.json (its
-        notes for drawing); all but the MIDI and the notes are rendered on their first request."""
+        notes for drawing), or a version of it before sweep k + 1 ({i}_sweep_{k}.mid and so on); all but the MIDI
+        and the notes are rendered on their first request."""
         found = job_of(job_id)
-        match = re.fullmatch(r"(\d+)\.(mid|wav|png|json|musicxml|svg)", name)
-        if match is None or int(match[1]) >= len(found.takes):
+        match = re.fullmatch(r"(\d+)(?:_sweep_(\d+))?\.(mid|wav|png|json|musicxml|svg)", name)
+        index = int(match[1]) if match else len(found.takes)
+        version = int(match[2]) if match and match[2] is not None else None
+        if index >= len(found.takes) or version is not None and version >= len(found.takes[index].versions):
             raise HTTPException(
                 404,
                 f"take {name!r}: job {job_id} has takes 0-{len(found.takes) - 1} as "
-                ".mid/.wav/.png/.musicxml/.svg/.json",
+                ".mid/.wav/.png/.musicxml/.svg/.json (and I_sweep_K.mid and so on where sweeps were kept)",
             )
-        index, kind = int(match[1]), match[2]
+        kind = match[3]
         try:
-            path = found.file(index, kind)
+            path = found.file(index, kind, version)
         except WriteError as err:
             raise no_space(err) from None
         except NotationError as err:  # the take has no score; its other files still serve
             raise HTTPException(422, str(err)) from None
         except AurlError as err:  # e.g. no SoundFont on this server: the take's other files still serve
             raise HTTPException(503, str(err)) from None
-        download = f"{found.model}-{found.id}-take{index}.{kind}" if kind in ("mid", "musicxml") else None
+        stem = f"{found.model}-{found.id}-take{index}{'' if version is None else f'-sweep{version}'}"
+        download = f"{stem}.{kind}" if kind in ("mid", "musicxml") else None
         return FileResponse(path, media_type=MEDIA[kind], filename=download)
 
     return app

@@ -122,15 +122,24 @@ class Job:
                     "musicxml": f"{base}/{i}.musicxml",
                     "svg": f"{base}/{i}.svg",
                     "song": f"{base}/{i}/song",  # POST: the take as a new song
+                    # as it was before each revision sweep (settings.keep_sweeps): files as the take's
+                    "versions": [
+                        {
+                            "name": "first pass" if k == 0 else f"after sweep {k}",
+                            "midi": f"{base}/{i}_sweep_{k}.mid",
+                            "notes_url": f"{base}/{i}_sweep_{k}.json",
+                        }
+                        for k in range(len(s.versions))
+                    ],
                 }
                 for i, s in enumerate(self.takes)
             ],
         }
 
-    def file(self, index: int, kind: str) -> Path:
-        """A take's file: mid, json, or wav, png, musicxml and svg (its score engraved), rendered on the first
-        request."""
-        take = self.takes[index]
+    def file(self, index: int, kind: str, version: int | None = None) -> Path:
+        """A take's file (or one of its versions before a sweep): mid, json, or wav, png, musicxml and svg (its
+        score engraved), rendered on the first request."""
+        take = self.takes[index] if version is None else self.takes[index].versions[version]
         path = take.midi.with_suffix(f".{kind}")
         with self.rendering:
             if kind == "wav" and take.wav is None:
@@ -142,7 +151,8 @@ class Job:
                 if kind == "svg":
                     engraved(take.midi, path, xml)
             elif kind == "png" and take.png is None:
-                title = f"{self.model} {self.id} take {index}"
+                before = "" if version is None else f" before sweep {version + 1}"
+                title = f"{self.model} {self.id} take {index}{before}"
                 score = symusic.Score(str(take.midi))
                 write_together({path: lambda tmp: piano_roll(score, tmp, title, take.given)})
                 take.png = path
@@ -322,7 +332,7 @@ class Worker:
     def _finish_takes(job: Job) -> None:
         """Each take's notes beside its MIDI file (for the page), then the job is done. Its WAV and piano
         roll are made when first asked for (Job.file), so decoding the next batch need not wait for them."""
-        for sample in job.takes:
+        for sample in (s for take in job.takes for s in (take, *take.versions)):
             notes = json.dumps(drawing(symusic.Score(str(sample.midi)), sample.given))
             write_together({sample.midi.with_suffix(".json"): lambda tmp, notes=notes: tmp.write_text(notes)})
         job.finish("done")

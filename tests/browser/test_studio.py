@@ -236,6 +236,9 @@ def test_upload_and_accompany_in_the_time_ordered_stream(studio, page, tmp_path)
     by_id(page, "add-button").click()
     assert "Viola" in by_id(page, "add-list").text
     small_settings(page, max_tokens=48, num=1)
+    css(page, "#more-settings summary")[0].click()
+    set_field(page, "set-sweeps", 1)  # one revision sweep, the first pass kept
+    by_id(page, "set-keep_sweeps").click()
     card = generate(page)[0]
     assert "accompany" in card.text and "Viola" in card.text
     job = httpx.get(f"{studio.url}/api/jobs/{card.get_attribute('data-job')}", timeout=30).json()
@@ -243,6 +246,14 @@ def test_upload_and_accompany_in_the_time_ordered_stream(studio, page, tmp_path)
     notes = httpx.get(studio.url + job["takes"][0]["notes_url"], timeout=30).json()
     programs = [t["program"] for t in notes["tracks"]]
     assert 0 in programs and 33 not in programs  # the melody kept, the bass dropped
+    # the first pass, kept: drawn on the take's roll when chosen, and then the MIDI downloaded
+    first, final = css(card, ".take-versions button")
+    assert (first.text, final.text) == ("first pass", "final")
+    first.click()
+    link = css(card, "a.download")[0]
+    wait(page, lambda d: "/0_sweep_0.mid" in link.get_attribute("href"), 30, "the first pass was not chosen")
+    assert first.get_attribute("aria-pressed") == "true" and final.get_attribute("aria-pressed") == "false"
+    assert page.execute_script(COLOURED_PIXELS, css(card, "canvas")[0]) > 50
 
 
 def test_drag_bars_on_the_roll_and_infill_them(studio, page, tmp_path):

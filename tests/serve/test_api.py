@@ -168,13 +168,20 @@ def test_continue_accompany_and_infill_keep_the_song(client, song, model):
     )
     result = notes_of(client, job["takes"][0]["midi"])
     assert result[0] == kept[0]  # the other track is untouched
-    if model == "tiny":  # a revision sweep rewrites the new track with the melody given: the melody stays
-        settings = {**SMALL, "num": 1, "sweeps": 1}
+    if model == "tiny":  # revision sweeps rewrite the new track with the melody given: the melody stays
+        settings = {**SMALL, "num": 1, "sweeps": 2, "keep_sweeps": True}
         job = run(
             client,
             {"model": model, "task": "accompany", "song": song["id"], "keep": [0], "add": [41], "settings": settings},
         )
-        assert job["status"] == "done" and notes_of(client, job["takes"][0]["midi"])[0] == kept[0]
+        take = job["takes"][0]
+        assert job["status"] == "done" and notes_of(client, take["midi"])[0] == kept[0]
+        # the take before each sweep is kept and served like the take: the melody in every version
+        assert [v["name"] for v in take["versions"]] == ["first pass", "after sweep 1"]
+        for version in take["versions"]:
+            assert notes_of(client, version["midi"])[0] == kept[0]
+            assert client.get(version["notes_url"]).json()["tracks"][0]["notes"]
+        assert client.get(take["midi"].replace("/0.mid", "/0_sweep_2.mid")).status_code == 404
 
 
 def test_a_take_becomes_a_song_whose_bars_can_be_rewritten(client, song):

@@ -60,6 +60,7 @@
     { key: "meter", label: "Meter", choices: "meters", note: "hold = the first bar's" },
     { key: "seed", label: "Seed", step: "1", min: "0", int: true },
     { key: "sweeps", label: "Revision sweeps", step: "1", min: "0", int: true, more: true, note: "co-creation" },
+    { key: "keep_sweeps", label: "Keep each sweep's version", bool: true, more: true, note: "co-creation" },
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
     { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
@@ -981,6 +982,7 @@
     if (take.skipped_tokens) stats.push(`${take.skipped_tokens} skipped`);
     card.querySelector(".take-stats").textContent = stats.join(" · ");
     card.querySelector(".use-song").addEventListener("click", () => useAsSong(job, take));
+    if (take.versions && take.versions.length) card.querySelector(".take-legend").after(versionsRow(card, take));
     const toggle = card.querySelector(".show-score");
     const chosen = wireRewrite(card, take);
     toggle.addEventListener("click", () => showScore(card, take, toggle, chosen));
@@ -1004,6 +1006,29 @@
       }
     });
     return card;
+  }
+
+  // What a take was before each revision sweep (settings keep_sweeps), each drawn on the take's roll when
+  // chosen, its MIDI then the one downloaded; bars chosen on the roll are rewritten in the final take
+  function versionsRow(card, take) {
+    const row = el("div", { class: "take-versions meta" }, "Versions: ");
+    const link = card.querySelector("a.download");
+    const shown = [...take.versions, { name: "final", midi: take.midi, notes_url: take.notes_url }];
+    for (const version of shown) {
+      const button = el("button", {
+        type: "button", class: "linklike version", text: version.name,
+        "aria-pressed": String(version.name === "final"),
+      });
+      button.addEventListener("click", async () => {
+        const notes = await guard(() => getJSON(version.notes_url));
+        if (!notes) return;
+        drawRoll(card.querySelector("canvas"), notes);
+        link.href = withToken(version.midi);
+        row.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b === button)));
+      });
+      row.append(button, " ");
+    }
+    return row;
   }
 
   // The engraved score in place of the piano roll (and back): fetched once, on the first look
