@@ -123,7 +123,9 @@ class DataConfig(Section):
     # Fill-in-the-middle trained on every token (Bavarian et al. 2022) costs left-to-right modelling little;
     # trained on the written notes alone, a co-creation window teaches free generation only a part of itself.
     given_targets: bool = Field(
-        True, description="accompany and infill windows: given notes are targets of the loss too (the task token never)"
+        True,
+        description="accompany and infill windows: given notes are targets of the loss too (the task token and a "
+        "request's EOS never)",
     )
     drop_tracks: float = Field(0.3, ge=0, le=1, description="accompany task: share of windows that drop tracks")
     window_bars: int = Field(8, ge=1)

@@ -8,15 +8,15 @@ data.tasks, each window saying its task after BOS (aurl.data.layout):
   gap (fill-in-the-middle), then the gap.
 Accompany and infill windows are laid out by aurl.data.layout: given notes first at each onset, anticipated
 data.ahead_bars ahead, and the written bars ended as a request's are (the next bar's Bar and EOS, or EOS where
-the piece ends with them). Where the tokenizer has attribute
-controls, each written track of such a window is steered by a random share of them (as MMM's windows are,
-aurl.data.tasks): a share data.control_tracks of its track-level controls, and for each bar-level control a
-share data.control_bars of the bars it is written in, measured on the notes it writes after the window is
-transposed. Every token after the task token is a target of the loss (fill-in-the-middle trained on every
-token, so that co-creation windows teach free generation too), or with data.given_targets=false only the
-written ones. Continue windows have no controls, so a free piece reads as before. Evaluation windows are plain
-ones, so a model's bits per note compare with a model trained on plain windows. An item is a pure function of
-(seed, window, epoch, length), as WindowDataset's are.
+the piece ends with them). Where the tokenizer has attribute controls, each written track of such a window is
+steered by a random share of them (as MMM's windows are, aurl.data.tasks): a share data.control_tracks of its
+track-level controls, and for each bar-level control a share data.control_bars of the bars it is written in,
+measured on the notes it writes after the window is transposed. Every token after the task token is a target
+of the loss (fill-in-the-middle trained on every token, so that co-creation windows teach free generation too)
+but an EOS given after the next bar's Bar, which would teach free pieces to stop at any bar line; with
+data.given_targets=false only the written ones are. Continue windows have no controls, so a free piece reads
+as before. Evaluation windows are plain ones, so a model's bits per note compare with a model trained on plain
+windows. An item is a pure function of (seed, window, epoch, length), as WindowDataset's are.
 """
 
 from __future__ import annotations
@@ -112,13 +112,17 @@ class TimedTaskDataset(WindowDataset):
             draw = np.random.default_rng([seed, count])
             bars, given, gap = TASKS[task](window, count, draw, self.cfg)
             laid = self.layout.window(task, bars, gap, given, self._controls(bars, count, given, draw))
-            laid.extend(self.layout.ending(first + gap.stop < len(starts)))  # as a request ends
+            ending = self.layout.ending(first + gap.stop < len(starts))  # as a request ends
+            laid.extend(ending)
             if len(laid.ids) <= length or count == 1:
                 break
             count -= 1
         ids = np.asarray([self.tables.bos_id, *laid.ids[:length]], dtype=np.int64)
         item = pack(ids, length, self.tables.pad_id)
-        read = laid.given if not self.cfg.given_targets else [True] * len(task_ids(self.layout.tokenizer, task))
+        read = laid.given
+        if self.cfg.given_targets:  # all but the task token and an EOS that only ends the request, not the piece
+            opening = len(task_ids(self.layout.tokenizer, task))
+            read = [True] * opening + [False] * (len(laid.ids) - opening - len(ending.ids)) + ending.given
         item["targets"][torch.tensor(read[:length] + [False] * (length - min(length, len(read))))] = IGNORE_INDEX
         item["weight"] = (item["targets"] != IGNORE_INDEX).sum().to(torch.float32)
         return item

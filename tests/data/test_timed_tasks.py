@@ -244,22 +244,27 @@ def test_every_window_from_bos_says_its_task_and_never_targets_it(prepared):
 
 
 def test_every_token_after_the_task_token_is_a_target_unless_only_the_written_ones_are(prepared):
-    """By default a co-creation window is trained on every token but its task token; with
-    data.given_targets=false on the same window's written tokens alone."""
+    """By default a co-creation window is trained on every token but its task token and the EOS given after
+    the next bar's Bar where the piece goes on (it ends the request, not the piece: a free piece must not learn
+    to stop at a bar line); with data.given_targets=false on the same window's written tokens alone."""
     every, _ = _windows(prepared, {"accompany": 1.0, "infill": 1.0}, length=256)
     written, layout = _windows(prepared, {"accompany": 1.0, "infill": 1.0}, length=256, given_targets=False)
     tasks = [task_ids(layout.tokenizer, task)[0] for task in ("accompany", "infill")]
-    fewer = 0
+    fewer = ended = 0
     for index in range(len(every)):
         a, b = every[(index, 0, 256)], written[(index, 0, 256)]
         assert torch.equal(a["input_ids"], b["input_ids"])
         real = a["input_ids"][1:] != every.tables.pad_id  # what targets[:-1] predict
         targeted = a["targets"] != IGNORE_INDEX
         assert a["input_ids"][0] == every.tables.bos_id and a["input_ids"][1] in tasks
-        assert not targeted[0] and bool(targeted[1:-1][real[1:]].all())  # the task token alone is read
+        last = int(real.sum())  # targets[last - 1] is the window's last token
+        ends_request = bool(a["input_ids"][last - 1] == layout.bar and a["input_ids"][last] == layout.eos)
+        assert not targeted[0] and bool(targeted[1 : last - 1].all())  # the task token is read
+        assert bool(targeted[last - 1]) != ends_request  # an EOS that ends the request only is read too
+        ended += ends_request
         assert not bool((b["targets"] != IGNORE_INDEX)[~targeted].any())  # the written ones, a part of them
         fewer += int(a["weight"] > b["weight"])
-    assert fewer == len(every)
+    assert fewer == len(every) and ended
 
 
 def _key(bar: Bar) -> tuple:
