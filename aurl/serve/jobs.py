@@ -52,6 +52,11 @@ _ids = itertools.count(1)
 T = TypeVar("T")
 
 
+def version_name(k: int) -> str:
+    """What the page calls a take's version k (aurl.generation.takes writes it as sample_I_sweep_K)."""
+    return "first pass" if k == 0 else f"after sweep {k}"
+
+
 @dataclass
 class Job:
     model: str
@@ -125,7 +130,7 @@ class Job:
                     # as it was before each revision sweep (settings.keep_sweeps): files as the take's
                     "versions": [
                         {
-                            "name": "first pass" if k == 0 else f"after sweep {k}",
+                            "name": version_name(k),
                             "midi": f"{base}/{i}_sweep_{k}.mid",
                             "notes_url": f"{base}/{i}_sweep_{k}.json",
                         }
@@ -151,8 +156,7 @@ class Job:
                 if kind == "svg":
                     engraved(take.midi, path, xml)
             elif kind == "png" and take.png is None:
-                before = "" if version is None else f" before sweep {version + 1}"
-                title = f"{self.model} {self.id} take {index}{before}"
+                title = f"{self.model} {self.id} take {index}{'' if version is None else f', {version_name(version)}'}"
                 score = symusic.Score(str(take.midi))
                 write_together({path: lambda tmp: piano_roll(score, tmp, title, take.given)})
                 take.png = path
