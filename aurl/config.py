@@ -1,23 +1,51 @@
 """One typed config tree (data, tokenizer, model, train, generate), loaded from YAML with dotted overrides.
 
 Every section forbids unknown keys, so a typo fails before any work starts with a message that names
-the key; pydantic's messages name the allowed values of a bad one.
+the key; pydantic's messages name the allowed values of a bad one. The data, tokenizer and model sections
+and the tree live here; the training sections in aurl.config_train, generate in aurl.config_generate, their
+base in aurl.config_section; every one is importable from here.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from aurl.config_generate import GenerateConfig
+from aurl.config_section import Section
+from aurl.config_train import (
+    CurriculumConfig,
+    EarlyStoppingConfig,
+    FreezeConfig,
+    GANConfig,
+    StabilityConfig,
+    TrainConfig,
+    VAEConfig,
+)
 from aurl.errors import ConfigError
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "CurriculumConfig",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "FreezeConfig",
+    "GANConfig",
+    "GenerateConfig",
+    "ModelConfig",
+    "Section",
+    "StabilityConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "VAEConfig",
+    "build_config",
+    "load_config",
+    "updated",
+]
 
 
 class TokenizerConfig(Section):
@@ -189,222 +217,6 @@ class ModelConfig(Section):
                 f"model.d_model ({self.d_model}) must split into model.n_heads ({self.n_heads}) heads of even size"
             )
         return self
-
-
-class CurriculumConfig(Section):
-    """Sequence length grows from start_len to end_len over `steps` optimizer steps."""
-
-    enabled: bool = False
-    start_len: int = Field(128, ge=8)
-    end_len: int | None = Field(None, ge=8, description="default: data.seq_len")
-    steps: int = Field(1000, ge=1)
-    schedule: Literal["linear", "exponential", "cosine"] = "linear"
-    multiple: int = Field(64, ge=1, description="lengths are rounded down to a multiple of this")
-
-
-class EarlyStoppingConfig(Section):
-    enabled: bool = False
-    metric: str = Field("loss", description="a validation metric of the objective, e.g. loss or accuracy")
-    mode: Literal["min", "max"] = "min"
-    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0)
-
-
-class StabilityConfig(Section):
-    nan_patience: int = Field(3, ge=1, description="consecutive non-finite steps before reloading a checkpoint")
-    lr_backoff: float = Field(0.5, gt=0, le=1, description="LR factor applied after such a reload")
-    spike_factor: float = Field(10.0, gt=1, description="warn when grad norm exceeds this x its running median")
-    spike_window: int = Field(100, ge=5)
-
-
-class FreezeConfig(Section):
-    """Weights kept as they are while training (fine-tuning a few dozen files: fewer weights to overfit)."""
-
-    embeddings: bool = Field(False, description="the token embedding (tied to the output layer)")
-    blocks: int = Field(0, ge=0, description="the first N transformer blocks (of a vae: of its decoder)")
-
-
-class TrainConfig(Section):
-    # Fine-tuning: start from another run's weights (a new optimizer, LR schedule and step 0). The model
-    # settings must build the same weights and the dataset must use the same tokenizer.
-    init_from: str | None = Field(None, description="RUN or RUN:CHECKPOINT (best, latest, step_N) to start from")
-    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
-    optimizer: Literal["adamw"] = "adamw"
-    fused: bool | None = Field(None, description="fused AdamW kernel; default: on for CUDA")
-    lr: float = Field(1e-3, gt=0)
-    min_lr: float = Field(1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    schedule: Literal["cosine", "linear", "constant", "plateau"] = "cosine"
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(2, ge=0, description="evaluations without improvement before the LR drops")
-    max_steps: int = Field(1000, ge=1, description="optimizer steps; also the horizon of the LR schedule")
-    # A wall-time budget: training stops when it is spent, and the LR schedule runs over whichever of
-    # max_steps and max_minutes comes first (progress = the larger of the two fractions done).
-    max_minutes: float | None = Field(None, gt=0, description="minutes of training, evaluation included")
-    max_epochs: float | None = Field(None, gt=0, description="stop earlier once this many epochs are seen")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
-    # Token-budget batching: micro-batch size = batch_tokens // seq_len, clamped to [min_batch, max_batch].
-    batch_tokens: int = Field(8192, ge=1)
-    min_batch: int = Field(4, ge=1)
-    max_batch: int = Field(64, ge=1)
-    batch_probe: bool = Field(False, description="CUDA: find the largest micro-batch that fits, accumulate the rest")
-    probe_memory_fraction: float = Field(0.85, gt=0, le=1)
-    # auto: bf16 on a GPU that has it (else fp16), and on a CPU where a bf16 matrix product runs faster
-    # than an fp32 one (bf16 units: AVX-512 BF16, AMX); fp32 elsewhere. The log says which and why.
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 0
-    deterministic: bool = Field(False, description="deterministic kernels: bit-exact resume, slower on GPU")
-    activation_checkpointing: Literal["off", "every", "every_n", "auto"] = "off"
-    checkpoint_every_n: int = Field(2, ge=1)
-    activation_budget_mb: float = Field(4096, gt=0, description="auto: checkpoint when activations exceed this")
-    compile: bool = Field(False, description="torch.compile the model (costs start-up time; pays on GPUs)")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="multi-process strategy under torchrun")
-    peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; measured when unset")
-    log_interval: int = Field(10, ge=1)
-    # Every sample_interval steps (0: never), sample_count pieces of sample_tokens tokens are written to
-    # RUN/samples/step_N/ (MIDI + PNG), and their musical features and piano roll go to TensorBoard.
-    sample_interval: int = Field(0, ge=0)
-    sample_count: int = Field(2, ge=1)
-    sample_tokens: int = Field(256, ge=1)
-    eval_interval: int = Field(200, ge=1)
-    eval_batches: int = Field(
-        20, ge=1, description="validation batches per evaluation, all ranks together (torchrun shares them out)"
-    )
-    save_interval: int = Field(500, ge=1)
-    keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    # Weight of each token type (the MidiTok prefix: Pitch, Position, Duration, Velocity, Bar ...) in the
-    # next-token / reconstruction cross-entropy; unnamed types weigh 1.
-    token_weights: dict[str, float] = Field(default_factory=dict)
-    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    stability: StabilityConfig = Field(default_factory=StabilityConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if self.min_batch > self.max_batch:
-            raise ValueError(f"train.min_batch ({self.min_batch}) must not exceed train.max_batch ({self.max_batch})")
-        if self.min_lr > self.lr:
-            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
-        if self.precision == "fp16" and self.device in ("cpu", "mps"):
-            raise ValueError(
-                f"train.precision fp16 needs CUDA but train.device is {self.device}; use bf16 or fp32 there"
-            )
-        if self.init_from is not None and not self.init_from.strip():
-            raise ValueError("train.init_from: empty; give a run directory, e.g. runs/base or runs/base:best")
-        if any(w < 0 for w in self.token_weights.values()):
-            raise ValueError(f"train.token_weights: weights must be >= 0, got {self.token_weights}")
-        c = self.curriculum
-        if c.end_len is not None and c.end_len < c.start_len:
-            raise ValueError(
-                f"train.curriculum.end_len ({c.end_len}) must not be below train.curriculum.start_len ({c.start_len})"
-            )
-        return self
-
-
-class VAEConfig(Section):
-    """The latent objective: reconstruction + beta x KL, with annealing and free bits."""
-
-    beta: float = Field(1.0, ge=0, description="weight of the KL term once annealed")
-    anneal: Literal["none", "linear", "cosine", "cyclical"] = "linear"
-    anneal_steps: int = Field(1000, ge=1, description="steps to reach beta (one cycle for cyclical)")
-    free_bits: float = Field(0.0, ge=0, description="nats per latent dimension the KL may use for free")
-
-
-class GANConfig(Section):
-    """vae_gan: the critic, its own optimizer, and how the adversarial terms enter the generator's loss."""
-
-    critic_d_model: int = Field(128, ge=8)
-    critic_layers: int = Field(2, ge=1)
-    critic_heads: int = Field(4, ge=1)
-    critic_lr: float = Field(2e-4, gt=0)
-    critic_betas: tuple[float, float] = (0.5, 0.9)
-    adv_weight: float = Field(0.1, ge=0, description="weight of the adversarial loss once warmed up")
-    fm_weight: float = Field(1.0, ge=0, description="weight of feature matching against the critic")
-    adv_start: int = Field(100, ge=0, description="step at which the adversarial weight starts to grow from 0")
-    adv_warmup: int = Field(200, ge=1, description="steps for the adversarial weight to reach adv_weight")
-    r1_gamma: float = Field(0.0, ge=0, description="R1 gradient penalty on real sequences (0: off)")
-    gumbel_tau: float = Field(1.0, gt=0, description="Gumbel-softmax temperature of generated sequences")
-
-
-class GenerateConfig(Section):
-    num: int = Field(4, ge=1)
-    max_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(0, ge=0, description="0 keeps every token")
-    top_p: float = Field(1.0, gt=0, le=1)
-    min_p: float = Field(0.0, ge=0, lt=1, description="drop tokens below min_p x the top token's probability")
-    repetition_penalty: float = Field(1.0, ge=1, description="CTRL's penalty on tokens in the recent window")
-    repetition_window: int = Field(64, ge=1, description="tokens the repetition penalty looks back over")
-    min_tokens: int = Field(0, ge=0, description="no end token before this many new tokens")
-    max_bars: int | None = Field(None, ge=1, description="stop a piece before its (max_bars + 1)-th bar")
-    constrained: bool = Field(True, description="sample only tokens the tokenizer's grammar allows next")
-    batch_size: int = Field(8, ge=1, description="pieces sampled together")
-    primer_bars: int = Field(4, ge=1, description="bars of a --primer file the piece continues")
-    meter: str = Field(
-        "hold",
-        description="hold: every bar keeps the first bar's time signature (a primer's or a song's); free: the "
-        "model may change it at any bar; or one to hold, e.g. 3/4",
-    )
-    sweeps: int = Field(
-        0,
-        ge=0,
-        description="co-creation: revision sweeps after the first pass, each rewriting every span of one or two bars "
-        "of every written track with everything else given on both sides, the temperature annealed (pseudo-Gibbs)",
-    )
-    keep_sweeps: bool = Field(False, description="co-creation: also keep each take as it was before each sweep")
-    seed: int = 0
-    # What a request of one task (generate, continue, accompany, infill, encode, interpolate) takes where it
-    # says nothing, over the settings above: the settings that measured best for it (docs/benchmarks.md).
-    # Harmonisations cooler than free pieces: fewer voice-leading faults (docs/writing-music.md).
-    tasks: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"accompany": {"temperature": 0.7}, "infill": {"temperature": 0.7}},
-        description="per task, the settings a request of it takes where it gives none",
-    )
-
-    @field_validator("meter")
-    @classmethod
-    def _meter(cls, value: str) -> str:
-        if not re.fullmatch(r"hold|free|[1-9][0-9]*/[1-9][0-9]*", value):
-            raise ValueError("expected hold, free or a time signature such as 3/4")
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _passes(cls, data: Any) -> Any:
-        """A run from before sweeps saved `passes`, its first pass counted: N passes are N - 1 sweeps."""
-        if isinstance(data, dict) and "passes" in data:
-            if "sweeps" in data:
-                raise ValueError("passes: now sweeps, the revision sweeps after the first pass (N passes: N - 1)")
-            data = dict(data)
-            passes = data.pop("passes")
-            data["sweeps"] = max(0, passes - 1) if isinstance(passes, int) else passes
-        return data
-
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        known = set(cls.model_fields) - {"tasks"}
-        for task, settings in value.items():
-            unknown = sorted(set(settings) - known)
-            if unknown:
-                raise ValueError(f"{task}: {', '.join(unknown)} not a generate setting")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerateConfig:
-        if self.min_tokens > self.max_tokens:
-            raise ValueError(
-                f"generate.min_tokens ({self.min_tokens}) must not exceed generate.max_tokens ({self.max_tokens})"
-            )
-        return self
-
-    z_temperature: float = Field(1.0, gt=0, description="vae: scale of z drawn from the prior")
-    steps: int = Field(8, ge=2, description="vae: files written by an interpolation")
 
 
 class Config(Section):

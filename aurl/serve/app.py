@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import symusic
@@ -28,21 +27,19 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
-from aurl.data.corpus import MIDI_SUFFIXES, cache_dir, load_file, read_score
-from aurl.data.multitrack import CONTROLS, is_multitrack
+from aurl.data.corpus import MIDI_SUFFIXES, load_file, read_score
 from aurl.data.scores import SCORE_SUFFIXES, is_score
 from aurl.errors import AurlError, DataError, RequestError, WriteError
 from aurl.files import write_together
-from aurl.generation import requests
 from aurl.generation.generate import Trained
 from aurl.notation import NotationError
-from aurl.render import bar_starts, drawing
+from aurl.render import bar_starts
+from aurl.serve.catalog import Served, Song, example_files, with_notes
 from aurl.serve.jobs import FINISHED, Job, Jobs, Worker
 
 STATIC = Path(__file__).parent / "static"
 MAX_TAKES = 8  # takes per request
 MAX_TOKENS = 8192  # tokens per take
-EXAMPLES = 6  # built-in example songs offered, from the served runs' held-out files
 MEDIA = {
     "mid": "audio/midi",
     "wav": "audio/wav",
@@ -64,80 +61,9 @@ class JobRequest(BaseModel):
     task: str = Field("generate", description="generate, continue, accompany, infill, encode, interpolate")
 
 
-def meters(tokenizer) -> list[str]:
-    """The time signatures a model can write (what settings.meter may hold), by beat then beats."""
-    found = [token.removeprefix("TimeSig_") for token in tokenizer.vocab if token.startswith("TimeSig_")]
-    return sorted(found, key=lambda m: (int(m.split("/")[1]), int(m.split("/")[0])))
-
-
-@dataclass
-class Served:
-    id: str
-    trained: Trained
-    programs: list[int]  # the voices its corpus has, the top one first (Trained.voices)
-
-    @property
-    def tasks(self) -> dict[str, type[requests.Request]]:
-        return {task: cls for task, cls in requests.REQUESTS.items() if cls.offered(self.trained)}
-
-    def public(self) -> dict:
-        config = self.trained.config
-        return {
-            "id": self.id,
-            "mode": config.model.mode,
-            "tokenization": config.tokenizer.kind,
-            "multitrack": is_multitrack(self.trained.tokenizer),
-            "tasks": [cls.needs() for cls in self.tasks.values()],
-            "parameters": sum(p.numel() for p in self.trained.model.parameters()),
-            "decoding": "compiled" if self.trained.compiled else "eager",
-            "context": config.model.context,
-            "settings": config.generate.model_dump(),
-            "controls": sorted({CONTROLS[name][2] for name in config.tokenizer.controls}),
-            "meters": meters(self.trained.tokenizer),
-            "programs": self.programs,
-        }
-
-
-@dataclass
-class Song:
-    id: str
-    name: str
-    path: Path
-    score: symusic.Score
-
-    def public(self) -> dict:
-        notes = drawing(self.score)
-        tracks = [{k: v for k, v in t.items() if k != "notes"} | {"notes": len(t["notes"])} for t in notes["tracks"]]
-        return {"id": self.id, "name": self.name, "bars": len(notes["bars"]), "tracks": tracks, "notes": notes}
-
-
 def no_space(err: WriteError) -> HTTPException:
     """A file the server could not write (its disk full): 507, the sentence naming the file."""
     return HTTPException(507, f"{err}; free space on the server or start it with another --work-dir")
-
-
-def _with_notes(score: symusic.Score) -> symusic.Score:
-    """The score without its empty tracks: track numbers then count what co-creation counts."""
-    score.tracks = [t for t in score.tracks if len(t.notes)]
-    return score
-
-
-def _example_files(runs: list[Trained]) -> list[Path]:
-    """Held-out (valid split) files of the served runs' datasets that are on this machine."""
-    found: dict[str, Path] = {}
-    for trained in runs:
-        dataset = trained.config.data.dataset
-        manifest = Path(dataset) / "manifest.json" if dataset else None
-        if manifest is None or not manifest.is_file():
-            continue
-        info = json.loads(manifest.read_text())
-        source = str(info.get("source", ""))
-        root = cache_dir() / source.removeprefix("builtin:") if source.startswith("builtin:") else Path(source)
-        for entry in info["files"]:
-            path = root / entry["name"]
-            if entry["split"] == "valid" and path.is_file():
-                found.setdefault(entry["name"], path)
-    return [found[name] for name in sorted(found)[:EXAMPLES]]
 
 
 def create_app(
@@ -173,8 +99,8 @@ def create_app(
     jobs = Jobs(worker)
     songs: dict[str, Song] = {}
     voices = next(iter(served.values())).trained.song_voices  # a score's voices, as an upload's
-    for i, source in enumerate(_example_files([s.trained for s in served.values()])):
-        score, path = _with_notes(read_score(source, voices=voices)), source
+    for i, source in enumerate(example_files([s.trained for s in served.values()])):
+        score, path = with_notes(read_score(source, voices=voices)), source
         if is_score(source):  # kept and served as MIDI, as an upload is
             path = work / "songs" / f"example-{i}.mid"
             score.dump_midi(str(path))
@@ -221,7 +147,7 @@ def create_app(
 
     def add_song(name: str, score: symusic.Score) -> Song:
         """A new song of `score`'s tracks with notes, written under the work folder."""
-        score = _with_notes(score)
+        score = with_notes(score)
         if not score.tracks:
             raise HTTPException(422, f"{name}: holds no notes to work with")
         song_id = f"s-{next(_song_ids)}-{secrets.token_hex(4)}"
