@@ -36,6 +36,7 @@ from aurl.training.curriculum import batch_plan, batch_size_for, largest_fitting
 from aurl.training.distributed import DistEnv, barrier, init_distributed, pick_device, shutdown, wrap_model
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.rng import RandomState
+from aurl.training.sizing import sized_like, sized_on_ranks
 from aurl.training.trainer import SampleHook, Trainer, pick_precision
 
 CONFIG_FILE = "config.yaml"
@@ -299,7 +300,10 @@ def train(
     # and torchrun then stops the other ranks).
     with FolderLock(run_dir, "--run-dir", log) if DistEnv.from_environment().is_main else nullcontext():
         checkpoint = latest_good_checkpoint(run_dir, log) if resume else None
-        source = source_checkpoint(config, data) if config.train.init_from and not resume else None
+        source = None
+        if config.train.init_from and not resume:
+            config = sized_like(config, parse_init_from(config.train.init_from)[0] / CONFIG_FILE)
+            source = source_checkpoint(config, data)
         if not resume:
             check_run_dir(run_dir, overwrite)  # on every rank alike, before any collective
         env, device = init_distributed(pick_device(config.train.device))
@@ -308,6 +312,8 @@ def train(
                 raise ConfigError(
                     f"train.precision: fp16 needs CUDA, but training runs on {device.type}; use bf16 or fp32"
                 )
+            if not resume:
+                config = sized_on_ranks(config, data.tables.vocab_size, device, env, log)
             if env.is_main and not resume:
                 prepare_run_dir(run_dir, overwrite)
                 write_together(

@@ -1,0 +1,130 @@
+"""The model sized for the budget (aurl.training.sizing): the scaling law's fit, and the choice it leads to.
+
+--fit: trains rungs of the ladder (--shapes) for step counts (--steps) on the Bach chorales prepared with
+configs/demo.yaml, with the demo's task mix and each rung's learning rate, each run counted in steps (so a busy
+machine changes its time, not its loss), and keeps them in --runs (reused when there). Then fits
+L(N, D) = E + A / N^alpha + B / D^beta through the final validation loss of every run in --runs and prints the
+runs, the law (the constants to keep in aurl.training.sizing.LAW) and how far each run lies from it.
+
+--table: this machine's tokens per second for each rung (measured now, nothing cached) and, for 3, 10 and
+60 minutes (--minutes), the tokens each would train, its predicted validation loss under the kept LAW, and the
+choice.
+
+Run: .venv/bin/python benchmarks/sizing.py --data data/bach-chorales --fit --runs DIR [--shapes 128x2 192x3]
+         [--steps 150 450]
+     .venv/bin/python benchmarks/sizing.py --data data/bach-chorales --table [--minutes 3 10 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from aurl.config import load_config
+from aurl.data.dataset import PreparedDataset
+from aurl.training.distributed import pick_device
+from aurl.training.run import train
+from aurl.training.sizing import LADDER, LAW, Law, candidates, parameters, throughputs
+from aurl.training.trainer import pick_precision
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+SHAPES = {shape.name: shape for shape in LADDER}
+
+
+def machine() -> str:
+    flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("Model name")), "")
+    extras = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags.split()]
+    units = ", ".join(extras) or "no bf16 units"
+    return f"{model or platform.processor()} ({units}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def fit(args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    for name in args.shapes:
+        for steps in args.steps:
+            run = runs / f"{name}-{steps}"
+            if (run / "result.json").is_file():
+                continue
+            sets = [f"data.dataset={args.data}", f"train.max_steps={steps}", "train.sample_interval=0"]
+            config = SHAPES[name].applied(load_config(DEMO, sets))
+            metrics = train(config, run, overwrite=True, progress=False, log=lambda _: None)
+            (run / "result.json").write_text(json.dumps({"shape": name, "steps": steps, **metrics}))
+    vocab = PreparedDataset(args.data).tables.vocab_size
+    config = load_config(DEMO, [f"data.dataset={args.data}"])
+    points, rows = [], []
+    for result in sorted(runs.glob("*/result.json")):
+        done = json.loads(result.read_text())
+        shape, tokens = SHAPES[done["shape"]], done["steps"] * config.train.batch_tokens
+        count = parameters(config, shape, vocab)
+        points.append((count, tokens, done["valid_loss"]))
+        rows.append((shape.name, count, done["steps"], tokens, done["valid_loss"]))
+    law = Law.fit(points)
+    print(f"## Scaling law fit: {len(points)} runs of configs/demo.yaml on the chorales\n{machine()}\n")
+    print("| shape | parameters | steps | tokens | valid loss (nats/token) | law |\n|---|---|---|---|---|---|")
+    for name, count, steps, tokens, loss in rows:
+        predicted = law.loss(count, tokens)
+        print(f"| {name} | {count / 1e6:.2f}M | {steps} | {tokens / 1e6:.2f}M | {loss:.4f} | {predicted:.4f} |")
+    print(f"\nLAW = {law!r}")
+
+
+def table(args: argparse.Namespace) -> None:
+    config = load_config(DEMO, [f"data.dataset={args.data}", "train.max_steps=1000000000"])
+    vocab = PreparedDataset(args.data).tables.vocab_size
+    device = pick_device(config.train.device)
+    precision, _ = pick_precision(config.train.precision, device)
+    print(f"## Sized for the budget: configs/demo.yaml's data and batch, {precision}\n{machine()}\n{LAW!r}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = throughputs(config, vocab, device, precision, Path(tmp) / "cache.json", 60 * max(args.minutes), print)
+    print(
+        "| shape | parameters | tokens/s | "
+        + " | ".join(f"{m:g} min: tokens, predicted loss" for m in args.minutes)
+        + " |"
+    )
+    print("|---|---|---|" + "---|" * len(args.minutes))
+    options = {
+        minutes: {c.shape.name: c for c in candidates(config, rates, vocab, minutes)} for minutes in args.minutes
+    }
+    for shape in LADDER:
+        if shape.name not in rates:
+            continue
+        cells = []
+        for minutes in args.minutes:
+            c = options[minutes].get(shape.name)
+            cells.append(f"{c.tokens / 1e6:.2f}M, {c.loss:.3f}" if c else "under 100 steps")
+        print(
+            f"| {shape.name} | {parameters(config, shape, vocab) / 1e6:.2f}M | {rates[shape.name]:,.0f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    for minutes in args.minutes:
+        best = min(options[minutes].values(), key=lambda c: c.loss)
+        print(f"- {minutes:g} minutes: {best.shape.name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the Bach chorales prepared with configs/demo.yaml")
+    parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--runs", help="--fit: where the runs are kept (and reused)")
+    parser.add_argument("--shapes", nargs="+", default=["128x2", "192x3", "256x4"], choices=list(SHAPES))
+    parser.add_argument("--steps", nargs="+", type=int, default=[150, 450])
+    parser.add_argument("--minutes", nargs="+", type=float, default=[3.0, 10.0, 60.0])
+    args = parser.parse_args()
+    if args.fit:
+        if not args.runs:
+            parser.error("--fit needs --runs DIR")
+        fit(args)
+    if args.table:
+        table(args)
+
+
+if __name__ == "__main__":
+    main()
