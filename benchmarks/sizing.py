@@ -6,13 +6,15 @@ machine changes its time, not its loss), and keeps them in --runs (reused when t
 L(N, D) = E + A / N^alpha + B / D^beta through the final validation loss of every run in --runs and prints the
 runs, the law (the constants to keep in aurl.training.sizing.LAW) and how far each run lies from it.
 
---table: this machine's tokens per second for each rung (measured now, nothing cached) and, for 3, 10 and
-60 minutes (--minutes), the tokens each would train, its predicted validation loss under the kept LAW, and the
-choice.
+--table: this machine's tokens per second for each rung (measured now, nothing cached), the share of the
+measured matmul peak that is (MFU) and, for 3, 10 and 60 minutes (--minutes), the tokens each would train, its
+predicted validation loss under the kept LAW, and the choice; --profile SHAPE ... adds torch.profiler's busiest
+operators of a training step of those rungs.
 
 Run: .venv/bin/python benchmarks/sizing.py --data data/bach-chorales --fit --runs DIR [--shapes 128x2 192x3]
          [--steps 150 450]
      .venv/bin/python benchmarks/sizing.py --data data/bach-chorales --table [--minutes 3 10 60]
+         [--profile 192x3 256x4]
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import torch
 
 from aurl.config import load_config
 from aurl.data.dataset import PreparedDataset
+from aurl.modes import build_model
 from aurl.training.distributed import pick_device
+from aurl.training.monitor import measure_peak_flops
 from aurl.training.run import train
-from aurl.training.sizing import LADDER, LAW, Law, candidates, parameters, throughputs
+from aurl.training.sizing import LADDER, LAW, Law, candidates, parameters, step_throughput, throughputs
 from aurl.training.trainer import pick_precision
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -82,12 +86,14 @@ def table(args: argparse.Namespace) -> None:
     print(f"## Sized for the budget: configs/demo.yaml's data and batch, {precision}\n{machine()}\n{LAW!r}\n")
     with tempfile.TemporaryDirectory() as tmp:
         rates = throughputs(config, vocab, device, precision, Path(tmp) / "cache.json", 60 * max(args.minutes), print)
+    peak = measure_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+    print(f"matmul peak measured: {peak / 1e9:.0f} GFLOP/s\n")
     print(
-        "| shape | parameters | tokens/s | "
+        "| shape | parameters | tokens/s | MFU | "
         + " | ".join(f"{m:g} min: tokens, predicted loss" for m in args.minutes)
         + " |"
     )
-    print("|---|---|---|" + "---|" * len(args.minutes))
+    print("|---|---|---|---|" + "---|" * len(args.minutes))
     options = {
         minutes: {c.shape.name: c for c in candidates(config, rates, vocab, minutes)} for minutes in args.minutes
     }
@@ -98,14 +104,22 @@ def table(args: argparse.Namespace) -> None:
         for minutes in args.minutes:
             c = options[minutes].get(shape.name)
             cells.append(f"{c.tokens / 1e6:.2f}M, {c.loss:.3f}" if c else "under 100 steps")
+        with torch.device("meta"):
+            flops = build_model(shape.applied(config).model, vocab).flops_per_token(config.data.seq_len)
+        mfu = rates[shape.name] * flops / peak
         print(
-            f"| {shape.name} | {parameters(config, shape, vocab) / 1e6:.2f}M | {rates[shape.name]:,.0f} | "
+            f"| {shape.name} | {parameters(config, shape, vocab) / 1e6:.2f}M | {rates[shape.name]:,.0f} | {mfu:.0%} | "
             + " | ".join(cells)
             + " |"
         )
     for minutes in args.minutes:
         best = min(options[minutes].values(), key=lambda c: c.loss)
         print(f"- {minutes:g} minutes: {best.shape.name}")
+    for name in args.profile:
+        print(f"\n### One training step of {name}: where the time goes (torch.profiler, 3 steps)\n")
+        with torch.profiler.profile() as prof:
+            step_throughput(config, SHAPES[name], vocab, device, precision)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def main() -> None:
@@ -117,6 +131,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["128x2", "192x3", "256x4"], choices=list(SHAPES))
     parser.add_argument("--steps", nargs="+", type=int, default=[150, 450])
     parser.add_argument("--minutes", nargs="+", type=float, default=[3.0, 10.0, 60.0])
+    parser.add_argument("--profile", nargs="*", default=[], choices=list(SHAPES), help="--table: profile these")
     args = parser.parse_args()
     if args.fit:
         if not args.runs:
