@@ -6,8 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DATA := data/bach-chorales
 DEMO_RUN := runs/demo
-# A wall-time budget (minutes) so that a slower 2-core CPU still finishes within 10 minutes; the model is sized
-# for those minutes on the machine (aurl.training.sizing), the LR decaying over them.
+# A wall-time budget (minutes) so that a slower 2-core CPU still finishes within 10 minutes: training stops
+# at its steps or its minutes, whichever come first, the LR decaying over the nearer of the two.
 DEMO_MINUTES ?= 3
 # The demo model harmonises the soprano of two held-out (valid split) chorales: the melody is forced at its
 # onsets in the one time-ordered stream while the model writes alto, tenor and bass around it, at the settings
@@ -45,7 +45,7 @@ dev: $(VENV)/.installed-dev
 demo: venv
 	$(BIN)/aurl prepare builtin:bach-chorales --out $(DEMO_DATA) --config configs/demo.yaml --workers 2
 	$(BIN)/aurl train --config configs/demo.yaml --set data.dataset=$(DEMO_DATA) --run-dir $(DEMO_RUN) --overwrite \
-		--set train.max_minutes=$(DEMO_MINUTES) --set train.max_steps=1000000
+		--set train.max_minutes=$(DEMO_MINUTES)
 	$(BIN)/aurl generate --run $(DEMO_RUN) --num 4 --out $(DEMO_RUN)/samples/final --wav
 	for chorale in $(HARMONISE); do \
 		$(BIN)/aurl generate --run $(DEMO_RUN) --accompany $(CHORALES)/$$chorale.mid --keep 0 --add 41 42 43 \

@@ -34,12 +34,11 @@ from aurl.modes import build_model
 from aurl.training.distributed import pick_device
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.run import train
-from aurl.training.sizing import LADDER, LAW, Law, Shape, candidates, parameters, step_throughput, throughputs
+from aurl.training.sizing import LADDER, LAW, Law, candidates, parameters, step_throughput, throughputs
 from aurl.training.trainer import pick_precision
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SMALLER = (Shape(128, 2, 4),)  # below the ladder: fitted with it, never chosen (see LADDER)
-SHAPES = {shape.name: shape for shape in (*SMALLER, *LADDER)}
+SHAPES = {shape.name: shape for shape in LADDER}
 
 
 def machine() -> str:
