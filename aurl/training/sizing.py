@@ -24,6 +24,8 @@ import torch
 
 from aurl.config import Config, load_config
 from aurl.data.corpus import cache_dir
+from aurl.errors import WriteError
+from aurl.files import write_together
 from aurl.training.distributed import DistEnv, all_reduce_floats
 from aurl.training.trainer import pick_precision
 
@@ -181,7 +183,7 @@ def throughputs(
     measured in order until one could not take MIN_STEPS steps in `seconds` (the larger ones would not
     either)."""
     key = machine_key(config, vocab_size, device, precision)
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
+    table = _cached(cache)
     rates: dict[str, float] = dict(table.get(key, {}))
     measured = False
     for shape in LADDER:
@@ -194,9 +196,21 @@ def throughputs(
             break
     if measured:
         table[key] = rates
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(table, indent=1))
+        try:  # a cache that cannot be written costs the next run its measuring, never this run
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_together({cache: lambda tmp: tmp.write_text(json.dumps(table, indent=1))})
+        except (OSError, WriteError) as err:
+            log(f"sizing: could not keep the measurements in {cache} ({err}); the next run measures again")
     return rates
+
+
+def _cached(cache: Path) -> dict:
+    """The cached table; an unreadable or mangled file counts as none (it is measured and written again)."""
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
 
 
 @dataclass(frozen=True)

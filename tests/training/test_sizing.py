@@ -70,6 +70,22 @@ def test_the_measurements_are_cached_per_machine(measured, tmp_path):
     assert len(measured) > count
 
 
+def test_a_mangled_cache_is_measured_again_and_mended(measured, tmp_path):
+    cache = tmp_path / "sizing.json"
+    cache.write_text("{not json")
+    sized(config(), 300, CPU, "fp32", cache, lambda _: None)
+    assert measured and isinstance(yaml.safe_load(cache.read_text()), dict)
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_the_run(measured, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    said: list[str] = []
+    chosen = sized(config(), 300, CPU, "fp32", blocked / "sizing.json", said.append)
+    assert chosen.model.d_model in {shape.d_model for shape in LADDER}
+    assert any("could not keep the measurements" in line for line in said)
+
+
 def test_a_named_size_no_budget_or_another_mode_keeps_the_config(measured, tmp_path):
     for kept in (config(d_model=64, n_heads=2), config(None), config(mode="vae")):
         assert sized(kept, 300, CPU, "fp32", tmp_path / "sizing.json", lambda _: None) is kept
