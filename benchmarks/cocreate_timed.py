@@ -38,16 +38,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import symusic
-import torch
 from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
+from machine import machine  # benchmarks/machine.py
 from miditok.utils import get_bars_ticks
 
 from aurl.config import load_config
@@ -80,14 +78,6 @@ SOPRANO, LOWER = 40, (41, 42, 43)
 
 def quiet(_: str) -> None:
     """Progress lines are not part of the tables."""
-
-
-def machine() -> str:
-    name = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in name.splitlines() if line.startswith("Model name")), "")
-    flags = next((line for line in name.splitlines() if line.startswith("Flags")), "")
-    extras = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags.split()]
-    return f"{model or platform.processor()} ({', '.join(extras) or 'no bf16 units'}), torch {torch.__version__}"
 
 
 def trained(label: str, data: str, minutes: float, steps: int | None, seed: int, runs: Path) -> Path:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import miditok
 import symusic
 import torch
+from machine import machine  # benchmarks/machine.py
 
 from aurl.config import load_config
 from aurl.data.corpus import cache_dir
@@ -36,13 +35,6 @@ from aurl.training.trainer import pick_precision
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 CONTEXT, BATCH, LR, WARMUP = 256, 16, 1e-3, 50
-
-
-def machine() -> str:
-    flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("Model name")), "")
-    units = ", ".join(flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags.split()) or "no bf16 units"
-    return f"{model or platform.processor()} ({units}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def streams(data: PreparedDataset, tokenizer: miditok.REMI, split: str) -> tuple[list[list[int]], int]:

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
+from machine import machine  # benchmarks/machine.py
 
 from aurl.config import load_config
 from aurl.data.dataset import PreparedDataset
@@ -39,14 +38,6 @@ from aurl.training.trainer import pick_precision
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SHAPES = {shape.name: shape for shape in LADDER}
-
-
-def machine() -> str:
-    flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("Model name")), "")
-    extras = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags.split()]
-    units = ", ".join(extras) or "no bf16 units"
-    return f"{model or platform.processor()} ({units}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def fit(args: argparse.Namespace) -> None:
