@@ -253,6 +253,17 @@ def sized_like(config: Config, source_config: Path) -> Config:
     return config.model_copy(update={"model": model})
 
 
+def budget_sizes(config: Config) -> bool:
+    """Whether train.max_minutes decides the model's size: a plain transformer that names no size and starts
+    from no other run's weights."""
+    return (
+        config.train.max_minutes is not None
+        and not size_named(config)
+        and config.model.mode == "transformer"
+        and not config.train.init_from
+    )
+
+
 def sized(
     config: Config,
     vocab_size: int,
@@ -261,11 +272,11 @@ def sized(
     cache: Path,
     log: Callable[[str], None] = print,
 ) -> Config:
-    """The config with its model sized for train.max_minutes, where it names no size, starts from no other
-    run's weights and is a plain transformer (else as it is)."""
-    minutes = config.train.max_minutes
-    if minutes is None or size_named(config) or config.model.mode != "transformer" or config.train.init_from:
+    """The config with its model sized for train.max_minutes, where the budget decides its size (else as it
+    is)."""
+    if not budget_sizes(config):
         return config
+    minutes = config.train.max_minutes
     rates = throughputs(config, vocab_size, device, precision, cache, minutes * 60 * OVERHEAD, log)
     options = candidates(config, rates, vocab_size, minutes)
     if not options:
@@ -291,7 +302,9 @@ def sized_on_ranks(
     config: Config, vocab_size: int, device: torch.device, env: DistEnv, log: Callable[[str], None]
 ) -> Config:
     """`sized` as rank 0 decides it, the same rung on every rank under torchrun (each measuring its own
-    steps could choose differently)."""
+    steps could choose differently). Every rank holds the same config, so all skip or all take part."""
+    if not budget_sizes(config):
+        return config
     precision, _ = pick_precision(config.train.precision, device, env)
     chosen = sized(config, vocab_size, device, precision, cache_dir() / "sizing.json", log) if env.is_main else config
     rung = next(
