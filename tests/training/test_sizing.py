@@ -146,3 +146,17 @@ def test_fine_tuning_without_a_size_takes_the_size_of_the_run_it_starts_from(
         tiny_config.model.n_layers,
         tiny_config.model.n_heads,
     )
+
+
+def test_the_command_line_says_the_choice_and_the_run_keeps_it(measured, prepared, tiny_config, tmp_path, capsys):
+    from aurl.cli import main
+
+    tree = tiny_config.model_dump()
+    del tree["model"]
+    (tmp_path / "timed.yaml").write_text(yaml.safe_dump(tree))
+    sets = [f"data.dataset={prepared}", "train.max_minutes=0.2", "train.max_steps=100", "train.eval_interval=100"]
+    args = ["train", "--config", str(tmp_path / "timed.yaml"), "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    assert main([*args, *(f"--set={item}" for item in sets)]) == 0
+    said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sizing: model "))
+    kept = build_config(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())).model
+    assert said.startswith(f"sizing: model {kept.d_model}x{kept.n_layers} ")
