@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, help="number of samples (default: generate.num of the run's config)")
     p.add_argument("--max-tokens", type=int, help="new tokens per sample; may exceed model.context (the window slides)")
     p.add_argument("--min-tokens", type=int, help="no end token before this many new tokens")
+    p.add_argument("--min-bars", type=int, help="no end token before the piece's bar N (a piece of N bars or more)")
     p.add_argument("--max-bars", type=int, help="stop a piece when it would begin bar N+1")
     p.add_argument("--temperature", type=float, help="sampling temperature (> 0; lower is more conservative)")
     p.add_argument("--top-k", type=int, help="keep only the k most likely tokens (0 = all)")

@@ -21,6 +21,9 @@ class GenerateConfig(Section):
     repetition_penalty: float = Field(1.0, ge=1, description="CTRL's penalty on tokens in the recent window")
     repetition_window: int = Field(64, ge=1, description="tokens the repetition penalty looks back over")
     min_tokens: int = Field(0, ge=0, description="no end token before this many new tokens")
+    min_bars: int | None = Field(
+        None, ge=1, description="no end token before the piece's min_bars-th bar (unless max_tokens runs out first)"
+    )
     max_bars: int | None = Field(None, ge=1, description="stop a piece before its (max_bars + 1)-th bar")
     constrained: bool = Field(True, description="sample only tokens the tokenizer's grammar allows next")
     batch_size: int = Field(8, ge=1, description="pieces sampled together")
@@ -77,6 +80,8 @@ class GenerateConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
+        if self.min_bars is not None and self.max_bars is not None and self.min_bars > self.max_bars:
+            raise ValueError(f"generate.min_bars ({self.min_bars}) must not exceed generate.max_bars ({self.max_bars})")
         if self.min_tokens > self.max_tokens:
             raise ValueError(
                 f"generate.min_tokens ({self.min_tokens}) must not exceed generate.max_tokens ({self.max_tokens})"

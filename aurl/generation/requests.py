@@ -40,7 +40,7 @@ class Request(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="generate settings: num, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, "
-        "repetition_window, min_tokens, max_bars, constrained, primer_bars, meter, sweeps, keep_sweeps, seed",
+        "repetition_window, min_tokens, min_bars, max_bars, constrained, primer_bars, meter, sweeps, keep_sweeps, seed",
     )
 
     @classmethod
@@ -225,8 +225,9 @@ def _pieces(
         raise RequestError(
             "settings.sweeps", ": sweeps revise what co-creation writes (accompany, infill); leave it at 0"
         )
-    if is_multitrack(trained.tokenizer) and settings.max_bars is not None:
-        raise RequestError("settings.max_bars", ": a multitrack (MMM) run counts bars per track; leave it unset")
+    for name in ("min_bars", "max_bars"):
+        if is_multitrack(trained.tokenizer) and getattr(settings, name) is not None:
+            raise RequestError(f"settings.{name}", ": a multitrack (MMM) run counts bars per track; leave it unset")
     if settings.constrained:
         _ = trained.grammar  # built now: a tokenizer without one is named before anything is sampled
     generator = torch.Generator().manual_seed(settings.seed)

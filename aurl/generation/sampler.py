@@ -92,7 +92,8 @@ def sample(
     """prompt (batch, P), starting with BOS → (batch, P + about settings.max_tokens) tokens.
 
     A row ends at eos_id (then pads with pad_id), before the token that would open its (max_bars + 1)-th
-    bar (one of bar_ids), or at the token budget. With a grammar, only tokens it allows are sampled. When
+    bar (one of bar_ids), or at the token budget; it may not end before min_tokens new tokens nor before its
+    min_bars-th bar has opened. With a grammar, only tokens it allows are sampled. When
     the tokens in the model's window reach its context, the window slides: the last half of the context
     is read again into a fresh cache (rotary positions are relative, so the model sees a window like
     those it trained on). With a plan (a multitrack grammar's segments, or a Given per row or for all), the
@@ -145,6 +146,7 @@ def sample(
         per_row(n, v) for n, v in [("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("min_p", 0.0)]
     )
     min_tokens, max_bars = per_row("min_tokens", 0), per_row("max_bars", float("inf"))
+    min_bars = per_row("min_bars", 0) if bars is not None else 0
     repeats: dict[tuple[float, int], torch.Tensor] = {}  # rows under each (penalty, window) in use
     for i, r in enumerate(rows):
         if r.repetition_penalty > 1:
@@ -160,6 +162,9 @@ def sample(
             logits = logits.masked_fill(~allowed, float("-inf"))
         if eos_id is not None and isinstance(min_tokens, torch.Tensor):
             logits[:, eos_id] = logits[:, eos_id].masked_fill(written < min_tokens.squeeze(1), float("-inf"))
+        if eos_id is not None and isinstance(min_bars, torch.Tensor):  # a row closing at its budget may end
+            short = (bars < min_bars.squeeze(1)) & (written < budget)
+            logits[:, eos_id] = logits[:, eos_id].masked_fill(short, float("-inf"))
         probs = filter_logits(logits, temperature, top_k, top_p, min_p).softmax(-1)
         # torch.multinomial's draw of one sample, argmax(p / q) with q ~ Exp(1), with each group's q from its
         # own generator: the same tokens as a multinomial per group, in one argmax for the batch.

@@ -36,8 +36,9 @@ class Session:
         self.run_dir, self.mode = trained.run_dir, trained.mode
         self.settings = settings
         self.voices = trained.song_voices  # what a song's voices take where its score names no instrument
-        if settings.max_bars is not None:
-            raise RequestError("settings.max_bars", ": co-creation writes exactly the song's bars; leave it unset")
+        for name in ("min_bars", "max_bars"):
+            if getattr(settings, name) is not None:
+                raise RequestError(f"settings.{name}", ": co-creation writes exactly the song's bars; leave it unset")
         if settings.meter != "hold":
             raise RequestError("settings.meter", ": co-creation keeps the song's meter in every bar; leave it at hold")
         if self.multitrack and settings.sweeps > 0:

@@ -78,6 +78,22 @@ def test_generation_pads_after_eos_and_stops_at_a_bar_count(model):
     assert any(row.count(9) == 3 and 7 in row for row in out.tolist())
 
 
+def test_a_piece_does_not_end_before_its_min_bars(model):
+    """Token 9 plays "bar" and 7 the end: hot sampling ends some rows within three bars, unless min_bars says
+    a piece is at least four bars long."""
+    prompt = torch.zeros(32, 1, dtype=torch.long)
+    draw = {"eos_id": 7, "pad_id": 0, "bar_ids": [9]}
+
+    def ended(settings: GenerateConfig) -> list[int]:
+        out = sample(model, prompt, settings, **draw, generator=torch.Generator().manual_seed(1)).tolist()
+        return [row[: row.index(7)].count(9) for row in out if 7 in row]  # bars opened before each end
+
+    free = GenerateConfig(max_tokens=400, temperature=3.0)
+    assert min(ended(free)) < 4
+    floor = ended(free.model_copy(update={"min_bars": 4}))
+    assert floor and min(floor) >= 4
+
+
 def test_min_p_and_the_repetition_penalty():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     assert torch.isfinite(filter_logits(logits, 1.0, min_p=0.4)).tolist() == [[True, True, False, False]]

@@ -224,6 +224,8 @@ def test_a_take_becomes_a_song_whose_bars_can_be_rewritten(client, song):
         ({"model": "tiny", "bars": "x"}, 422, "bars"),
         ({"model": "tiny", "settings": {"meter": "7/16"}}, 422, "settings.meter 7/16: not a time signature"),
         ({"model": "tiny", "settings": {"sweeps": 1}}, 422, "settings.sweeps: "),
+        ({"model": "tiny", "settings": {"min_bars": 8, "max_bars": 4}}, 422, "generate.min_bars (8) must not exceed"),
+        ({"model": "tiny", "task": "accompany", "song": "SONG", "add": [0], "settings": {"min_bars": 8}}, 422, "bars"),
         ({"model": "mmm", "task": "accompany", "song": "SONG", "add": [0], "settings": {"sweeps": 1}}, 422, "sweeps"),
         ({"model": "nope"}, 404, "nope"),
         ({"model": "tiny", "task": "continue", "song": "s-unknown"}, 404, "s-unknown"),

@@ -64,6 +64,7 @@
     { key: "primer_bars", label: "Primer bars", step: "1", min: "1", int: true, more: true },
     { key: "repetition_window", label: "Repetition window", step: "1", min: "0", int: true, more: true },
     { key: "min_tokens", label: "Min tokens", step: "1", min: "0", int: true, more: true },
+    { key: "min_bars", label: "Min bars", step: "1", min: "1", int: true, more: true },
     { key: "max_bars", label: "Max bars", step: "1", min: "1", int: true, more: true },
     { key: "constrained", label: "Grammar-constrained", bool: true, more: true },
   ];
