@@ -17,7 +17,7 @@ Trains, one after another and each for --minutes on the chorales prepared with c
   and each, of harmonisations written for each soprano (--accompany: keep track 0, add 41 42 43) after 0, 1,
   3 and 10 revision sweeps (--sweeps), with the seconds each sweep took per chorale, beside Bach's own; the
   mean feature overlap (aurl evaluate's features) of the written harmonisations with the held-out chorales;
-- infilling: bits per note of two true bars of one voice (drawn per chorale, never the first or last bars)
+- infilling: bits per note of two true bars of one voice (--gaps of them drawn per chorale, never the first or last bars)
   laid out as an infill request, with both sides (the bars after the gap in its block, and anticipated where
   the model anticipates) and with the left side only (the chorale cut after the gap), in the same format;
 - free generation: bits per note of the held-out chorales (plain windows) beside the plain model's, and the
@@ -140,8 +140,9 @@ def harmonisation_bits(session: Session, chorales: list[Path]) -> tuple[float, f
     return bits(given_nats, notes), bits(alone_nats, notes)
 
 
-def infill_bits(session: Session, chorales: list[Path], seed: int) -> tuple[float, float, int]:
-    """Bits per note of two true bars of one voice given both sides, and given the left side only."""
+def infill_bits(session: Session, chorales: list[Path], seed: int, gaps: int) -> tuple[float, float, int]:
+    """Bits per note of two true bars of one voice given both sides, and given the left side only, `gaps`
+    of them drawn per chorale."""
     layout, model = session.layout, session.decoder
     bos, room = session.tokenizer["BOS_None"], session.room
     rng = np.random.default_rng(seed)
@@ -151,25 +152,30 @@ def infill_bits(session: Session, chorales: list[Path], seed: int) -> tuple[floa
         bars = read_timed_song(path, session.tokenizer, layout).bars
         if len(bars) < 4:
             continue
-        voice = int(rng.choice([SOPRANO, *LOWER]))
-        first = int(rng.integers(1, len(bars) - 2))  # bars first, first + 1; one bar at least on each side
-        gap = range(first, first + 2)
-
-        def given(bar: int, program: int, gap: range = gap, voice: int = voice) -> bool:
-            return bar not in gap or program != voice
-
-        start = 0  # the bars before the gap that fit a training window with it and the bars after it
-        moved = range(gap.start - start, gap.stop - start)
-        while len(layout.window("infill", bars[start:], moved, shifted(given, start)).ids) + 1 > room:
-            start += 1
-            moved = range(gap.start - start, gap.stop - start)
-        with_right = layout.window("infill", bars[start:], moved, shifted(given, start))
-        left_only = layout.window("infill", bars[start : gap.stop], moved, shifted(given, start))  # nothing after
-        both += written_nll(model, bos, with_right)
-        left += written_nll(model, bos, left_only)
-        notes += notes_of(layout, with_right, {voice})
-        spans += 1
+        for _ in range(gaps):
+            with_right, left_only, count = _one_gap(layout, model, bos, room, bars, rng)
+            both, left, notes, spans = both + with_right, left + left_only, notes + count, spans + 1
     return bits(both, notes), bits(left, notes), spans
+
+
+def _one_gap(layout: Layout, model, bos: int, room: int, bars, rng: np.random.Generator) -> tuple[float, float, int]:
+    """Nats of one drawn gap (two bars of one voice) with both sides and with the left side only, and its notes."""
+    voice = int(rng.choice([SOPRANO, *LOWER]))
+    first = int(rng.integers(1, len(bars) - 2))  # bars first, first + 1; one bar at least on each side
+    gap = range(first, first + 2)
+
+    def given(bar: int, program: int, gap: range = gap, voice: int = voice) -> bool:
+        return bar not in gap or program != voice
+
+    start = 0  # the bars before the gap that fit a training window with it and the bars after it
+    moved = range(gap.start - start, gap.stop - start)
+    while len(layout.window("infill", bars[start:], moved, shifted(given, start)).ids) + 1 > room:
+        start += 1
+        moved = range(gap.start - start, gap.stop - start)
+    with_right = layout.window("infill", bars[start:], moved, shifted(given, start))
+    left_only = layout.window("infill", bars[start : gap.stop], moved, shifted(given, start))  # nothing after
+    nats = written_nll(model, bos, with_right), written_nll(model, bos, left_only)
+    return *nats, notes_of(layout, with_right, {voice})
 
 
 def shifted(given, start: int):
@@ -278,6 +284,7 @@ def main() -> None:
     )
     parser.add_argument("--chorales", type=int, help="only the first N held-out chorales (a quick look)")
     parser.add_argument("--seed", type=int, default=0, help="of the sampling and the infilled bars")
+    parser.add_argument("--gaps", type=int, default=4, help="infilled gaps drawn per chorale (default 4)")
     parser.add_argument("--train-seed", type=int, default=0, help="of training (a repeat run: another seed)")
     args = parser.parse_args()
     chorales = [p for p in midi_files("builtin:bach-chorales:valid", quiet) if len(symusic.Score(str(p)).tracks) == 4]
@@ -314,7 +321,7 @@ def main() -> None:
             loaded = Trained.load(rows[label])
             session = Session(loaded, loaded.settings({"temperature": args.temperature, "seed": args.seed}))
             with_s, without = harmonisation_bits(session, chorales)
-            infill_rows.append((label, *infill_bits(session, chorales, args.seed)))
+            infill_rows.append((label, *infill_bits(session, chorales, args.seed, args.gaps)))
             first = None
             for sweeps in args.sweeps:
                 written, seconds = harmonised(rows[label], chorales, sweeps, args, Path(tmp) / f"{label}-{sweeps}")
@@ -329,7 +336,7 @@ def main() -> None:
                 )
         print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75")
         print("\n### Infilling (two true bars of one voice)")
-        print("| model | chorales | bits/note, both sides | left side only | both sides cost less by |")
+        print("| model | gaps | bits/note, both sides | left side only | both sides cost less by |")
         print("|---|---|---|---|---|")
         for label, both, left, spans in infill_rows:
             print(f"| {label} | {spans} | {both:.3f} | {left:.3f} | {100 * (1 - both / left):.1f}% |")
