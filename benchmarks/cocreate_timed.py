@@ -17,8 +17,8 @@ Trains, one after another and each for --minutes on the chorales prepared with c
   and each, of harmonisations written for each soprano (--accompany: keep track 0, add 41 42 43) after 0, 1,
   3 and 10 revision sweeps (--sweeps), with the seconds each sweep took per chorale, beside Bach's own; the
   mean feature overlap (aurl evaluate's features) of the written harmonisations with the held-out chorales;
-- infilling: bits per note of two true bars of one voice (--gaps of them drawn per chorale, never the first or last bars)
-  laid out as an infill request, with both sides (the bars after the gap in its block, and anticipated where
+- infilling: bits per note of two true bars of one voice (--gaps of them drawn per chorale, never the first or
+  last bars) laid out as an infill request, with both sides (the bars after the gap in its block, and anticipated where
   the model anticipates) and with the left side only (the chorale cut after the gap), in the same format;
 - free generation: bits per note of the held-out chorales (plain windows) beside the plain model's, and the
   length in bars of 12 pieces written from nothing at the run's own settings;

@@ -162,8 +162,9 @@ def sample(
             logits = logits.masked_fill(~allowed, float("-inf"))
         if eos_id is not None and isinstance(min_tokens, torch.Tensor):
             logits[:, eos_id] = logits[:, eos_id].masked_fill(written < min_tokens.squeeze(1), float("-inf"))
-        if eos_id is not None and isinstance(min_bars, torch.Tensor):  # a row closing at its budget may end
-            short = (bars < min_bars.squeeze(1)) & (written < budget)
+        if eos_id is not None and isinstance(min_bars, torch.Tensor):
+            # a row closing at its budget may end, as may one the grammar allows nothing else
+            short = (bars < min_bars.squeeze(1)) & (written < budget) & (torch.isfinite(logits).sum(-1) > 1)
             logits[:, eos_id] = logits[:, eos_id].masked_fill(short, float("-inf"))
         probs = filter_logits(logits, temperature, top_k, top_p, min_p).softmax(-1)
         # torch.multinomial's draw of one sample, argmax(p / q) with q ~ Exp(1), with each group's q from its
