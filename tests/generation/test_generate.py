@@ -48,6 +48,8 @@ def test_generate_command_with_sampling_options_and_wav(trained_run, midi_dir, t
     ]
     assert main([*args, "--primer", str(tmp_path / "missing.mid")]) == 2
     assert "missing.mid: no such MIDI file" in capsys.readouterr().err
+    assert main([*args, "--min-bars", "3", "--max-bars", "2"]) == 2  # the flag reaches the request's settings
+    assert "min_bars (3) must not exceed" in capsys.readouterr().err
 
 
 def test_a_tokenizer_without_programs_writes_one_track_that_decodes(midi_dir, tmp_path, capsys):
