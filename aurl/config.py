@@ -87,6 +87,9 @@ class TokenizerConfig(Section):
     # Learn a BPE vocabulary of this many ids on the training split at `aurl prepare` (MidiTok's train;
     # merges stay within a bar). None: the base vocabulary only.
     bpe_vocab_size: int | None = Field(None, ge=1)
+    # Onset frames (time-ordered REMI only, aurl.data.frames): at every onset each other voice still sounding is
+    # restated as `Program_p Hold`, so what sounds together is written together.
+    holds: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -100,6 +103,10 @@ class TokenizerConfig(Section):
             raise ValueError(
                 "tokenizer.controls need tokenizer.kind MMM, or REMI with use_programs (one stream of every track)"
             )
+        if self.holds and not self.time_ordered:
+            raise ValueError("tokenizer.holds needs kind REMI with use_programs (one stream of every track)")
+        if self.holds and self.bpe_vocab_size is not None:
+            raise ValueError("tokenizer.holds: not available with bpe_vocab_size; set one of them off")
         if self.kind == "MMM" and self.bpe_vocab_size is not None:
             raise ValueError("tokenizer.bpe_vocab_size: not available with tokenizer.kind MMM; set it to null")
         lo, hi = self.pitch_range

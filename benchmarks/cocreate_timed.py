@@ -8,7 +8,9 @@ Trains, one after another and each for --minutes on the chorales prepared with c
 - written: the same trained on the written notes alone (data.given_targets=false);
 - anticipation: the task mix with the given notes anticipated a bar ahead (data.ahead_bars=1);
 - controls: the demo's settings with MidiTok's eight attribute controls (tokenizer.controls), on the chorales
-  prepared again with them (the vocabulary grows), which the benchmark does itself.
+  prepared again with them (the vocabulary grows), which the benchmark does itself;
+- frames: the demo's settings in onset frames (tokenizer.holds: every voice sounding through an onset restated
+  there, aurl.data.frames), on the chorales prepared again with them.
 (--runs DIR keeps the runs there and reuses those already trained.) Then prints, per model:
 
 - harmonisation: bits per note of Bach's alto, tenor and bass given the soprano (laid out as a request:
@@ -30,7 +32,7 @@ Trains, one after another and each for --minutes on the chorales prepared with c
 
 Run: .venv/bin/python benchmarks/cocreate_timed.py --data data/bach-chorales [--minutes 10 | --steps N]
      [--runs DIR] [--train-seed 0] [--samples 1] [--temperature 0.7] [--sweeps 0 1 3 10]
-     [--models layout written anticipation controls]
+     [--models layout written anticipation controls frames]
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ MODELS = {
     "written": ["data.ahead_bars=0", "data.given_targets=false"],
     "anticipation": ["data.ahead_bars=1"],
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
+    "frames": ["data.ahead_bars=0", "tokenizer.holds=true"],
 }
 SOPRANO, LOWER = 40, (41, 42, 43)
 
@@ -87,7 +90,7 @@ def trained(label: str, data: str, minutes: float, steps: int | None, seed: int,
         budget = [f"train.max_steps={steps}"] if steps else [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
         sets = ["train.sample_interval=0", f"train.seed={seed}", *budget]
         config = load_config(DEMO, [*sets, *MODELS[label]])
-        if config.tokenizer.controls:  # a vocabulary of its own: the chorales prepared again
+        if config.tokenizer.controls or config.tokenizer.holds:  # a vocabulary of its own: the chorales prepared again
             data = str(runs / f"{label}-data")
             prepare("builtin:bach-chorales", data, config, workers=2, progress=False)
         config = load_config(DEMO, [*sets, *MODELS[label], f"data.dataset={data}"])
@@ -100,12 +103,13 @@ def dataset_of(run: Path) -> str:
 
 
 def notes_of(layout: Layout, laid: Laid, programs: set[int]) -> int:
-    """Notes of these programs a laid-out stream writes (not given, outside the anticipated blocks)."""
+    """Notes of these programs a laid-out stream writes (not given, outside the anticipated blocks; a Program
+    that opens a hold pair is no note)."""
     inside, count = False, 0
-    for t, given in zip(laid.ids, laid.given, strict=True):
+    for i, (t, given) in enumerate(zip(laid.ids, laid.given, strict=True)):
         if t in (layout.start, layout.end):
             inside = t == layout.start
-        elif not inside and not given and layout.kind[t] == 3:
+        elif not inside and not given and layout.kind[t] == 3 and laid.ids[i + 1 : i + 2] != [layout.hold]:
             count += int(layout.value[t]) in programs
     return count
 
@@ -275,7 +279,7 @@ def main() -> None:
         "--steps", type=int, help="train each model this many steps instead (a fair budget on a busy machine)"
     )
     parser.add_argument("--runs", help="keep the runs here (and reuse those already trained)")
-    choices = ["layout", "written", "anticipation", "controls"]
+    choices = ["layout", "written", "anticipation", "controls", "frames"]
     parser.add_argument("--models", nargs="+", default=["layout", "anticipation", "controls"], choices=choices)
     parser.add_argument("--samples", type=int, default=1, help="harmonisations per soprano (default 1)")
     parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the demo's)")

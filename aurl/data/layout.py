@@ -48,6 +48,7 @@ AHEAD_TOKENS = ("Ahead_Start", "Ahead_End")
 SUFFIX_TOKENS = ("Suffix_Start", "Suffix_End")
 TASK_TOKENS = {"free": "Task_Free", "accompany": "Task_Accompany", "infill": "Task_Infill"}
 LAYOUT_TOKENS = [*AHEAD_TOKENS, *SUFFIX_TOKENS, *TASK_TOKENS.values()]  # special tokens of time-ordered runs
+HOLD = "Hold_None"  # a voice sounding on through an onset, restated there (tokenizer.holds, aurl.data.frames)
 IsGiven = Callable[[int, int], bool]  # (bar index, program: -1 drums) → whether that bar's notes are given
 # (bar index, or None for the track as a whole; program: -1 drums) → the control ids a written program is
 # steered by there ([]: none)
@@ -62,7 +63,8 @@ def time_ordered(tokenizer: miditok.MusicTokenizer) -> bool:
 @dataclass
 class Note:
     program: int
-    ids: list[int]  # Program Pitch (Velocity) Duration
+    ids: list[int]  # Program Pitch (Velocity) Duration, or Program Hold
+    hold: bool = False  # a note going on through the onset, not one starting on it (aurl.data.frames)
 
 
 @dataclass
@@ -78,9 +80,16 @@ class Bar:
     onsets: list[Onset] = field(default_factory=list)
 
     def without(self, programs: set[int]) -> Bar:
-        """The bar with these programs' notes taken out (and the onsets left empty)."""
-        onsets = [Onset(o.position, o.head, [n for n in o.notes if n.program not in programs]) for o in self.onsets]
-        return Bar(self.head, [o for o in onsets if o.head or o.notes])
+        """The bar with these programs' notes taken out, and the onsets where no note starts then (their hold pairs
+        with them; a tempo's onset stays)."""
+        out = []
+        for o in self.onsets:
+            notes = [n for n in o.notes if n.program not in programs]
+            if not any(not n.hold for n in notes):
+                notes = []
+            if o.head or notes:
+                out.append(Onset(o.position, o.head, notes))
+        return Bar(self.head, out)
 
 
 @dataclass
@@ -126,6 +135,7 @@ class Layout:
         self.start, self.end = (vocab.get(name, -1) for name in AHEAD_TOKENS)
         self.suffix_start, self.suffix_end = (vocab.get(name, -1) for name in SUFFIX_TOKENS)
         self.tasks = {vocab[name] for name in TASK_TOKENS.values() if name in vocab}
+        self.hold = vocab.get(HOLD, -1)
         self.kind = np.zeros(len(vocab), dtype=np.int8)  # 1 Bar, 2 Position, 3 Program
         self.value = np.full(len(vocab), -2, dtype=np.int64)  # of Position and Program ids (-1: drums)
         for token, i in vocab.items():
@@ -154,6 +164,7 @@ class Layout:
                 out[-1].onsets[-1].notes.append(Note(int(self.value[t]), [t]))
             elif out[-1].onsets[-1].notes:
                 out[-1].onsets[-1].notes[-1].ids.append(t)
+                out[-1].onsets[-1].notes[-1].hold |= t == self.hold
             else:
                 out[-1].onsets[-1].head.append(t)
         return out

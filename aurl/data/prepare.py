@@ -25,6 +25,7 @@ import symusic
 
 from aurl.config import Config
 from aurl.data.corpus import SPLITS, SourceFile, load_file, place_splits, resolve_source
+from aurl.data.frames import frames_of
 from aurl.data.profile import FileStats, Profile, profile_of, score_stats
 from aurl.data.tokenize import (
     TOKENIZER_FILE,
@@ -98,7 +99,9 @@ def tokenize_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> n
     seq = tokenizer.encode(score)
     if isinstance(seq, list):  # per-track output: one track at most here
         seq = seq[0] if seq else miditok.TokSequence(ids=[])
-    return np.asarray(seq.ids, dtype=token_dtype(len(tokenizer)))
+    frames = frames_of(tokenizer)
+    ids = frames.restate(seq.ids) if frames is not None else seq.ids
+    return np.asarray(ids, dtype=token_dtype(len(tokenizer)))
 
 
 def _tokenize_file(

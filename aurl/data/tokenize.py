@@ -12,7 +12,7 @@ import numpy as np
 
 from aurl.config import TokenizerConfig
 from aurl.data.controls import CONTROLS, SAVED, attach
-from aurl.data.layout import LAYOUT_TOKENS
+from aurl.data.layout import HOLD, LAYOUT_TOKENS
 from aurl.data.multitrack import INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
 
@@ -21,13 +21,15 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
     beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
-    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls"})
+    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls", "holds"})
     if cfg.kind == "MMM":
         params["base_tokenizer"] = cfg.base
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
         params.update({CONTROLS[name][0]: True for name in cfg.controls})
     elif cfg.time_ordered:
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *LAYOUT_TOKENS]  # time-ordered: co-creation
+        if cfg.holds:
+            params["special_tokens"].append(HOLD.partition("_")[0])
         if cfg.controls:  # MidiTok has none for one stream: aurl attaches them (aurl.data.controls)
             params[SAVED] = list(cfg.controls)
     try:

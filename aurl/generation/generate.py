@@ -20,6 +20,7 @@ from torch import nn
 from aurl.config import Config, GenerateConfig
 from aurl.data.corpus import read_score
 from aurl.data.dataset import PreparedDataset
+from aurl.data.frames import frames_of
 from aurl.data.layout import TASK_TOKENS, time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
@@ -227,11 +228,14 @@ def piece_take(tokenizer: miditok.MusicTokenizer, row: list[int], primer: symusi
 
 
 def tokens_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> tuple[symusic.Score, int]:
-    """Decode token ids (special tokens and task tokens dropped) into a Score, and count the tokens that did not
-    decode."""
+    """Decode token ids (special tokens, task tokens and hold pairs dropped) into a Score, and count the tokens
+    that did not decode."""
     special = {tokenizer.pad_token_id, tokenizer["BOS_None"], tokenizer["EOS_None"]}
     special |= {tokenizer.vocab[name] for name in TASK_TOKENS.values() if name in tokenizer.vocab}
     ids = [i for i in ids if i not in special]
+    frames = frames_of(tokenizer)
+    if frames is not None:
+        ids = frames.unstate(ids)
     if not ids:
         return symusic.Score(tokenizer.time_division), 0
     if is_multitrack(tokenizer):

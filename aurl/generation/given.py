@@ -17,12 +17,13 @@ token is a mask that allows only that token, so the sampler needs nothing new.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import miditok
 import torch
 
 from aurl.data.controls import is_control
+from aurl.data.frames import frames_of
 from aurl.data.layout import AHEAD_TOKENS, Bar, Controls, IsGiven, Layout
 from aurl.generation.grammar import SPARE, Grammar
 
@@ -44,6 +45,9 @@ class Given:
     onsets: list[Onset]
     programs: list[int]  # written programs (-1: drums)
     goes_on: bool = False  # the song goes on after these bars: they end with the next bar's Bar, then EOS
+    # per bar, the given programs' hold pairs forced after a Position the model writes where no given note
+    # starts, by Position value (onset frames, aurl.data.frames; empty without them)
+    holds: list[dict[int, list[int]]] = field(default_factory=list)
 
     @property
     def bars(self) -> int:
@@ -73,11 +77,15 @@ def plan_of(
         steering = layout.steering(b, programs, programs if k == 0 else (), controls) if controls else []
         openings.append([*bars[b].head[1:], *layout.anticipated(bars, b, given), *steering])
         for onset in bars[b].onsets:
-            held = layout.held(onset, lambda program, b=b: given(b, program))
-            if held:
+            # an onset is the song's where a given note starts on it (or its tempo changes); one where only
+            # given notes go on is the model's to open, their hold pairs then forced (Given.holds)
+            if onset.head or any(not n.hold and given(b, n.program) for n in onset.notes):
+                held = layout.held(onset, lambda program, b=b: given(b, program))
                 onsets.append(Onset(k, int(layout.value[onset.position]), held))
     ending = layout.ending(span.stop < len(bars)).ids
-    return Given(openings, onsets, programs, goes_on=ending[0] == layout.bar)
+    frames = frames_of(layout.tokenizer)
+    holds = frames.given_holds(bars, span, given) if frames is not None else []
+    return Given(openings, onsets, programs, goes_on=ending[0] == layout.bar, holds=holds)
 
 
 # what an anticipated block's tokens move in the state
@@ -113,8 +121,15 @@ class GivenGrammar(Grammar):
             givens = givens * state["prev"].shape[0]
         most = max([1, *(len(g.onsets) for g in givens)])
         width = max(
-            [1, *(len(o.tokens) for g in givens for o in g.onsets), *(len(o) for g in givens for o in g.openings)]
+            [
+                1,
+                *(len(o.tokens) for g in givens for o in g.onsets),
+                *(len(o) for g in givens for o in g.openings),
+                *(len(h) for g in givens for bar in g.holds for h in bar.values()),
+            ]
         )
+        # Position values past the last with holds read an empty slot
+        slots = 2 + max([0, *(p for g in givens for bar in g.holds for p in bar)])
         bars = max([1, *(g.bars for g in givens)])
         never = 2**31 - 1  # the sentinel after the last onset: in no bar
         bar_of = torch.full((len(givens), most + 1), never, dtype=torch.long)
@@ -122,7 +137,11 @@ class GivenGrammar(Grammar):
         tokens = torch.full((len(givens), most + 1, width), -1, dtype=torch.long)
         openings = torch.full((len(givens), bars + 1, width), -1, dtype=torch.long)
         writable = torch.zeros(len(givens), len(self.type_of), dtype=torch.bool)
+        holds = torch.full((len(givens), bars + 1, slots, width), -1, dtype=torch.long)
         for row, given in enumerate(givens):
+            for k, bar in enumerate(given.holds):
+                for p, ids in bar.items():
+                    holds[row, k, p, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             for k, onset in enumerate(given.onsets):
                 bar_of[row, k], position[row, k] = onset.bar, onset.position
                 tokens[row, k, : len(onset.tokens)] = torch.tensor(onset.tokens, dtype=torch.long)
@@ -134,6 +153,7 @@ class GivenGrammar(Grammar):
             "given_position": position,
             "given_tokens": tokens,
             "openings": openings,
+            "holds": holds,
             "writable": writable,
             "bars_total": torch.tensor([g.bars for g in givens]),
             "goes_on": torch.tensor([g.goes_on for g in givens]),
@@ -193,8 +213,8 @@ class GivenGrammar(Grammar):
         drums = (state["program"] == 0)[:, None]  # a drum track plays drum pitches only, others pitched notes
         ok &= torch.where(drums, ~self.pitched_note, ~self.drum_note)
         if closing:  # the budget is spent: only the given material to the end (and a note an onset needs)
-            onset_open = (state["prev"] == self.after_position)[:, None]
-            ok &= ~self.is_program | onset_open
+            onset_open = ((state["prev"] == self.after_position) | self.bare(state))[:, None]
+            ok &= (~self.is_program | onset_open) & ~self.is_hold
             ok &= ~(self.is_position[None] & (self.value[None] != position[:, None]))
         forced = self._forced(state)
         one = torch.zeros_like(ok).scatter_(1, forced.clamp(min=0)[:, None], True)
@@ -231,8 +251,13 @@ class GivenGrammar(Grammar):
         arrived = (forced < 0) & self.is_position[token] & in_bar & (self.value[token] == position)
         state["queue"] = torch.where(arrived[:, None], state["given_tokens"][rows, state["next"]], state["queue"])
         state["next"] += arrived
+        # an onset of the model's own: the given notes sounding through it are restated there (onset frames)
+        placed = (forced < 0) & self.is_position[token] & ~arrived & (state["bar"] >= 0)
+        slots = state["holds"].shape[2]
+        where = (rows, state["bar"].clamp(min=0), self.value[token].clamp(0, slots - 1))
+        state["queue"] = torch.where(placed[:, None], state["holds"][where], state["queue"])
         opened = token == self.bar_id
         state["bar"] += opened
         opening = state["openings"][rows, state["bar"].clamp(min=0)]
         state["queue"] = torch.where(opened[:, None], opening, state["queue"])
-        state["head"] = torch.where(arrived | opened, 0, state["head"])
+        state["head"] = torch.where(arrived | opened | placed, 0, state["head"])

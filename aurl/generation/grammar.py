@@ -95,6 +95,7 @@ class Grammar:
         self.is_note_off = ids_of(*NOTE_OFF)
         self.is_time_reset = ids_of(*TIME_RESET)
         self.is_time = ids_of(*TIME_RESET, "TimeSig")
+        self.is_hold = ids_of("Hold")
         self.program_index = torch.where(self.is_program, self.value + 1, 0)
         self.pitch = self.value.clamp(0, 127)  # a safe index; only read where is_note_on / is_note_off
         self.rest = index.get("Rest", -1)
@@ -121,6 +122,10 @@ class Grammar:
         allowed[self.bos, [index[t] for t in opening]] = True
         if "Task" in index:  # a piece opens after its task token as it would after BOS
             allowed[index["Task"]] = allowed[self.bos]
+        if "Hold" in index:  # onset frames (aurl.data.frames): a Program, then Hold where its note would be
+            allowed[:, index["Hold"]] = False  # MidiTok's graph lets a special token follow anything
+            allowed[index["Program"], index["Hold"]] = True
+            allowed[index["Hold"]] = allowed[index["Duration"]]
         allowed[self.eos, self.pad] = allowed[self.pad, self.pad] = True
         self.allowed = allowed
         self._runs([[vocab[t] for t in run] for run in base_tokens(tokenizer)])
@@ -225,7 +230,16 @@ class Grammar:
             state["onset"] = torch.zeros(batch, 130, 128, dtype=torch.bool, device=device)
         if self.track_sounding:  # notes on and not yet off, per program and pitch
             state["sounding"] = torch.zeros(batch, 130, 128, dtype=torch.long, device=device)
+        if bool(self.is_hold.any()):  # onset frames: whether a note has started on the current onset
+            state["started"] = torch.ones(batch, dtype=torch.bool, device=device)
         return state
+
+    def bare(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(batch,) rows at an onset that so far holds only hold pairs: a note must start on it before time moves
+        on, as on every onset of the training data (a hold pair restates a note, it plays none)."""
+        if "started" not in state:
+            return torch.zeros_like(state["prev"], dtype=torch.bool)
+        return (state["prev"] == self.type_index["Hold"]) & ~state["started"]
 
     def _lookup(
         self, table: torch.Tensor, state: dict[str, torch.Tensor], programs: torch.Tensor, pitches: torch.Tensor
@@ -255,6 +269,7 @@ class Grammar:
         if self.track_duplicates:
             taken = self._lookup(state["onset"], state, self.began_program, self.began_pitch)
             ok &= ~taken.any(-1)
+        ok &= ~self.bare(state)[:, None] | self.is_program[first][None]
         if self.track_sounding:
             sounding = state["sounding"] > 0
             on = self._lookup(sounding, state, self.ended_program, self.ended_pitch)
@@ -289,6 +304,9 @@ class Grammar:
             # padding writes to program slot SPARE, which nothing reads
             where = torch.where(pitch >= 0, self._program(self.tail_program[token], before), SPARE)
             state["onset"][rows, where, pitch.clamp(min=0)] = True
+        if "started" in state:  # base ids only: holds are not learned into runs (tokenizer.holds)
+            moved = self.is_position[token] | self.is_bar[token]
+            state["started"] = (state["started"] & ~moved) | self.is_note_on[token]
         if self.track_sounding:
             where = self._program(self.delta_program[token], before)
             index = (rows.expand_as(where), where, self.delta_pitch[token].clamp(min=0))
