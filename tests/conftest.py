@@ -169,6 +169,22 @@ def mmm_run(mmm_prepared, tmp_path_factory) -> Path:
     return run
 
 
+def random_session(run: Path, seed: int):
+    """A generation session of the run's latest checkpoint with random weights: whatever the model wants, what
+    the grammar holds must hold."""
+    import torch
+
+    from aurl.generation.generate import Trained
+    from aurl.generation.session import Session
+
+    trained = Trained.load(run, "latest")
+    session = Session(trained, trained.settings({"num": 4, "seed": seed}))
+    torch.manual_seed(0)
+    for p in session.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return session
+
+
 def _with_splits(config: Config) -> Config:
     """Ten files need larger held-out fractions than the default to put one in each split."""
     from aurl.config import build_config

@@ -12,11 +12,12 @@ pair goes into its onset before the first note of a later program, as MidiTok or
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 
 import miditok
 
-from aurl.data.layout import HOLD, Bar, IsGiven, Layout, Note
+from aurl.data.layout import HOLD, Bar, IsGiven, Layout, Note, Onset
 
 DRUMS = -1
 
@@ -56,37 +57,34 @@ class Frames:
     def frame(self, bars: list[Bar]) -> None:
         """Put the hold pairs into parsed bars, in place."""
         ends: dict[int, Fraction] = {}  # program → when its latest note ends, in whole notes
-        for bar, start, (_, den) in self.timeline(bars):
-            for onset in bar.onsets:
-                onset.notes = [n for n in onset.notes if not n.hold]
-                at = start + Fraction(int(self.layout.value[onset.position]), self.per_beat * den)
-                starting = {note.program for note in onset.notes}
-                if not starting:  # a tempo's own onset: no note starts there, none is restated
-                    continue
-                holds = [
-                    Note(p, [self.layout.program_id[p], self.hold], hold=True)
-                    for p, end in sorted(ends.items())
-                    if end > at and p not in starting
-                ]
-                for note in onset.notes:
-                    if note.program != DRUMS:
-                        ends[note.program] = max(ends.get(note.program, at), at + self.length(note, den))
-                for hold in holds:  # before the first note of a later program: MidiTok's own order stays
-                    notes = onset.notes
-                    place = next((i for i, n in enumerate(notes) if n.program > hold.program), len(notes))
-                    notes.insert(place, hold)
+        for _, onset, at, den in self.onsets(bars):
+            onset.notes = [n for n in onset.notes if not n.hold]
+            starting = {note.program for note in onset.notes}
+            if not starting:  # a tempo's own onset: no note starts there, none is restated
+                continue
+            holds = [
+                Note(p, [self.layout.program_id[p], self.hold], hold=True)
+                for p, end in sorted(ends.items())
+                if end > at and p not in starting
+            ]
+            for note in onset.notes:
+                if note.program != DRUMS:
+                    ends[note.program] = max(ends.get(note.program, at), at + self.length(note, den))
+            for hold in holds:  # before the first note of a later program: MidiTok's own order stays
+                notes = onset.notes
+                place = next((i for i, n in enumerate(notes) if n.program > hold.program), len(notes))
+                notes.insert(place, hold)
 
     def given_holds(self, bars: list[Bar], span: range, given: IsGiven) -> list[dict[int, list[int]]]:
         """For each bar of `span`, the hold pairs of the given programs sounding through each of its Positions
         (by Position value; where none sound, none): what a request forces after an onset the model opens."""
-        notes = []  # (program, start, end) of the given notes, in whole notes
+        notes = [  # (program, start, end) of the given notes, in whole notes
+            (note.program, at, at + self.length(note, den))
+            for b, onset, at, den in self.onsets(bars)
+            for note in onset.notes
+            if not note.hold and note.program != DRUMS and given(b, note.program)
+        ]
         timeline = self.timeline(bars)
-        for b, (bar, start, (_, den)) in enumerate(timeline):
-            for onset in bar.onsets:
-                at = start + Fraction(int(self.layout.value[onset.position]), self.per_beat * den)
-                for note in onset.notes:
-                    if not note.hold and note.program != DRUMS and given(b, note.program):
-                        notes.append((note.program, at, at + self.length(note, den)))
         out = []
         for b in span:
             _, start, (num, den) = timeline[b]
@@ -102,6 +100,12 @@ class Frames:
     def length(self, note: Note, den: int) -> Fraction:
         """A note's length in whole notes (0 for a hold pair)."""
         return next((self.beats[t] for t in note.ids if t in self.beats), Fraction(0)) / den
+
+    def onsets(self, bars: list[Bar]) -> Iterator[tuple[int, Onset, Fraction, int]]:
+        """Each onset with its bar's index, when it sounds (whole notes) and its bar's meter's denominator."""
+        for b, (bar, start, (_, den)) in enumerate(self.timeline(bars)):
+            for onset in bar.onsets:
+                yield b, onset, start + Fraction(int(self.layout.value[onset.position]), self.per_beat * den), den
 
     def timeline(self, bars: list[Bar]) -> list[tuple[Bar, Fraction, tuple[int, int]]]:
         """Each bar with where it starts (whole notes) and its meter (4/4 until a TimeSig says otherwise)."""

@@ -20,11 +20,10 @@ from aurl.evaluation.likelihood import written_nll
 from aurl.generation.generate import Trained
 from aurl.generation.given import plan_of
 from aurl.generation.requests import Accompany, Generate, Infill, generate
-from aurl.generation.session import Session
 from aurl.generation.sweeps import FINAL, spans, temperatures
 from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
-from tests.conftest import TINY, TPQ
+from tests.conftest import TINY, TPQ, random_session
 
 
 def _copies(folder: Path, count: int, seed: int) -> None:
@@ -150,11 +149,7 @@ def test_a_run_from_before_task_tokens_still_writes(old_run, midi_dir, tmp_path)
 def test_a_request_ends_as_the_song_goes_on_whatever_the_model_wants(trained_run, midi_dir):
     """Random weights: an infill inside the song writes its bars and the next bar's Bar, then ends; one at the
     song's end writes its bars and ends; every bar's meter is the song's."""
-    trained = Trained.load(trained_run, "latest")
-    session = Session(trained, trained.settings({"num": 4, "seed": 3}))
-    torch.manual_seed(0)
-    for p in session.decoder.parameters():
-        torch.nn.init.normal_(p, std=0.5)
+    session = random_session(trained_run, 3)
     layout = session.layout
     song = read_timed_song(midi_dir / "piece_6.mid", session.tokenizer, layout)
     for gap in (range(3, 5), range(len(song.bars) - 2, len(song.bars))):

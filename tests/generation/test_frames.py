@@ -3,7 +3,6 @@ every task writing notes that all decode, the given ones unchanged."""
 
 import pytest
 import symusic
-import torch
 from miditok.utils import get_bars_ticks
 
 from aurl.config import load_config
@@ -13,10 +12,9 @@ from aurl.data.prepare import prepare
 from aurl.generation.generate import Trained, tokens_to_score
 from aurl.generation.given import plan_of
 from aurl.generation.requests import Accompany, Generate, Infill, generate
-from aurl.generation.session import Session
 from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
-from tests.conftest import TINY
+from tests.conftest import TINY, random_session
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +37,7 @@ def _given_holds(frames: Frames, ids: list[int], given: set[int]) -> list[list[i
 def test_an_untrained_model_restates_the_given_voices_wherever_it_opens_an_onset(held_run, midi_dir):
     """Random weights: in an infill of one voice, every onset the model writes holds each given voice that
     sounds through it (forced), exactly as restating the written result would put them."""
-    trained = Trained.load(held_run, "latest")
-    session = Session(trained, trained.settings({"num": 4, "seed": 5}))
-    torch.manual_seed(0)
-    for p in session.decoder.parameters():
-        torch.nn.init.normal_(p, std=0.5)
+    session = random_session(held_run, 5)
     tokenizer, layout = session.tokenizer, session.layout
     frames = Frames(tokenizer)
     song = read_timed_song(midi_dir / "piece_6.mid", tokenizer, layout)

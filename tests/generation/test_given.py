@@ -13,14 +13,13 @@ from aurl.data.layout import Layout, task_ids
 from aurl.data.prepare import tokenize_score
 from aurl.data.tokenize import build_tokenizer
 from aurl.generation.controls import parse_controls, steering
-from aurl.generation.generate import Trained, tokens_to_score
+from aurl.generation.generate import tokens_to_score
 from aurl.generation.given import GivenGrammar, plan_of
 from aurl.generation.requests import Accompany, Infill, generate
 from aurl.generation.sampler import sample
-from aurl.generation.session import Session
 from aurl.generation.timed import read_timed_song
 from aurl.models.transformer import Transformer
-from tests.conftest import TINY
+from tests.conftest import TINY, random_session
 
 
 def _notes(track) -> list[tuple[int, int, int]]:
@@ -35,11 +34,7 @@ def test_an_untrained_model_holds_the_given_notes_and_the_songs_bars(trained_run
     """Random weights: whatever the model wants, the grammar forces the melody at its onsets and the next
     bar's melody in a block after each time signature, writes only the new program, keeps every bar's meter
     and ends at the song's last bar."""
-    trained = Trained.load(trained_run, "latest")
-    session = Session(trained, trained.settings({"num": 4, "seed": 3}))
-    torch.manual_seed(0)
-    for p in session.decoder.parameters():
-        torch.nn.init.normal_(p, std=0.5)
+    session = random_session(trained_run, 3)
     tokenizer, layout = session.tokenizer, session.layout
     assert layout.ahead == 1  # the run trained accompany and infill windows
     song = read_timed_song(midi_dir / "piece_6.mid", tokenizer, layout)
