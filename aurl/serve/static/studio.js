@@ -1048,6 +1048,8 @@
     }
     box.hidden = showing;
     canvas.hidden = !showing;
+    // drawn again at once: a hidden canvas has no width, and bars chosen on it must land where they are seen
+    if (showing) redraw(canvas);
     markMeasures(box, chosen.bars);
     toggle.setAttribute("aria-pressed", String(!showing));
     toggle.textContent = showing ? "Score" : "Piano roll";
