@@ -22,6 +22,8 @@ Trains, one after another and each for --minutes on the chorales prepared with c
 - infilling: bits per note of two true bars of one voice (--gaps of them drawn per chorale, never the first or
   last bars) laid out as an infill request, with both sides (the bars after the gap in its block, and anticipated where
   the model anticipates) and with the left side only (the chorale cut after the gap), in the same format;
+- folk melodies (--folk, benchmarks/folk.py): tunes of music21's folk corpora in 2/4, 3/4, 4/4 and 6/8 harmonised,
+  faults per 100 notes and the takes whose voices are lively, each metre apart;
 - free generation: bits per note of the held-out chorales (plain windows) beside the plain model's, and the
   length in bars of 12 pieces written from nothing at the run's own settings;
 - controls (the controls model): each soprano harmonised asking for Bach's own alto, tenor and bass controls,
@@ -47,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
+from folk import folk_melodies, folk_table  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 from miditok.utils import get_bars_ticks
 
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the sampling and the infilled bars")
     parser.add_argument("--gaps", type=int, default=4, help="infilled gaps drawn per chorale (default 4)")
     parser.add_argument("--train-seed", type=int, default=0, help="of training (a repeat run: another seed)")
+    parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
     chorales = [p for p in midi_files("builtin:bach-chorales:valid", quiet) if len(symusic.Score(str(p)).tracks) == 4]
     chorales = chorales[: args.chorales]
@@ -339,6 +343,11 @@ def main() -> None:
                     f"| {found['total']:.2f} ({bach['total']:.2f}) | {kinds} | {overlap(written, reference):.3f} |"
                 )
         print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75")
+        if args.folk:
+            melodies = folk_melodies(Path(tmp) / "folk", args.folk, args.seed)
+            runs_folk = {label: rows[label] for label in args.models}
+            folk_table(runs_folk, melodies, Path(tmp) / "folk-takes", temperature=args.temperature, seed=args.seed)
+            print("target: faults <= 3x Bach's on the chorales (2.9) in every metre")
         print("\n### Infilling (two true bars of one voice)")
         print("| model | gaps | bits/note, both sides | left side only | both sides cost less by |")
         print("|---|---|---|---|---|")
