@@ -169,6 +169,11 @@ class DataConfig(Section):
     # uniformly from [low, high] per window (the ratios of MidiTok's create_random_ac_indexes).
     control_tracks: tuple[float, float] = (0.0, 1.0)
     control_bars: tuple[float, float] = (0.0, 1.0)
+    # Read by `aurl prepare`: each training piece whose time signatures are all keys is prepared again under
+    # each metre listed, the same notes with other bar lines (aurl.data.rebar), e.g. {"3/4": ["6/8"]}
+    rebar: dict[str, list[str]] = Field(
+        default_factory=dict, description="metres to prepare training pieces again under: {N/D: [N/D, ...]}"
+    )
 
     @property
     def cocreation(self) -> bool:
@@ -188,6 +193,13 @@ class DataConfig(Section):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi <= 1:
                 raise ValueError(f"data.{name} must be [low, high] with 0 <= low <= high <= 1, got {[lo, hi]}")
+        from aurl.data.rebar import parse_metre  # data reads the config; the config only borrows this check
+
+        for metre in [*self.rebar, *(m for targets in self.rebar.values() for m in targets)]:
+            try:
+                parse_metre(metre)
+            except ValueError as err:
+                raise ValueError(f"data.rebar: {err}") from None
         return self
 
 

@@ -9,8 +9,8 @@ Trains, one after another and each for --minutes on the chorales prepared with c
 - anticipation: the task mix with the given notes anticipated a bar ahead (data.ahead_bars=1);
 - controls: the demo's settings with MidiTok's eight attribute controls (tokenizer.controls), on the chorales
   prepared again with them (the vocabulary grows), which the benchmark does itself;
-- rebar: the demo's settings on the chorales with their training pieces again under other bar lines (4/4 as 2/4,
-  3/4 as 6/8; benchmarks/folk.py), so that bars of 2/4 and 6/8 are not new to it;
+- rebar: the demo's settings on the chorales with their training pieces prepared again under other bar lines
+  (data.rebar: 4/4 as 2/4, 3/4 as 6/8), so that bars of 2/4 and 6/8 are not new to it;
 - frames: the demo's settings in onset frames (tokenizer.holds: every voice sounding through an onset restated
   there, aurl.data.frames), on the chorales prepared again with them.
 (--runs DIR keeps the runs there and reuses those already trained.) Then prints, per model:
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
-from folk import folk_melodies, folk_table, rebarred_chorales  # benchmarks/folk.py
+from folk import folk_melodies, folk_table  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 from miditok.utils import get_bars_ticks
 
@@ -80,9 +80,8 @@ MODELS = {
     "anticipation": ["data.ahead_bars=1"],
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
     "frames": ["data.ahead_bars=0", "tokenizer.holds=true"],
-    "rebar": ["data.ahead_bars=0"],
+    "rebar": ["data.ahead_bars=0", 'data.rebar={"4/4": ["2/4"], "3/4": ["6/8"]}'],
 }
-SOURCES = {"rebar": rebarred_chorales}  # models trained on more than the chorales: what the benchmark prepares
 SOPRANO, LOWER = 40, (41, 42, 43)
 
 
@@ -97,13 +96,10 @@ def trained(label: str, data: str, minutes: float, steps: int | None, seed: int,
         budget = [f"train.max_steps={steps}"] if steps else [f"train.max_minutes={minutes}", "train.max_steps=1000000"]
         sets = ["train.sample_interval=0", f"train.seed={seed}", *budget]
         config = load_config(DEMO, [*sets, *MODELS[label]])
-        if config.tokenizer.controls or config.tokenizer.holds:  # a vocabulary of its own: the chorales prepared again
+        # a vocabulary of its own, or more training pieces: the chorales prepared again
+        if config.tokenizer.controls or config.tokenizer.holds or config.data.rebar:
             data = str(runs / f"{label}-data")
             prepare("builtin:bach-chorales", data, config, workers=2, progress=False)
-        elif label in SOURCES:
-            source = SOURCES[label](runs / f"{label}-files", config.data.valid_fraction, config.data.test_fraction)
-            data = str(runs / f"{label}-data")
-            prepare(str(source), data, config, workers=2, progress=False)
         config = load_config(DEMO, [*sets, *MODELS[label], f"data.dataset={data}"])
         train(config, run, progress=False, log=quiet)
     return run
@@ -320,10 +316,7 @@ def main() -> None:
             label: max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
             for label, run in rows.items()
         }
-        free = {  # on the held-out chorales: a model trained on more has more in its own valid split
-            label: likelihood(run, args.data if label in SOURCES else dataset_of(run))["bits_per_note"]
-            for label, run in rows.items()
-        }
+        free = {label: likelihood(run, dataset_of(run))["bits_per_note"] for label, run in rows.items()}
         bach = faults(chorales)
         print(f"## Co-creation in the time-ordered stream: {len(chorales)} held-out four-part chorales")
         print(

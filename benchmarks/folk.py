@@ -9,9 +9,8 @@ voices are all lively (each at least half the melody's notes and 6 pitches) and 
 hold between half and twice the melody's notes.
 
 A model that has only seen the chorales' bars (4/4 and 3/4, 32 and 24 positions) fails in 6/8, whose bar MidiTok
-counts in eighth-note beats (48 positions). `rebarred_chorales` is one cure measured beside the others: the
-chorales' training pieces once more, the same notes under other time signatures (4/4 as 2/4, 3/4 as 6/8), so
-that the model sees harmonised bars of those lengths (benchmarks/cocreate_timed.py --models rebar).
+counts in eighth-note beats (48 positions); `data.rebar` (aurl.data.rebar) is the cure measured beside the
+others (benchmarks/cocreate_timed.py --models rebar).
 
 Run: .venv/bin/python benchmarks/folk.py --runs layout=runs/a frames=runs/b [--per-metre 4] [--temperature 0.7]
 (benchmarks/cocreate_timed.py prints the same table for the runs it trains, `--folk`).
@@ -28,8 +27,6 @@ import symusic
 from machine import machine  # benchmarks/machine.py
 
 from aurl.data.builtin import CORPORA as BUILTIN
-from aurl.data.builtin import builtin_files
-from aurl.data.corpus import split_of
 from aurl.data.scores import load_notation
 from aurl.evaluation.harmony import FAULTS, voice_leading_faults
 from aurl.generation.generate import Trained
@@ -70,28 +67,6 @@ def folk_melodies(folder: Path, per_metre: int, seed: int = 0) -> list[tuple[Pat
         score.dump_midi(str(path))
         chosen[found].append(path)
     return [(path, m) for m in METRES for path in chosen[m]]
-
-
-def rebarred_chorales(folder: Path, valid_fraction: float, test_fraction: float) -> Path:
-    """A folder of the chorales (by their own names, so that their splits stay) and, under rebar/, each training
-    chorale in 4/4 again as 2/4 and each in 3/4 again as 6/8: the same notes, other bar lines."""
-    again = {(4, 4): (2, 4), (3, 4): (6, 8)}
-    (folder / "rebar").mkdir(parents=True, exist_ok=True)
-    for source in builtin_files("bach-chorales", log=lambda _: None):
-        link = folder / source.name
-        if not link.exists():
-            link.symlink_to(source.path)
-        score = symusic.Score(str(source.path))
-        signatures = [(ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures]
-        if split_of(source.name, valid_fraction, test_fraction) != "train" or not signatures:
-            continue
-        if any((n, d) not in again for _, n, d in signatures):
-            continue
-        score.time_signatures.clear()
-        for time, n, d in signatures:
-            score.time_signatures.append(symusic.TimeSignature(time, *again[(n, d)]))
-        score.dump_midi(str(folder / "rebar" / source.name))
-    return folder
 
 
 def measured(take: symusic.Score, melody_notes: int) -> tuple[dict[str, float], bool, bool]:

@@ -27,6 +27,7 @@ from aurl.config import Config
 from aurl.data.corpus import SPLITS, SourceFile, load_file, place_splits, resolve_source
 from aurl.data.frames import frames_of
 from aurl.data.profile import FileStats, Profile, profile_of, score_stats
+from aurl.data.rebar import parse_metre, rebarred
 from aurl.data.tokenize import (
     TOKENIZER_FILE,
     build_tokenizer,
@@ -59,6 +60,7 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)  # what the tokenizer drops of the corpus, a line each
     split_notes: list[str] = field(default_factory=list)  # files moved off their hash split, no validation
     dropped: Counter = field(default_factory=Counter)  # what the usable scores hold that tokens do not, by kind
+    copies: int = 0  # training pieces prepared again under other bar lines (data.rebar)
 
     def table(self) -> str:
         reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
@@ -70,6 +72,7 @@ class PrepareReport:
             *((f"  {reason}", n) for reason, n in reasons.most_common()),
             ("usable files", sum(self.splits.values())),
             *((f"  {split}", n) for split, n in sorted(self.splits.items())),
+            *((("copies under other bar lines (train)", self.copies),) if self.copies else ()),
             ("tokens", self.tokens),
         ]
         width = max(len(name) for name, _ in rows)
@@ -104,38 +107,46 @@ def tokenize_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> n
     return np.asarray(ids, dtype=token_dtype(len(tokenizer)))
 
 
+Copies = dict[str, tuple[np.ndarray, FileStats]]  # a piece under other bar lines, by its name's suffix
+
+
 def _tokenize_file(
-    path: Path, number: int | None, max_bytes: int
-) -> tuple[np.ndarray | None, str, int, FileStats | None, dict[str, int]]:
-    """(token ids, "", notes, stats, what a score held that tokens do not) for a usable file (a tune of an ABC
-    file of several: `number`), else (None, reason, 0, None, {})."""
+    path: Path, number: int | None, max_bytes: int, rebar: dict[str, list[str]] | None = None
+) -> tuple[np.ndarray | None, str, int, FileStats | None, dict[str, int], Copies]:
+    """(token ids, "", notes, stats, what a score held that tokens do not, its copies under the metres `rebar`
+    maps its own to) for a usable file (a tune of an ABC file of several: `number`), else (None, reason, 0,
+    None, {}, {})."""
     size = path.stat().st_size
     if size == 0:
-        return None, "empty file", 0, None, {}
+        return None, "empty file", 0, None, {}, {}
     if size > max_bytes:
-        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None, {}
+        return None, f"too large: {size / 2**20:.1f} MB over data.max_file_mb", 0, None, {}, {}
     score, reason, dropped = load_file(path, number)
     if score is None:
-        return None, reason, 0, None, {}
+        return None, reason, 0, None, {}, {}
     notes = sum(len(t.notes) for t in score.tracks)
     if notes == 0:
-        return None, "no notes", 0, None, {}
-    stats = score_stats(score)  # before tokenize_score, which may merge the tracks
+        return None, "no notes", 0, None, {}, {}
+    # the stats before tokenize_score, which may merge the tracks
+    stats = score_stats(score)
+    again = {suffix: (copy, score_stats(copy)) for suffix, copy in rebarred(score, rebar or {}).items()}
     try:
         ids = tokenize_score(_worker_tokenizer, score)
+        copies = {suffix: (tokenize_score(_worker_tokenizer, copy), s) for suffix, (copy, s) in again.items()}
     except Exception as err:  # MidiTok may fail on exotic content; report the file, keep going
-        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0, None, {}
+        return None, f"tokenizer failed: {type(err).__name__}: {err}", 0, None, {}, {}
     if ids.size == 0:
-        return None, "no tokens", 0, None, {}
-    return ids, "", notes, stats, dict(dropped)
+        return None, "no tokens", 0, None, {}, {}
+    return ids, "", notes, stats, dict(dropped), copies
 
 
-Result = tuple[str, np.ndarray | None, str, int, FileStats | None, dict[str, int]]
+Job = tuple[str, str, int | None, int, dict[str, list[str]]]
+Result = tuple[str, np.ndarray | None, str, int, FileStats | None, dict[str, int], Copies]
 
 
-def _tokenize_job(job: tuple[str, str, int | None, int]) -> Result:
-    name, path, number, max_bytes = job
-    return (name, *_tokenize_file(Path(path), number, max_bytes))
+def _tokenize_job(job: Job) -> Result:
+    name, path, number, max_bytes, rebar = job
+    return (name, *_tokenize_file(Path(path), number, max_bytes, rebar))
 
 
 def _size_rule(rejection: dict) -> bool:
@@ -144,7 +155,7 @@ def _size_rule(rejection: dict) -> bool:
 
 
 def _tokenize_all(
-    jobs: list[tuple[str, str, int | None, int]],
+    jobs: list[Job],
     tokenizer: miditok.MusicTokenizer,
     workers: int,
     progress: bool,
@@ -235,7 +246,19 @@ def _prepare(
     bpe = config.tokenizer.bpe_vocab_size
     # A learned vocabulary depends on every training file, so with BPE everything is tokenized again.
     earlier = _read_manifest(out)
-    old = _load_previous(out, earlier, tokenizer_hash(tokenizer)) if bpe is None else _Previous()
+    rebar = config.data.rebar  # copies under other bar lines: other settings prepare every file again
+    if rebar and not config.tokenizer.use_time_signatures:
+        raise DataError("data.rebar: needs tokenizer.use_time_signatures (without them every bar reads as 4/4)")
+    unknown = [m for targets in rebar.values() for m in targets if parse_metre(m) not in tokenizer.time_signatures]
+    if unknown:
+        known = ", ".join(f"{n}/{d}" for n, d in tokenizer.time_signatures)
+        raise DataError(f"data.rebar: {', '.join(unknown)} not among the tokenizer's time signatures ({known})")
+    same = bpe is None and earlier.get("rebar", {}) == rebar
+    old = _load_previous(out, earlier, tokenizer_hash(tokenizer)) if same else _Previous()
+    old_copies: dict[str, list[dict]] = {}
+    for entry in old.entries.values():
+        if "copy_of" in entry:
+            old_copies.setdefault(entry["copy_of"], []).append(entry)
     report = PrepareReport(out=out, found=len(files))
 
     arrays: dict[str, np.ndarray] = {}
@@ -247,8 +270,9 @@ def _prepare(
         sha = hashes.get(f.path) or hashes.setdefault(f.path, _sha256(f.path))
         entry, rejection = old.entries.get(f.name), old.rejected.get(f.name)
         if entry is not None and entry["sha256"] == sha and "stats" in entry:  # older versions' entries lack stats
-            arrays[f.name] = old.tokens[entry["offset"] : entry["offset"] + entry["length"]]
-            entries[f.name] = {**entry, "sha256": sha}
+            for kept in [entry, *old_copies.get(f.name, [])]:
+                arrays[kept["name"]] = old.tokens[kept["offset"] : kept["offset"] + kept["length"]]
+                entries[kept["name"]] = {**kept, "sha256": sha}
         elif rejection is not None and rejection["sha256"] == sha and not _size_rule(rejection):
             rejected[f.name] = rejection
         else:
@@ -258,9 +282,9 @@ def _prepare(
         report.reused += 1
 
     max_bytes = int(config.data.max_file_mb * 2**20)
-    jobs = [(f.name, str(f.path), f.number, max_bytes) for f in todo]
+    jobs = [(f.name, str(f.path), f.number, max_bytes, rebar) for f in todo]
     paths = {f.name: str(f.path) for f in todo}
-    for name, ids, reason, notes, stats, dropped in _tokenize_all(jobs, tokenizer, workers, progress, log):
+    for name, ids, reason, notes, stats, dropped, copies in _tokenize_all(jobs, tokenizer, workers, progress, log):
         if ids is None:
             sha = entries.pop(name)["sha256"]
             rejected[name] = {"name": name, "path": paths[name], "sha256": sha, "reason": reason}
@@ -270,15 +294,24 @@ def _prepare(
             entries[name]["stats"] = stats.to_json()
             if dropped:
                 entries[name]["dropped"] = dropped
+            for suffix, (copy_ids, copy_stats) in copies.items():
+                arrays[name + suffix] = copy_ids
+                entries[name + suffix] = {
+                    "name": name + suffix, "sha256": entries[name]["sha256"], "notes": notes,
+                    "stats": copy_stats.to_json(), "copy_of": name,
+                }  # fmt: skip
             report.tokenized += 1
 
-    ordered = sorted(entries.values(), key=lambda e: e["name"])
     d = config.data
+    originals = sorted((e for e in entries.values() if "copy_of" not in e), key=lambda e: e["name"])
     splits, report.split_notes = place_splits(
-        [e["name"] for e in ordered], _placed(earlier), d.valid_fraction, d.test_fraction
+        [e["name"] for e in originals], _placed(earlier), d.valid_fraction, d.test_fraction
     )
+    # a copy trains only: under other bar lines a held-out piece would still be seen in training
+    kept = [e for e in entries.values() if "copy_of" not in e or splits[e["copy_of"]] == "train"]
+    ordered = sorted(kept, key=lambda e: e["name"])
     for entry in ordered:
-        entry["split"] = splits[entry["name"]]
+        entry["split"] = splits[entry.get("copy_of", entry["name"])]
     if bpe is not None and ordered:  # learned on the training split only, so validation stays unseen
         learn_bpe(tokenizer, [arrays[e["name"]] for e in ordered if e["split"] == "train"], bpe)
         arrays = {name: encode_bpe(tokenizer, ids) for name, ids in arrays.items()}
@@ -287,14 +320,17 @@ def _prepare(
     for entry in ordered:
         entry["offset"], entry["length"] = offset, int(arrays[entry["name"]].size)
         offset += entry["length"]
-        report.splits[entry["split"]] += 1
-        report.dropped.update(entry.get("dropped", {}))
+        if "copy_of" in entry:
+            report.copies += 1
+        else:
+            report.splits[entry["split"]] += 1
+            report.dropped.update(entry.get("dropped", {}))
     report.tokens = offset
     report.rejected = sorted(rejected.values(), key=lambda r: r["name"])
     if not ordered:
         log(report.table())
         raise DataError(f"{source}: none of the {len(files)} files is usable (reasons above); nothing written")
-    report.profile = profile_of([FileStats.from_json(e["stats"]) for e in ordered], [e["length"] for e in ordered])
+    report.profile = profile_of([FileStats.from_json(e["stats"]) for e in originals], [e["length"] for e in originals])
     report.warnings = report.profile.warnings(tokenizer.config)
 
     def write_tokens(tmp: Path) -> None:
@@ -312,6 +348,7 @@ def _prepare(
         "vocab_size": len(tokenizer),
         "dtype": dtype.str,
         "source": source,
+        "rebar": rebar,
         "total_tokens": offset,
         "files": ordered,
     }
