@@ -26,14 +26,14 @@ def parse_metre(text: str) -> tuple[int, int]:
     return n, d
 
 
-def copy_name(name: str, metres: list[str]) -> str:
-    """The prepared piece's name of `name` under `metres` (its signatures' new metres, in order)."""
-    return f"{name}@{'+'.join(dict.fromkeys(m.replace('/', '-') for m in metres))}"
+def suffix(metres: list[str]) -> str:
+    """What a copy's name adds to its piece's under `metres` (its signatures' new metres, in order): @2-4+6-8."""
+    return "@" + "+".join(dict.fromkeys(m.replace("/", "-") for m in metres))
 
 
 def rebarred(score: symusic.Score, rebar: dict[str, list[str]]) -> dict[str, symusic.Score]:
     """The copies of `score` under the metres `rebar` maps its time signatures to, by their names' suffix
-    (copy_name); none where the score has no time signature or one that is not a key."""
+    (suffix); none where the score has no time signature or one that is not a key."""
     signatures = [(ts.time, f"{ts.numerator}/{ts.denominator}") for ts in score.time_signatures]
     if not signatures or any(metre not in rebar for _, metre in signatures):
         return {}
@@ -44,5 +44,5 @@ def rebarred(score: symusic.Score, rebar: dict[str, list[str]]) -> dict[str, sym
         copy.time_signatures.clear()
         for (time, _), target in zip(signatures, targets, strict=True):
             copy.time_signatures.append(symusic.TimeSignature(time, *parse_metre(target)))
-        copies[copy_name("", targets)] = copy
+        copies[suffix(targets)] = copy
     return copies
