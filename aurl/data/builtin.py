@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,9 @@ from aurl.errors import DataError
 # without it) is converted again on first use. Bump it when the MIDI files the converter writes change.
 # 2: a pickup is written as the end of a full first bar, so that the file's bar lines are the score's.
 CONVERTER = 2
+# A piece music21 takes longer than this to read and convert is skipped (and listed as failed): two O'Neill
+# tunes (1046 and 1047 of 1031-1115.abc) kept a conversion busy for minutes.
+PIECE_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,33 @@ def _chorale_programs(tracks: list[Track]) -> None:
         track.program = VOICE_PROGRAMS.get(name, 0)
 
 
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """A TimeoutError where the block runs longer than `seconds` (a converter process's own alarm; no limit
+    where the platform has no SIGALRM)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expired(*_: object) -> None:
+        raise TimeoutError(f"took over {seconds:g} s to convert (music21 reading it)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _convert(job: tuple[Piece, str, Callable[[list[Track]], None], bool]) -> tuple[str, str | None, bool]:
-    """Convert one piece (aurl.data.scores.to_midi) and write its MIDI file; returns the piece's name, an error
-    (or None) and whether its bar lines are the score's."""
+    """Convert one piece (aurl.data.scores.to_midi) within PIECE_SECONDS and write its MIDI file; returns the
+    piece's name, an error (or None) and whether its bar lines are the score's."""
     piece, out, programs, with_chords = job
     try:
-        converted = to_midi(parse_score(piece.source, piece.number), programs, with_chords)
+        with _time_limit(PIECE_SECONDS):
+            converted = to_midi(parse_score(piece.source, piece.number), programs, with_chords)
         converted.midi.dump_midi(out)
         return piece.name, None, converted.aligned
     except Exception as err:  # music21 raises many types for the odd malformed score

@@ -248,3 +248,26 @@ def test_an_unknown_builtin_corpus_names_the_available_ones():
     message = str(err.value)
     assert "\n" not in message and message.startswith("builtin:beethoven: unknown built-in corpus")
     assert all(name in message for name in CORPORA)
+
+
+def test_a_piece_that_takes_too_long_is_skipped_and_named(monkeypatch, tmp_path):
+    """A piece music21 takes minutes to read is given up after PIECE_SECONDS, its error saying so, and no file
+    of it is left; the next piece converts as before."""
+    import time
+
+    from aurl.data import builtin
+
+    def slow(*_):
+        time.sleep(30)
+
+    spec = CORPORA["oneill"]
+    piece = next(p for p in spec.pieces() if p.name == "0001-0050/0002.mid")
+    monkeypatch.setattr(builtin, "PIECE_SECONDS", 0.2)
+    monkeypatch.setattr(builtin, "parse_score", slow)
+    start = time.perf_counter()
+    name, err, _ = builtin._convert((piece, str(tmp_path / "slow.mid"), spec.programs, False))
+    assert time.perf_counter() - start < 5
+    assert name == piece.name and err.startswith("TimeoutError: took over 0.2 s to convert")
+    assert not (tmp_path / "slow.mid").exists()
+    monkeypatch.undo()
+    assert builtin._convert((piece, str(tmp_path / "next.mid"), spec.programs, False))[1] is None
