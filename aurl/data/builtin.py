@@ -114,16 +114,16 @@ def _chorale_programs(tracks: list[Track]) -> None:
 @contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
     """A TimeoutError where the block runs longer than `seconds` (a converter process's own alarm; no limit
-    where the platform has no SIGALRM)."""
+    where the platform has no SIGALRM), raised again each second after, should music21 catch one."""
     if not hasattr(signal, "SIGALRM"):
         yield
         return
 
     def expired(*_: object) -> None:
-        raise TimeoutError(f"took over {seconds:g} s to convert (music21 reading it)")
+        raise TimeoutError(f"took over {seconds:g} s to convert (in music21)")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
