@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
-from folk import folk_melodies, folk_table  # benchmarks/folk.py
+from folk import folk_melodies, folk_table, measured  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 from miditok.utils import get_bars_ticks
 
@@ -200,6 +200,16 @@ def faults(paths: list[Path]) -> dict[str, float]:
     return {name: 100 * sum(r[name] for r in rows) / notes for name in (*FAULTS, "total")}
 
 
+def lively(paths: list[Path]) -> int:
+    """Harmonisations whose written voices each have at least half the soprano's notes and 6 pitches."""
+    count = 0
+    for path in paths:
+        score = symusic.Score(str(path))
+        soprano = sum(len(t.notes) for t in score.tracks if t.program == SOPRANO)
+        count += measured(score, soprano)[1]
+    return count
+
+
 def overlap(paths: list[Path], reference: list[dict]) -> float:
     rows = []
     for i, path in enumerate(paths):
@@ -326,8 +336,9 @@ def main() -> None:
         print("\n### Harmonisation (soprano given, alto, tenor and bass written)")
         print("| model | sweeps | s/sweep/chorale | A/T/B bits/note given S | without S | reduction "
               "| faults/100 notes (Bach) | "
-              + " | ".join(name.replace("_", " ") for name in FAULTS) + " | feature overlap |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|" + "---|" * len(FAULTS) + "---|")
+              + " | ".join(name.replace("_", " ") for name in FAULTS)
+              + " | feature overlap | lively takes |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|" + "---|" * len(FAULTS) + "---|---|")
         infill_rows = []
         for label in args.models:
             loaded = Trained.load(rows[label])
@@ -344,9 +355,10 @@ def main() -> None:
                 print(
                     f"| {label} | {sweeps} | {per_sweep} | {with_s:.3f} | {without:.3f} "
                     f"| {100 * (1 - with_s / without):.1f}% "
-                    f"| {found['total']:.2f} ({bach['total']:.2f}) | {kinds} | {overlap(written, reference):.3f} |"
+                    f"| {found['total']:.2f} ({bach['total']:.2f}) | {kinds} | {overlap(written, reference):.3f} "
+                    f"| {lively(written)} of {len(written)} |"
                 )
-        print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75")
+        print("targets: reduction >= 25%; faults <= 3x Bach's; feature overlap >= 0.75; every take lively")
         if args.folk:
             melodies = folk_melodies(Path(tmp) / "folk", args.folk, args.seed)
             runs_folk = {label: rows[label] for label in args.models}
