@@ -105,6 +105,12 @@ def trained(label: str, data: str, minutes: float, steps: int | None, seed: int,
     return run
 
 
+def held_out_chorales(count: int | None = None) -> list[Path]:
+    """The held-out (valid) chorales in four parts, the first `count` of them (None: all)."""
+    held_out = midi_files("builtin:bach-chorales:valid", quiet)
+    return [p for p in held_out if len(symusic.Score(str(p)).tracks) == 4][:count]
+
+
 def dataset_of(run: Path) -> str:
     return load_config(run / "config.yaml").data.dataset
 
@@ -309,8 +315,7 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=0, help="of training (a repeat run: another seed)")
     parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
-    chorales = [p for p in midi_files("builtin:bach-chorales:valid", quiet) if len(symusic.Score(str(p)).tracks) == 4]
-    chorales = chorales[: args.chorales]
+    chorales = held_out_chorales(args.chorales)
     reference = []
     for i, path in enumerate(chorales):
         row = piece_features(symusic.Score(str(path)))

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import symusic
 import torch
-from cocreate_timed import LOWER, SOPRANO, bits, fitting, notes_of  # benchmarks/cocreate_timed.py
+from cocreate_timed import LOWER, SOPRANO, bits, fitting, held_out_chorales, notes_of  # benchmarks/cocreate_timed.py
 from machine import machine  # benchmarks/machine.py
 
+from aurl.data.layout import Bar
 from aurl.evaluation.harmony import voice_leading_faults
 from aurl.evaluation.likelihood import written_nll
-from aurl.evaluation.report import midi_files
 from aurl.generation.generate import Trained
 from aurl.generation.requests import Accompany, generate
 from aurl.generation.session import Session
@@ -46,10 +46,10 @@ JUDGES = {
 }
 
 
-def nats(session: Session, path: Path, given: list[int], scored: list[int]) -> tuple[float, int]:
-    """Nats and notes of the `scored` voices of a take read with `given` voices given (none: a free piece)."""
+def nats(session: Session, bars: list[Bar], given: list[int], scored: list[int]) -> tuple[float, int]:
+    """Nats and notes of the `scored` voices of a take's bars read with `given` voices given (none: a free
+    piece)."""
     layout, model = session.layout, session.decoder
-    bars = read_timed_song(path, session.tokenizer, layout).bars
     task, is_given = ("accompany", lambda bar, program: program in given) if given else ("free", None)
     count = fitting(layout, bars, is_given or (lambda bar, program: False), model.cfg.context)
     laid = layout.window(task, bars, range(count), is_given)
@@ -58,11 +58,12 @@ def nats(session: Session, path: Path, given: list[int], scored: list[int]) -> t
 
 def scores(session: Session, path: Path) -> dict[str, float]:
     """Each judge's bits per note of one take."""
+    bars = read_timed_song(path, session.tokenizer, session.layout).bars
     with torch.no_grad():
-        alone = {v: nats(session, path, [u for u in VOICES if u != v], [v]) for v in VOICES}
+        alone = {v: nats(session, bars, [u for u in VOICES if u != v], [v]) for v in VOICES}
         out = {}
         for name, (given, scored) in JUDGES.items():
-            parts = [alone[v] for v in scored] if given is None else [nats(session, path, given, scored)]
+            parts = [alone[v] for v in scored] if given is None else [nats(session, bars, given, scored)]
             out[name] = bits(sum(p[0] for p in parts), sum(p[1] for p in parts))
     return out
 
@@ -74,8 +75,7 @@ def main() -> None:
     parser.add_argument("--chorales", type=int, help="only the first N held-out chorales")
     parser.add_argument("--out", help="keep the takes here")
     args = parser.parse_args()
-    held_out = midi_files("builtin:bach-chorales:valid", lambda _: None)
-    chorales = [p for p in held_out if len(symusic.Score(str(p)).tracks) == 4][: args.chorales]
+    chorales = held_out_chorales(args.chorales)
     trained = Trained.load(args.run)
     session = Session(trained, trained.settings({}))
     takes: list[list[dict]] = []
