@@ -53,7 +53,9 @@ class TokenizerConfig(Section):
 
     # MMM: every track tokenized on its own (with `base` inside) and the tracks concatenated, for writing
     # tracks with the others in view and infilling bars (training tasks: data.tasks).
-    kind: Literal["REMI", "TSD", "MIDILike", "MMM"] = "REMI"
+    # VoiceGrid: music in a fixed number of one-voice parts as one frame per onset, one token per voice
+    # (aurl.data.grid); the voices are `voice_programs`, highest first.
+    kind: Literal["REMI", "TSD", "MIDILike", "MMM", "VoiceGrid"] = "REMI"
     base: Literal["REMI"] = Field("REMI", description="MMM: the tokenization inside each track (needs Bar tokens)")
     # MidiTok's attribute controls the model learns to follow, inserted at random in training: MMM (every
     # task) or REMI with use_programs (the tracks written in accompany and infill windows, aurl.data.layout).
@@ -90,6 +92,7 @@ class TokenizerConfig(Section):
     # Onset frames (time-ordered REMI only, aurl.data.frames): at every onset each other voice still sounding is
     # restated as `Program_p Hold`, so what sounds together is written together.
     holds: bool = False
+    voice_programs: list[int] = Field([40, 41, 42, 43], min_length=1, description="VoiceGrid: each voice's program")
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -107,6 +110,10 @@ class TokenizerConfig(Section):
             raise ValueError("tokenizer.holds needs kind REMI with use_programs (one stream of every track)")
         if self.holds and self.bpe_vocab_size is not None:
             raise ValueError("tokenizer.holds: not available with bpe_vocab_size; set one of them off")
+        if self.kind == "VoiceGrid" and (self.bpe_vocab_size is not None or self.controls):
+            raise ValueError("tokenizer.kind VoiceGrid: no BPE and no controls; set bpe_vocab_size null, controls []")
+        if len(set(self.voice_programs)) != len(self.voice_programs):
+            raise ValueError("tokenizer.voice_programs: each voice needs a program of its own (they tell voices apart)")
         if self.kind == "MMM" and self.bpe_vocab_size is not None:
             raise ValueError("tokenizer.bpe_vocab_size: not available with tokenizer.kind MMM; set it to null")
         lo, hi = self.pitch_range

@@ -81,6 +81,7 @@ MODELS = {
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
     "frames": ["data.ahead_bars=0", "tokenizer.holds=true"],
     "rebar": ["data.ahead_bars=0", 'data.rebar={"4/4": ["2/4"], "3/4": ["6/8"]}'],
+    "grid": ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}"],  # benchmarks/layouts.py
 }
 SOPRANO, LOWER = 40, (41, 42, 43)
 
@@ -97,7 +98,7 @@ def trained(label: str, data: str, minutes: float, steps: int | None, seed: int,
         sets = ["train.sample_interval=0", f"train.seed={seed}", *budget]
         config = load_config(DEMO, [*sets, *MODELS[label]])
         # a vocabulary of its own, or more training pieces: the chorales prepared again
-        if config.tokenizer.controls or config.tokenizer.holds or config.data.rebar:
+        if config.tokenizer.controls or config.tokenizer.holds or config.data.rebar or config.tokenizer.kind != "REMI":
             data = str(runs / f"{label}-data")
             prepare("builtin:bach-chorales", data, config, workers=2, progress=False)
         config = load_config(DEMO, [*sets, *MODELS[label], f"data.dataset={data}"])

@@ -12,6 +12,7 @@ import numpy as np
 
 from aurl.config import TokenizerConfig
 from aurl.data.controls import CONTROLS, SAVED, attach
+from aurl.data.grid import VoiceGrid
 from aurl.data.layout import HOLD, LAYOUT_TOKENS
 from aurl.data.multitrack import INFILL_TOKENS
 from aurl.errors import ConfigError, DataError
@@ -21,7 +22,9 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
     beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
-    params = cfg.model_dump(exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls", "holds"})
+    params = cfg.model_dump(
+        exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls", "holds", "voice_programs"}
+    )
     if cfg.kind == "MMM":
         params["base_tokenizer"] = cfg.base
         params["special_tokens"] = ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS]
@@ -32,9 +35,11 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
             params["special_tokens"].append(HOLD.partition("_")[0])
         if cfg.controls:  # MidiTok has none for one stream: aurl attaches them (aurl.data.controls)
             params[SAVED] = list(cfg.controls)
+    elif cfg.kind == "VoiceGrid":
+        params["voice_programs"] = list(cfg.voice_programs)
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
-        tokenizer = getattr(miditok, cfg.kind)(tok_cfg)
+        tokenizer = _kind(cfg.kind)(tok_cfg)
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         raise DataError(f"tokenizer: MidiTok rejected these settings ({err}); fix the tokenizer section") from None
     attach(tokenizer)
@@ -44,6 +49,13 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
             "raise it or set it to null"
         )
     return tokenizer
+
+
+KINDS: dict[str, type[miditok.MusicTokenizer]] = {"VoiceGrid": VoiceGrid}  # aurl's own, beside MidiTok's
+
+
+def _kind(name: str) -> type[miditok.MusicTokenizer]:
+    return KINDS.get(name) or getattr(miditok, name)
 
 
 def tokenizer_hash(tokenizer: miditok.MusicTokenizer) -> str:
@@ -110,10 +122,10 @@ def load_tokenizer(folder: Path) -> miditok.MusicTokenizer:
     if not path.is_file():
         raise DataError(f"{path}: tokenizer file missing; re-run `aurl prepare` (or train) to recreate it")
     params = json.loads(path.read_text())
-    kind = params.get("tokenization")
-    if not hasattr(miditok, str(kind)):
+    kind = str(params.get("tokenization"))
+    if kind not in KINDS and not hasattr(miditok, kind):
         raise DataError(f"{path}: unknown tokenization {kind!r}")
-    tokenizer = getattr(miditok, kind)(params=path)
+    tokenizer = _kind(kind)(params=path)
     attach(tokenizer)
     return tokenizer
 

@@ -26,6 +26,7 @@ from aurl.data.programs import VOICES
 from aurl.errors import DataError, RequestError
 from aurl.generation.controls import ControlRequest, parse_controls
 from aurl.generation.generate import Trained
+from aurl.generation.grid_cocreate import accompany_on_grid
 from aurl.generation.multitrack_grammar import Segment
 from aurl.generation.session import (
     CoCreation,
@@ -113,6 +114,10 @@ def accompaniment(
     `add` (0-127, or -1 for drums), each with exactly the song's bars. `controls`: control requests,
     whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
     session = Session(trained, settings)
+    if session.grid:
+        if controls:
+            raise RequestError("controls", ": a voice grid run has no attribute controls; leave them out")
+        return accompany_on_grid(session, song, add, keep)
     if not session.multitrack:
         return accompany_in_time(session, song, add, keep, controls)
     mt = session.mt

@@ -21,6 +21,7 @@ from aurl.config import Config, GenerateConfig
 from aurl.data.corpus import read_score
 from aurl.data.dataset import PreparedDataset
 from aurl.data.frames import frames_of
+from aurl.data.grid import VoiceGrid
 from aurl.data.layout import TASK_TOKENS, time_ordered
 from aurl.data.multitrack import Multitrack, is_multitrack
 from aurl.data.prepare import tokenize_score
@@ -30,6 +31,7 @@ from aurl.errors import ConfigError, DataError, RequestError
 from aurl.generation.fast import FastDecoder
 from aurl.generation.given import GivenGrammar
 from aurl.generation.grammar import Grammar
+from aurl.generation.grid_grammar import GridGrammar
 from aurl.generation.multitrack_grammar import MultitrackGrammar, Segment
 from aurl.generation.sampler import Rows, StepHook, sample
 from aurl.generation.takes import Take
@@ -102,6 +104,11 @@ class Trained:
     @property
     def cocreates(self) -> bool:
         """Whether the run's tokens can hold given material beside written (accompany, infill)."""
+        return is_multitrack(self.tokenizer) or time_ordered(self.tokenizer) or isinstance(self.tokenizer, VoiceGrid)
+
+    @property
+    def infills(self) -> bool:
+        """Whether the run can rewrite bars of a song (a voice grid run only accompanies, for now)."""
         return is_multitrack(self.tokenizer) or time_ordered(self.tokenizer)
 
     @property
@@ -251,6 +258,8 @@ def grammar_for(tokenizer: miditok.MusicTokenizer) -> Grammar:
     """The grammar of a tokenizer's sequences (a ConfigError names what has none)."""
     if is_multitrack(tokenizer):
         return MultitrackGrammar(tokenizer)
+    if isinstance(tokenizer, VoiceGrid):
+        return GridGrammar(tokenizer)
     return GivenGrammar(tokenizer) if time_ordered(tokenizer) else Grammar(tokenizer)
 
 

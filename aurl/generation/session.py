@@ -15,6 +15,7 @@ from miditok.utils import get_bars_ticks
 
 from aurl.config import GenerateConfig
 from aurl.data.corpus import read_score
+from aurl.data.grid import VoiceGrid
 from aurl.data.layout import run_layout
 from aurl.data.multitrack import Multitrack, Track, is_multitrack
 from aurl.data.programs import VOICES
@@ -27,8 +28,8 @@ from aurl.generation.takes import Span, Take
 
 
 class Session:
-    """A run loaded for co-creation (multitrack, or one time-ordered stream): its model, tokenizer, grammar
-    and sampling settings."""
+    """A run loaded for co-creation (multitrack, one time-ordered stream, or a voice grid): its model, tokenizer,
+    grammar and sampling settings."""
 
     def __init__(self, trained: Trained, settings: GenerateConfig):
         self.tokenizer, self.decoder = trained.tokenizer, trained.decoder
@@ -41,10 +42,11 @@ class Session:
                 raise RequestError(f"settings.{name}", ": co-creation writes exactly the song's bars; leave it unset")
         if settings.meter != "hold":
             raise RequestError("settings.meter", ": co-creation keeps the song's meter in every bar; leave it at hold")
-        if self.multitrack and settings.sweeps > 0:
+        self.grid = isinstance(self.tokenizer, VoiceGrid)
+        if (self.multitrack or self.grid) and settings.sweeps > 0:
             raise RequestError("settings.sweeps", ": revision sweeps need a time-ordered run (REMI with use_programs)")
         self.mt = Multitrack(self.tokenizer) if self.multitrack else None
-        self.layout = None if self.multitrack else run_layout(self.tokenizer, trained.config.data)
+        self.layout = None if self.multitrack or self.grid else run_layout(self.tokenizer, trained.config.data)
         self.room = trained.config.data.seq_len  # a request reads as much as a training window held
         self.grammar: MultitrackGrammar | GivenGrammar = trained.grammar  # as checked above
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -90,11 +92,15 @@ class Session:
 
     def take(self, score: symusic.Score, tokens: list[int], given: list[Span]) -> Take:
         """A written song as a take: its tokens that did not decode counted in the stream the model wrote."""
-        skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, self.layout.played(tokens))[1]
+        skipped = self.mt.errors(tokens) if self.mt else tokens_to_score(self.tokenizer, self.played(tokens))[1]
         return Take(score, tokens, skipped, given)
 
     def preview(self, ids: list[int]) -> symusic.Score:
-        return tokens_to_score(self.tokenizer, ids if self.mt else self.layout.played(ids))[0]
+        return tokens_to_score(self.tokenizer, self.played(ids))[0]
+
+    def played(self, ids: list[int]) -> list[int]:
+        """What of a written stream sounds: a time-ordered layout's blocks are read, never played."""
+        return self.layout.played(ids) if self.layout is not None else ids
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""Writing on the voice grid (tokenizer.kind VoiceGrid): free pieces and harmonisations that decode with no
+skipped token, the given voice note for note, and requests a grid run cannot do refused by name."""
+
+import pytest
+import symusic
+import torch
+
+from aurl.cli import main
+from aurl.config import load_config
+from aurl.data.corpus import load_file
+from aurl.data.prepare import prepare
+from aurl.errors import RequestError
+from aurl.generation.generate import Trained
+from aurl.generation.requests import Accompany, Generate, Infill, generate
+from aurl.training.run import train
+from tests.conftest import TINY, corpus_file, make_midi
+
+CHORALES = ["bwv66.6", "bwv1.6", "bwv10.7", "bwv101.7", "bwv102.7", "bwv103.6", "bwv104.6", "bwv108.6"]
+GRID = ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}", "data.valid_fraction=0.2", "data.test_fraction=0.1"]
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid")
+    (folder / "midi").mkdir()
+    for name in CHORALES:
+        load_file(corpus_file(f"bach/{name}.mxl"), None)[0].dump_midi(str(folder / "midi" / f"{name}.mid"))
+    make_midi(folder / "midi" / "band.mid", seed=3)  # three tracks: not a voice grid
+    config = load_config(TINY, GRID)
+    prepare(str(folder / "midi"), folder / "data", config, progress=False, log=lambda s: None)
+    config.data.dataset = str(folder / "data")
+    train(config, folder / "run", progress=False, log=lambda s: None)
+    return folder
+
+
+def _untrained(run) -> Trained:
+    """The run with random weights: whatever the model wants, what the grammar holds must hold."""
+    trained = Trained.load(run, "latest")
+    torch.manual_seed(0)
+    for p in trained.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return trained
+
+
+def test_prepare_says_why_a_file_is_not_a_voice_grid(grid_run):
+    rejected = (grid_run / "data" / "rejected.jsonl").read_text()
+    assert "band.mid" in rejected and "needs 4 tracks; this has 3" in rejected
+
+
+def test_an_untrained_model_writes_free_pieces_and_harmonisations(grid_run, tmp_path):
+    """Random weights: free pieces and harmonisations of a chorale's soprano decode with 0 skipped tokens,
+    the soprano comes back note for note and every written voice has notes."""
+    trained = _untrained(grid_run / "run")
+    for s in generate(trained, tmp_path / "free", log=None, request=Generate(), num=3, max_tokens=200):
+        assert s.skipped_tokens == 0 and s.notes > 0
+    song = grid_run / "midi" / "bwv66.6.mid"
+    original = symusic.Score(str(song))
+    request = Accompany(song=str(song), keep=[0], add=[41, 42, 43])
+    for s in generate(trained, tmp_path / "acc", log=None, request=request, num=3, max_tokens=300):
+        score = symusic.Score(str(s.midi))
+        assert s.skipped_tokens == 0
+        assert [t.program for t in score.tracks] == [original.tracks[0].program, 41, 42, 43]
+        assert [(n.time, n.duration, n.pitch) for n in score.tracks[0].notes] == [
+            (n.time, n.duration, n.pitch) for n in original.tracks[0].notes
+        ]
+        assert all(len(t.notes) > 0 for t in score.tracks[1:])
+        assert max(n.end for t in score.tracks for n in t.notes) <= original.end()
+
+
+def test_a_trained_model_harmonises_a_melody_alone(grid_run, tmp_path):
+    """A melody of one track (not a chorale part) takes the top voice; the three below are written."""
+    melody = symusic.Score(str(grid_run / "midi" / "bwv66.6.mid"))
+    melody.tracks = [melody.tracks[0]]
+    melody.tracks[0].program = 73
+    path = tmp_path / "melody.mid"
+    melody.dump_midi(str(path))
+    (s,) = generate(
+        grid_run / "run", tmp_path / "out", log=None, request=Accompany(song=str(path), add=[0, 0, 32]), num=1
+    )
+    score = symusic.Score(str(s.midi))
+    assert s.skipped_tokens == 0 and [t.program for t in score.tracks] == [73, 0, 0, 32]
+
+
+def test_requests_a_grid_run_cannot_do_name_the_field(grid_run, capsys):
+    trained = Trained.load(grid_run / "run")
+    song = str(grid_run / "midi" / "bwv66.6.mid")
+    with pytest.raises(RequestError, match="^add: a voice grid run writes 4 voices; with 1 kept, add 3"):
+        Accompany(song=song, keep=[0], add=[41]).prepare(trained)
+    with pytest.raises(RequestError, match="^settings.sweeps"):
+        Accompany(song=song, keep=[0], add=[41, 42, 43], settings={"sweeps": 1}).prepare(trained)
+    with pytest.raises(RequestError, match="^task: infill needs"):
+        Infill(song=song, bars=(2, 3), track=1).prepare(trained)
+    run = str(grid_run / "run")
+    assert main(["generate", "--run", run, "--accompany", song, "--keep", "0", "--add", "41", "--out", run]) == 2
+    assert "add: a voice grid run writes 4 voices" in capsys.readouterr().err
