@@ -109,7 +109,13 @@ class VoiceGrid(miditok.MusicTokenizer):
                 f"a voice grid of {self.voices} voices needs {self.voices} tracks; this has {len(score.tracks)}"
             )
         tracks = sorted(score.tracks, key=lambda t: -float(np.mean([n.pitch for n in t.notes])))
-        events = self.changes(dict(enumerate(tracks)))
+        seq = miditok.TokSequence(tokens=self.frames(score, self.changes(dict(enumerate(tracks)))))
+        self.complete_sequence(seq)
+        return seq
+
+    def frames(self, score: Score, events: dict[int, list[str | None]]) -> list[str]:
+        """The tokens of `changes` in the bars of the preprocessed `score`: a voice that has not yet begun
+        rests, one that does not change holds."""
         tokens: list[str] = []
         bars = BarLines(score, self.config.max_num_pos_per_beat)
         begun = [False] * self.voices
@@ -119,9 +125,7 @@ class VoiceGrid(miditok.MusicTokenizer):
             for v, token in enumerate(events[tick]):
                 tokens.append(token or (HOLD if begun[v] else REST))
                 begun[v] = True
-        seq = miditok.TokSequence(tokens=tokens)
-        self.complete_sequence(seq)
-        return seq
+        return tokens
 
     def changes(self, voices: dict[int, Track]) -> dict[int, list[str | None]]:
         """tick → each voice slot's token where some voice starts or stops a note there (None: as it was), for
@@ -173,10 +177,10 @@ class VoiceGrid(miditok.MusicTokenizer):
                 slot += 1
         for voice in notes:  # a piece cut short: its last notes last a beat
             _stop(voice, tick + tpq)
-        for program, voice in zip(self.voice_programs, notes, strict=True):
+        for slot, (program, voice) in enumerate(zip(self.voice_programs, notes, strict=True)):
             kept = [Note(start, end - start, pitch, VELOCITY) for start, end, pitch in voice if end > start]
             if kept:
-                track = Track(name=f"program {program}", program=program)
+                track = Track(name=f"voice {slot + 1}", program=program)
                 track.notes.extend(kept)
                 score.tracks.append(track)
         return score

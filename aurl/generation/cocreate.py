@@ -26,7 +26,7 @@ from aurl.data.programs import VOICES
 from aurl.errors import DataError, RequestError
 from aurl.generation.controls import ControlRequest, parse_controls
 from aurl.generation.generate import Trained
-from aurl.generation.grid_cocreate import accompany_on_grid
+from aurl.generation.grid_cocreate import accompany_on_grid, infill_on_grid
 from aurl.generation.multitrack_grammar import Segment
 from aurl.generation.session import (
     CoCreation,
@@ -115,9 +115,7 @@ def accompaniment(
     whose track numbers count the result's tracks (the kept ones first, then the added ones)."""
     session = Session(trained, settings)
     if session.grid:
-        if controls:
-            raise RequestError("controls", ": a voice grid run has no attribute controls; leave them out")
-        return accompany_on_grid(session, song, add, keep)
+        return accompany_on_grid(session, song, add, keep, controls)
     if not session.multitrack:
         return accompany_in_time(session, song, add, keep, controls)
     mt = session.mt
@@ -174,6 +172,8 @@ def infilling(
     """Rewrite bars `bars` (1-based, inclusive) of one track of `song` (every track, one after another,
     when `track` is None), keeping everything else note for note."""
     session = Session(trained, settings)
+    if session.grid:
+        return infill_on_grid(session, song, bars, track, controls)
     if not session.multitrack:
         return infill_in_time(session, song, bars, track, controls)
     mt = session.mt

@@ -107,11 +107,6 @@ class Trained:
         return is_multitrack(self.tokenizer) or time_ordered(self.tokenizer) or isinstance(self.tokenizer, VoiceGrid)
 
     @property
-    def infills(self) -> bool:
-        """Whether the run can rewrite bars of a song (a voice grid run only accompanies, for now)."""
-        return is_multitrack(self.tokenizer) or time_ordered(self.tokenizer)
-
-    @property
     def mode(self) -> LanguageModelMode:
         return MODES[self.config.model.mode]
 

@@ -1,6 +1,8 @@
-"""Accompaniment on the voice grid (aurl.data.grid): a song's kept tracks become given voices of the grid, forced
+"""Co-creation on the voice grid (aurl.data.grid): a song's given tracks become given voices of the grid, forced
 in their slots at every change (aurl.generation.grid_grammar), and the model writes the other voices frame by
-frame, each frame reading the given voices at that onset before its own.
+frame, each frame reading the given voices at that onset before its own. It accompanies (the kept tracks given
+throughout) and rewrites bars of a voice (the bars before them the prompt, the other voices given in them; the
+bars after them are not read, as the grid trains on plain windows).
 
 A grid run writes its `tokenizer.voice_programs` voices, highest first. The kept tracks take the voices whose
 programs they have where they all have one (a chorale's own parts), else the top voices in the order of their
@@ -10,15 +12,29 @@ with its kept tracks untouched and the written voices added on the added program
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import symusic
 
-from aurl.data.grid import BarLines, VoiceGrid
+from aurl.data.grid import HOLD, VoiceGrid
 from aurl.errors import DataError, RequestError
 from aurl.generation.grid_grammar import GridGiven
-from aurl.generation.session import CoCreation, Session, check_add, check_keep, describe, song_score, whole
+from aurl.generation.session import (
+    CoCreation,
+    Session,
+    around,
+    check_add,
+    check_bars,
+    check_keep,
+    check_track,
+    describe,
+    song_score,
+    span_ticks,
+    spliced,
+    whole,
+)
 from aurl.generation.takes import Take
 
 
@@ -35,31 +51,70 @@ def slots_of(tokenizer: VoiceGrid, tracks: list[symusic.Track]) -> list[int]:
     return slots
 
 
-def grid_plan(tokenizer: VoiceGrid, score: symusic.Score, slots: list[int]) -> GridGiven:
-    """The given voices of `score` (its tracks on `slots`) as a plan: each bar's meter and its changes."""
+@dataclass
+class GridSong:
+    """A song on the grid: its tracks on their voice slots, as tokens and bar by bar."""
+
+    score: symusic.Score
+    slots: list[int]
+    tokens: list[str]  # the whole song as the grid writes it
+    meters: list[int]  # per bar, its TimeSig id
+    frames: list[dict[int, list[str]]]  # per bar: Position → each slot's token there
+
+    @property
+    def bars(self) -> int:
+        return len(self.meters)
+
+    def plan(self, tokenizer: VoiceGrid, given: list[int], span: range) -> GridGiven:
+        """What a request writing the other slots in the bars of `span` is given: the `given` slots' changes."""
+        vocab = tokenizer.vocab
+        changes = []
+        for bar in span:
+            frames = self.frames[bar].items()
+            found = {p: {v: vocab[frame[v]] for v in given if frame[v] != HOLD} for p, frame in frames}
+            changes.append({p: tokens for p, tokens in found.items() if tokens})
+        return GridGiven([self.meters[b] for b in span], changes, sorted(given), goes_on=span.stop < self.bars)
+
+    def head(self, tokenizer: VoiceGrid, bar: int, room: int) -> tuple[list[int], int]:
+        """(the ids of the song's bars before `bar`, at most `room` of them but whole bars, the bar they start at)."""
+        opens = [k for k, token in enumerate(self.tokens) if token == "Bar_None"] + [len(self.tokens)]
+        first = next(b for b in range(bar + 1) if opens[bar] - opens[b] <= room)
+        return [tokenizer.vocab[t] for t in self.tokens[opens[first] : opens[bar]]], first
+
+
+def read_grid_song(tokenizer: VoiceGrid, score: symusic.Score, slots: list[int]) -> GridSong:
+    """`score`'s tracks (one voice each) on `slots` of the grid."""
     pre = tokenizer.preprocess_score(score)
     if len(pre.tracks) != len(score.tracks):
-        raise DataError("song: a kept track has no notes in the run's pitch range; keep another or widen it")
+        raise DataError("song: a track has no notes in the run's pitch range; keep another or widen it")
     try:
-        events = tokenizer.changes(dict(zip(slots, pre.tracks, strict=True)))
+        tokens = tokenizer.frames(pre, tokenizer.changes(dict(zip(slots, pre.tracks, strict=True))))
     except ValueError as err:
-        raise RequestError("keep", f": {err}") from None
-    bars = BarLines(pre, tokenizer.config.max_num_pos_per_beat)
+        raise RequestError("song", f": {err}") from None
     meters: list[int] = []
-    changes: list[dict[int, dict[int, int]]] = []
-    vocab = tokenizer.vocab
-    for tick in sorted(events):
-        for token in bars.up_to(tick)[1::2]:
-            if token not in vocab:
-                raise RequestError("song", f": its meter {token.split('_')[1]} is not one this run writes")
-            meters.append(vocab[token])
-            changes.append({})
-        changes[-1][bars.position(tick)] = {v: vocab[t] for v, t in enumerate(events[tick]) if t is not None}
-    return GridGiven(meters, changes, sorted(slots))
+    frames: list[dict[int, list[str]]] = []
+    for k, token in enumerate(tokens):
+        kind, _, value = token.partition("_")
+        if kind == "TimeSig":
+            if token not in tokenizer.vocab:
+                raise RequestError("song", f": its meter {value} is not one this run writes")
+            meters.append(tokenizer.vocab[token])
+            frames.append({})
+        elif kind == "Position":
+            frames[-1][int(value)] = tokens[k + 1 : k + 1 + tokenizer.voices]
+    return GridSong(score, slots, tokens, meters, frames)
 
 
-def accompany_on_grid(session: Session, song: str | Path, add: list[int], keep: list[int] | None) -> CoCreation:
+def _no_controls(controls: list[str]) -> None:
+    if controls:
+        raise RequestError("controls", ": a voice grid run has no attribute controls; leave them out")
+
+
+def accompany_on_grid(
+    session: Session, song: str | Path, add: list[int], keep: list[int] | None, controls: list[str]
+) -> CoCreation:
     """Keep tracks of the song as given voices of the grid and write the others on the programs of `add`."""
+    _no_controls(controls)
     tokenizer: VoiceGrid = session.tokenizer
     score = song_score(song, session.voices)
     keep = check_keep(keep, len(score.tracks), song, describe(score))
@@ -73,7 +128,8 @@ def accompany_on_grid(session: Session, song: str | Path, add: list[int], keep: 
     kept = score.copy()
     kept.tracks = [score.tracks[k].copy() for k in keep]
     slots = slots_of(tokenizer, list(kept.tracks))
-    given = grid_plan(tokenizer, kept, slots)
+    the_song = read_grid_song(tokenizer, kept, slots)
+    given = the_song.plan(tokenizer, slots, range(the_song.bars))
     written = [s for s in range(tokenizer.voices) if s not in slots]
     prompt = [tokenizer["BOS_None"]]
 
@@ -89,9 +145,50 @@ def accompany_on_grid(session: Session, song: str | Path, add: list[int], keep: 
     return CoCreation(session, takes)
 
 
-def _voices(tokenizer: VoiceGrid, row: list[int], slots: list[int], programs: list[int], song: symusic.Score):
-    """The voices of `slots` in a written grid, as tracks on `programs` at the song's resolution, none sounding
-    past its end."""
+def infill_on_grid(
+    session: Session, song: str | Path, bars: tuple[int, int], track: int | None, controls: list[str]
+) -> CoCreation:
+    """Rewrite bars of one voice (or of all) of a song in the grid's voices: the bars before them are the prompt,
+    the other voices in them are forced in their slots. The bars after them are not read: the grid model
+    trained on plain windows only."""
+    tokenizer: VoiceGrid = session.tokenizer
+    score = song_score(song, session.voices)
+    if len(score.tracks) != tokenizer.voices:
+        raise RequestError(
+            "song",
+            f": a voice grid run rewrites songs in its {tokenizer.voices} voices; {song} has {len(score.tracks)} "
+            f"tracks ({describe(score)})",
+        )
+    targets = check_track(track, len(score.tracks), song, describe(score))
+    slots = slots_of(tokenizer, list(score.tracks))
+    the_song = read_grid_song(tokenizer, score, slots)
+    check_bars(bars, the_song.bars, song)
+    first, last = bars
+    written = [slots[t] for t in targets]
+    given = the_song.plan(tokenizer, [s for s in slots if s not in written], range(first - 1, last))
+    head, opened = the_song.head(tokenizer, first - 1, session.room)
+    prompt = [tokenizer["BOS_None"], *head]
+    start, stop = span_ticks(score, first, last)
+    offset = span_ticks(score, opened + 1, opened + 1)[0]
+
+    def takes() -> list[Take]:
+        out = []
+        budget = session.settings.max_tokens * len(targets) + given.forced
+        for row in session.write([prompt] * session.settings.num, [given], budget):
+            programs = [score.tracks[t].program for t in targets]
+            new = _voices(tokenizer, [*head, *row], written, programs, score, offset)
+            result = spliced(score, targets, new, start, stop)
+            out.append(session.take(result, [*head, *row], around(result, targets, start, stop)))
+        return out
+
+    return CoCreation(session, takes)
+
+
+def _voices(
+    tokenizer: VoiceGrid, row: list[int], slots: list[int], programs: list[int], song: symusic.Score, offset: int = 0
+) -> list[symusic.Track]:
+    """The voices of `slots` in a written grid that starts `offset` ticks into the song, as tracks on `programs`
+    at the song's resolution, none sounding past its end."""
     decoded = tokenizer.decode(row).resample(song.ticks_per_quarter, min_dur=1)
     found = {t.program: t for t in decoded.tracks}
     end = song.end()
@@ -101,9 +198,9 @@ def _voices(tokenizer: VoiceGrid, row: list[int], slots: list[int], programs: li
         voice = found.get(tokenizer.voice_programs[slot])
         if voice is not None:
             track.notes.extend(
-                symusic.Note(n.time, max(1, min(n.duration, end - n.time)), n.pitch, n.velocity)
+                symusic.Note(n.time + offset, max(1, min(n.duration, end - n.time - offset)), n.pitch, n.velocity)
                 for n in voice.notes
-                if n.time < end
+                if n.time + offset < end
             )
         out.append(track)
     return out

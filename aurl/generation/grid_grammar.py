@@ -30,6 +30,7 @@ class GridGiven:
     meters: list[int]
     changes: list[dict[int, dict[int, int]]]  # per bar: position → {voice slot: token id}
     given: list[int]  # the given voice slots
+    goes_on: bool = False  # the song goes on after these bars: the row may end with notes sounding
 
     @property
     def bars(self) -> int:
@@ -161,7 +162,7 @@ class GridGrammar:
         elif change is None:
             if row.bar + 1 < plan.bars:
                 out.append(self.bar)
-            elif silent:
+            elif silent or plan.goes_on:
                 out.append(self.eos)
         if closing and plan is None and silent:
             return [self.eos]

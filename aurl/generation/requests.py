@@ -132,7 +132,7 @@ class Continue(Request):
 class _CoCreation(Request):
     """What accompany and infill share: the runs that can do them, revision sweeps, and attribute controls."""
 
-    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs (or MMM)"
+    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs, MMM or VoiceGrid"
     uses: ClassVar[tuple[str, ...]] = ("sweeps", "keep_sweeps")
     controls: list[str] = Field(
         default_factory=list, description='attribute controls, e.g. "track=4 density=6", "bars=5-8 polyphony=2"'
@@ -147,7 +147,6 @@ class Accompany(_CoCreation):
     label: ClassVar[str] = "Accompany"
     hint: ClassVar[str] = "Keep tracks of the song and write new ones beside them, bar for bar."
     task: Literal["accompany"] = "accompany"
-    run_needs: ClassVar[str] = "a run trained with tokenizer.kind REMI and use_programs, MMM or VoiceGrid"
     song: str = Field(description="the MIDI file accompanied", **SONG)
     keep: list[int] | None = Field(None, description="the song's tracks kept, 0-based (default: all)")
     add: list[int] = Field(description="programs of the new tracks (0-127, -1 drums)")
@@ -163,10 +162,6 @@ class Infill(_CoCreation):
     song: str = Field(description="the MIDI file rewritten", **SONG)
     bars: tuple[int, int] = Field(description="the bars rewritten, 1-based, inclusive")
     track: int | None = Field(None, description="the track rewritten, 0-based (default: every track)")
-
-    @classmethod
-    def offered(cls, trained: Trained) -> bool:
-        return trained.infills
 
     def _work(self, trained: Trained, settings: GenerateConfig) -> Work:
         return infilling(trained, settings, self.song, self.bars, self.track, self.controls)

@@ -4,6 +4,7 @@ skipped token, the given voice note for note, and requests a grid run cannot do 
 import pytest
 import symusic
 import torch
+from miditok.utils import get_bars_ticks
 
 from aurl.cli import main
 from aurl.config import load_config
@@ -67,6 +68,27 @@ def test_an_untrained_model_writes_free_pieces_and_harmonisations(grid_run, tmp_
         assert max(n.end for t in score.tracks for n in t.notes) <= original.end()
 
 
+@pytest.mark.parametrize("track", [1, None])
+def test_an_untrained_model_rewrites_bars_keeping_everything_else(grid_run, tmp_path, track):
+    """Random weights: bars 3-4 of the alto (or of every voice) written anew decode with 0 skipped tokens; the
+    other voices, and the rewritten ones outside those bars, come back note for note."""
+    trained = _untrained(grid_run / "run")
+    song = grid_run / "midi" / "bwv66.6.mid"
+    original = symusic.Score(str(song))
+    start, stop = get_bars_ticks(original)[2], get_bars_ticks(original)[4]
+    targets = [track] if track is not None else range(4)
+    for s in generate(trained, tmp_path, log=None, request=Infill(song=str(song), bars=(3, 4), track=track), num=2):
+        score = symusic.Score(str(s.midi))
+        assert s.skipped_tokens == 0
+        for i, (old, new) in enumerate(zip(original.tracks, score.tracks, strict=True)):
+
+            def notes(t, outside):
+                return [(n.time, n.pitch) for n in t.notes if not outside or not start <= n.time < stop]
+
+            assert notes(new, i in targets) == notes(old, i in targets)
+        assert any(start <= n.time < stop for i in targets for n in score.tracks[i].notes)
+
+
 def test_a_trained_model_harmonises_a_melody_alone(grid_run, tmp_path):
     """A melody of one track (not a chorale part) takes the top voice; the three below are written."""
     melody = symusic.Score(str(grid_run / "midi" / "bwv66.6.mid"))
@@ -88,8 +110,11 @@ def test_requests_a_grid_run_cannot_do_name_the_field(grid_run, capsys):
         Accompany(song=song, keep=[0], add=[41]).prepare(trained)
     with pytest.raises(RequestError, match="^settings.sweeps"):
         Accompany(song=song, keep=[0], add=[41, 42, 43], settings={"sweeps": 1}).prepare(trained)
-    with pytest.raises(RequestError, match="^task: infill needs"):
-        Infill(song=song, bars=(2, 3), track=1).prepare(trained)
+    band = str(grid_run / "midi" / "band.mid")
+    with pytest.raises(RequestError, match="^song: a voice grid run rewrites songs in its 4 voices"):
+        Infill(song=band, bars=(2, 3), track=1).prepare(trained)
+    with pytest.raises(RequestError, match="^controls"):
+        Infill(song=song, bars=(2, 3), track=1, controls=["density=3"]).prepare(trained)
     run = str(grid_run / "run")
     assert main(["generate", "--run", run, "--accompany", song, "--keep", "0", "--add", "41", "--out", run]) == 2
     assert "add: a voice grid run writes 4 voices" in capsys.readouterr().err
