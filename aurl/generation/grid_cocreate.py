@@ -151,6 +151,7 @@ def infill_on_grid(
     """Rewrite bars of one voice (or of all) of a song in the grid's voices: the bars before them are the prompt,
     the other voices in them are forced in their slots. The bars after them are not read: the grid model
     trained on plain windows only."""
+    _no_controls(controls)
     tokenizer: VoiceGrid = session.tokenizer
     score = song_score(song, session.voices)
     if len(score.tracks) != tokenizer.voices:
