@@ -93,6 +93,8 @@ class TokenizerConfig(Section):
     # restated as `Program_p Hold`, so what sounds together is written together.
     holds: bool = False
     voice_programs: list[int] = Field([40, 41, 42, 43], min_length=1, description="VoiceGrid: each voice's program")
+    # VoiceGrid: a held note restated with its pitch in every frame (Tie_p), not as Hold_Voice
+    voice_ties: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -81,7 +81,9 @@ MODELS = {
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
     "frames": ["data.ahead_bars=0", "tokenizer.holds=true"],
     "rebar": ["data.ahead_bars=0", 'data.rebar={"4/4": ["2/4"], "3/4": ["6/8"]}'],
-    "grid": ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}"],  # benchmarks/layouts.py
+    # benchmarks/layouts.py
+    "grid": ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}"],
+    "ties": ["tokenizer.kind=VoiceGrid", "tokenizer.voice_ties=true", "data.tasks={continue: 1}"],
 }
 SOPRANO, LOWER = 40, (41, 42, 43)
 

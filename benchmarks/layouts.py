@@ -4,6 +4,8 @@ Trains, on the chorales and from each --train-seeds seed, for --steps (or --minu
 - layout: today's time-ordered REMI at the demo's settings (the task mix, no anticipation);
 - grid: the voice grid (tokenizer.kind VoiceGrid, aurl.data.grid), one frame per onset and one token per voice,
   trained on plain windows (a harmonisation forces the soprano in its slots: no task mix to learn);
+- ties: the voice grid with a held note restated with its pitch in every frame (tokenizer.voice_ties), so that
+  every voice's pitch now, not only its changes, sits at a fixed place;
 and prints one table: training steps per second; tokens per note and bits per note of the source's notes of the
 held-out four-part chorales (each read as a free piece: the same files and notes for every layout, so the bits
 compare); voice-leading faults per 100 notes of harmonisations of their sopranos (alto, tenor and bass written,
@@ -63,7 +65,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training minutes per model (default 10)")
     parser.add_argument("--steps", type=int, help="train each model this many steps instead (fair on a busy machine)")
     parser.add_argument("--runs", help="keep the runs here, RUNS/s<seed>/<model> (and reuse those already trained)")
-    parser.add_argument("--models", nargs="+", default=["layout", "grid"], choices=["layout", "grid", "frames"])
+    parser.add_argument("--models", nargs="+", default=["layout", "grid"], choices=["layout", "grid", "ties", "frames"])
     parser.add_argument("--train-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--samples", type=int, default=1, help="harmonisations per soprano (default 1)")
     parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the co-creation default)")

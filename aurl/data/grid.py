@@ -34,6 +34,7 @@ from symusic import Note, Score, TimeSignature, Track
 
 HOLD = "Hold_Voice"
 REST = "Rest_Voice"
+SLOT = ("Pitch", "Tie", "Hold", "Rest")  # the token types of a voice's slot
 VELOCITY = 80
 
 
@@ -48,6 +49,12 @@ class VoiceGrid(miditok.MusicTokenizer):
         self.config.use_rests = False
         self.config.use_chords = False
         self.config.additional_params.setdefault("voice_programs", [40, 41, 42, 43])
+        self.config.additional_params.setdefault("ties", False)
+
+    @property
+    def ties(self) -> bool:
+        """Whether a held note is restated with its pitch (`Tie_p`) rather than as `Hold_Voice`."""
+        return bool(self.config.additional_params["ties"])
 
     @property
     def voice_programs(self) -> list[int]:
@@ -65,12 +72,12 @@ class VoiceGrid(miditok.MusicTokenizer):
             *(f"TimeSig_{num}/{den}" for num, den in self.time_signatures),
             *(f"Position_{p}" for p in range(positions)),
             *(f"Pitch_{p}" for p in range(*self.config.pitch_range)),
-            HOLD,
+            *((f"Tie_{p}" for p in range(*self.config.pitch_range)) if self.ties else [HOLD]),
             REST,
         ]
 
     def _create_token_types_graph(self) -> dict[str, set[str]]:
-        slot = {"Pitch", "Hold", "Rest"}
+        slot = {"Pitch", "Tie" if self.ties else "Hold", "Rest"}
         return {
             "Bar": {"TimeSig"},
             "TimeSig": {"Position", "Bar"},
@@ -80,8 +87,9 @@ class VoiceGrid(miditok.MusicTokenizer):
 
     def _tokens_errors(self, tokens: list[str]) -> int:
         """Tokens out of place: a frame with more or fewer than one token per voice, a Position that does not
-        move forward in its bar, a TimeSig anywhere but after Bar."""
+        move forward in its bar, a TimeSig anywhere but after Bar, a tie of a pitch its voice does not sound."""
         errors, slot, position, previous = 0, self.voices, -1, ""
+        sounding: list[str | None] = [None] * self.voices
         for token in tokens:
             kind, _, value = token.partition("_")
             if kind == "Bar":
@@ -91,8 +99,11 @@ class VoiceGrid(miditok.MusicTokenizer):
             elif kind == "Position":
                 ok = slot == self.voices and previous != "Bar" and int(value) > position
                 position, slot = int(value), 0
-            elif kind in ("Pitch", "Hold", "Rest"):
-                ok, slot = slot < self.voices, slot + 1
+            elif kind in SLOT:
+                ok = slot < self.voices and (kind != "Tie" or sounding[slot] == value)
+                if ok and kind in ("Pitch", "Rest"):
+                    sounding[slot] = value if kind == "Pitch" else None
+                slot += 1
             else:
                 ok = True  # special tokens
             errors += not ok
@@ -118,12 +129,19 @@ class VoiceGrid(miditok.MusicTokenizer):
         rests, one that does not change holds."""
         tokens: list[str] = []
         bars = BarLines(score, self.config.max_num_pos_per_beat)
+        pitch: list[int | None] = [None] * self.voices  # each voice's sounding pitch
         begun = [False] * self.voices
         for tick in sorted(events):
             tokens += bars.up_to(tick)
             tokens.append(f"Position_{bars.position(tick)}")
-            for v, token in enumerate(events[tick]):
-                tokens.append(token or (HOLD if begun[v] else REST))
+            for v, change in enumerate(events[tick]):
+                if change is not None:
+                    pitch[v] = int(change.split("_")[1]) if change.startswith("Pitch") else None
+                    tokens.append(change)
+                elif self.ties:
+                    tokens.append(REST if pitch[v] is None else f"Tie_{pitch[v]}")
+                else:
+                    tokens.append(HOLD if begun[v] else REST)
                 begun[v] = True
         return tokens
 
@@ -169,8 +187,8 @@ class VoiceGrid(miditok.MusicTokenizer):
                 meter, bar_length = (num, den), tpq * 4 * num // den
             elif kind == "Position" and bar_start is not None:
                 tick, slot = bar_start + int(value) * tpq * 4 // (res * meter[1]), 0
-            elif kind in ("Pitch", "Hold", "Rest") and slot < self.voices:
-                if token != HOLD:
+            elif kind in SLOT and slot < self.voices:
+                if kind in ("Pitch", "Rest"):
                     _stop(notes[slot], tick)
                     if kind == "Pitch":
                         notes[slot].append([tick, -1, int(value)])

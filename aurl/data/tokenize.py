@@ -23,7 +23,17 @@ TOKENIZER_FILE = "tokenizer.json"
 def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
     beat_res = {tuple(int(p) for p in key.split("-")): res for key, res in cfg.beat_res.items()}
     params = cfg.model_dump(
-        exclude={"kind", "extra", "beat_res", "bpe_vocab_size", "base", "controls", "holds", "voice_programs"}
+        exclude={
+            "kind",
+            "extra",
+            "beat_res",
+            "bpe_vocab_size",
+            "base",
+            "controls",
+            "holds",
+            "voice_programs",
+            "voice_ties",
+        }
     )
     if cfg.kind == "MMM":
         params["base_tokenizer"] = cfg.base
@@ -36,7 +46,7 @@ def build_tokenizer(cfg: TokenizerConfig) -> miditok.MusicTokenizer:
         if cfg.controls:  # MidiTok has none for one stream: aurl attaches them (aurl.data.controls)
             params[SAVED] = list(cfg.controls)
     elif cfg.kind == "VoiceGrid":
-        params["voice_programs"] = list(cfg.voice_programs)
+        params.update(voice_programs=list(cfg.voice_programs), ties=cfg.voice_ties)
     try:
         tok_cfg = miditok.TokenizerConfig(beat_res=beat_res, **params, **cfg.extra)
         tokenizer = _kind(cfg.kind)(tok_cfg)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from aurl.data.grid import HOLD, VoiceGrid
+from aurl.data.grid import BarLines, VoiceGrid
 from aurl.errors import DataError, RequestError
 from aurl.generation.grid_grammar import GridGiven
 from aurl.generation.session import (
@@ -59,7 +59,7 @@ class GridSong:
     slots: list[int]
     tokens: list[str]  # the whole song as the grid writes it
     meters: list[int]  # per bar, its TimeSig id
-    frames: list[dict[int, list[str]]]  # per bar: Position → each slot's token there
+    changes: list[dict[int, list[str | None]]]  # per bar: Position → each slot's change there (None: none)
 
     @property
     def bars(self) -> int:
@@ -70,8 +70,8 @@ class GridSong:
         vocab = tokenizer.vocab
         changes = []
         for bar in span:
-            frames = self.frames[bar].items()
-            found = {p: {v: vocab[frame[v]] for v in given if frame[v] != HOLD} for p, frame in frames}
+            frames = self.changes[bar].items()
+            found = {p: {v: vocab[frame[v]] for v in given if frame[v] is not None} for p, frame in frames}
             changes.append({p: tokens for p, tokens in found.items() if tokens})
         return GridGiven([self.meters[b] for b in span], changes, sorted(given), goes_on=span.stop < self.bars)
 
@@ -83,26 +83,34 @@ class GridSong:
 
 
 def read_grid_song(tokenizer: VoiceGrid, score: symusic.Score, slots: list[int]) -> GridSong:
-    """`score`'s tracks (one voice each) on `slots` of the grid."""
+    """`score`'s tracks on `slots` of the grid (each read as one voice: its top line)."""
     pre = tokenizer.preprocess_score(score)
     if len(pre.tracks) != len(score.tracks):
         raise DataError("song: a track has no notes in the run's pitch range; keep another or widen it")
-    try:
-        tokens = tokenizer.frames(pre, tokenizer.changes(dict(zip(slots, pre.tracks, strict=True))))
-    except ValueError as err:
-        raise RequestError("song", f": {err}") from None
+    events = tokenizer.changes({slot: _top_line(track) for slot, track in zip(slots, pre.tracks, strict=True)})
     meters: list[int] = []
-    frames: list[dict[int, list[str]]] = []
-    for k, token in enumerate(tokens):
-        kind, _, value = token.partition("_")
-        if kind == "TimeSig":
+    changes: list[dict[int, list[str | None]]] = []
+    bars = BarLines(pre, tokenizer.config.max_num_pos_per_beat)
+    for tick in sorted(events):
+        for token in bars.up_to(tick)[1::2]:  # each bar's TimeSig
             if token not in tokenizer.vocab:
-                raise RequestError("song", f": its meter {value} is not one this run writes")
+                raise RequestError("song", f": its meter {token.split('_')[1]} is not one this run writes")
             meters.append(tokenizer.vocab[token])
-            frames.append({})
-        elif kind == "Position":
-            frames[-1][int(value)] = tokens[k + 1 : k + 1 + tokenizer.voices]
-    return GridSong(score, slots, tokens, meters, frames)
+            changes.append({})
+        changes[-1][bars.position(tick)] = events[tick]
+    return GridSong(score, slots, tokenizer.frames(pre, events), meters, changes)
+
+
+def _top_line(track: symusic.Track) -> symusic.Track:
+    """The track's highest note at each onset: what a voice of the grid reads of a song's track that plays chords
+    now and then (a melody's double stop). The song's own track is what the result keeps."""
+    top = {}
+    for note in track.notes:
+        if note.time not in top or note.pitch > top[note.time].pitch:
+            top[note.time] = note
+    line = track.copy()
+    line.notes = symusic.core.NoteTickList(sorted(top.values(), key=lambda n: n.time))
+    return line
 
 
 def _no_controls(controls: list[str]) -> None:

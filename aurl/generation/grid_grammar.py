@@ -49,13 +49,13 @@ class _Row:
     slot: int = 0  # the next voice slot in a frame
     position: int = -1
     positions: int = 0  # Positions in the current bar
-    sounding: list[bool] = field(default_factory=list)
+    sounding: list[int | None] = field(default_factory=list)  # each voice's pitch now (None: silent)
     changed: bool = False  # the current frame changes a voice
     meter: int = -1  # the held TimeSig id (-1: the next one written is held)
     hold: bool = True
     plan: GridGiven | None = None
     bar: int = -1  # bars opened under the plan
-    frames: int = 0  # frames begun: the first one has no holds (nothing sounded before it)
+    frames: int = 0  # frames begun (in the first, a voice that does not begin rests: nothing sounded before)
 
 
 class GridGrammar:
@@ -67,14 +67,17 @@ class GridGrammar:
         vocab: dict[str, int] = tokenizer.vocab
         size = len(vocab)
         self.voices, self.device = tokenizer.voices, device
-        self.bar, self.eos, self.hold, self.rest = (vocab[t] for t in ("Bar_None", "EOS_None", HOLD, REST))
         res = tokenizer.config.max_num_pos_per_beat
         self.position = {i: int(t.split("_")[1]) for t, i in vocab.items() if t.startswith("Position_")}
         self.position_id = {v: i for i, v in self.position.items()}
         self.meters = {t.split("_")[1]: i for t, i in vocab.items() if t.startswith("TimeSig_")}
         self.bar_positions = {i: int(m.split("/")[0]) * res for m, i in self.meters.items()}
+        self.bar, self.eos, self.rest = (vocab[t] for t in ("Bar_None", "EOS_None", REST))
+        self.hold = vocab.get(HOLD, -1)
+        self.pitch_of = {i: int(t.split("_")[1]) for t, i in vocab.items() if t.startswith("Pitch_")}
+        self.tie = {int(t.split("_")[1]): i for t, i in vocab.items() if t.startswith("Tie_")}
         self.pitches = torch.zeros(size, dtype=torch.bool)
-        self.pitches[[i for t, i in vocab.items() if t.startswith("Pitch_")]] = True
+        self.pitches[list(self.pitch_of)] = True
         self.size = size
 
     def to(self, device: torch.device | str) -> GridGrammar:
@@ -83,7 +86,7 @@ class GridGrammar:
         return self
 
     def start(self, batch: int) -> list[_Row]:
-        return [_Row(sounding=[False] * self.voices) for _ in range(batch)]
+        return [_Row(sounding=[None] * self.voices) for _ in range(batch)]
 
     def meter_id(self, meter: str) -> int | None:
         if meter in ("hold", "free"):
@@ -131,16 +134,17 @@ class GridGrammar:
             return [row.meter] if row.hold and row.meter >= 0 else list(self.bar_positions)
         if row.phase == "slot":
             given = plan.changes[row.bar].get(row.position, {}) if plan is not None else {}
-            first = row.frames == 1
+            keep = self._keep(row)
             if plan is not None and row.slot in plan.given:
-                return [given.get(row.slot, self.rest if first else self.hold)]
+                return [given.get(row.slot, keep)]
             last_change = not row.changed and all(
                 plan is not None and s in plan.given and s not in given for s in range(row.slot + 1, self.voices)
             )
+            sounding = row.sounding[row.slot] is not None
             out = []
-            if not (last_change or first or (closing and row.sounding[row.slot])):
-                out.append(self.hold)
-            if row.sounding[row.slot] or first:
+            if not (last_change or (closing and sounding)):
+                out.append(keep)
+            if sounding:
                 out.append(self.rest)
             if closing:
                 return out or [self.rest]
@@ -153,7 +157,7 @@ class GridGrammar:
         if change is not None:
             upto = min(upto, change)
         out += [self.position_id[p] for p in range(row.position + 1, upto + 1) if p in self.position_id]
-        silent = not any(row.sounding)
+        silent = all(pitch is None for pitch in row.sounding)
         if plan is None:
             if not closing or not silent:
                 out.append(self.bar)
@@ -167,6 +171,14 @@ class GridGrammar:
         if closing and plan is None and silent:
             return [self.eos]
         return out or [self.eos]
+
+    def _keep(self, row: _Row) -> int:
+        """The token of the row's current slot that changes nothing: its pitch tied, or a rest going on (with
+        holds: Hold, but in the first frame, where nothing sounded before, Rest)."""
+        pitch = row.sounding[row.slot]
+        if self.tie:
+            return self.rest if pitch is None else self.tie[pitch]
+        return self.rest if row.frames == 1 else self.hold
 
     def mask(self, state: list[_Row], closing: bool = False) -> torch.Tensor:
         out = torch.zeros(len(state), self.size, dtype=torch.bool, device=self.device)
@@ -196,9 +208,11 @@ class GridGrammar:
             row.phase, row.slot, row.position, row.changed = "slot", 0, self.position[t], False
             row.frames += 1
         elif row.phase == "slot":
-            if t != self.hold:
-                row.changed = True
-                row.sounding[row.slot] = t != self.rest
+            if t in self.pitch_of:
+                row.changed, row.sounding[row.slot] = True, self.pitch_of[t]
+            elif t == self.rest:
+                row.changed |= row.sounding[row.slot] is not None
+                row.sounding[row.slot] = None
             row.slot += 1
             if row.slot == self.voices:
                 row.phase = "frame"

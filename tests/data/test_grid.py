@@ -12,9 +12,10 @@ from aurl.generation.generate import tokens_to_score
 from tests.conftest import corpus_file, make_midi
 
 
-@pytest.fixture(scope="module")
-def grid():
-    return build_tokenizer(TokenizerConfig(kind="VoiceGrid", extra={"remove_duplicated_notes": True}))
+@pytest.fixture(scope="module", params=[False, True], ids=["holds", "ties"])
+def grid(request):
+    settings = {"voice_ties": request.param, "extra": {"remove_duplicated_notes": True}}
+    return build_tokenizer(TokenizerConfig(kind="VoiceGrid", **settings))
 
 
 def _voices(score: symusic.Score, tpq: int) -> list[list[tuple]]:
@@ -25,7 +26,8 @@ def _voices(score: symusic.Score, tpq: int) -> list[list[tuple]]:
 
 def test_a_chorale_round_trips_note_for_note(grid):
     """Every voice of a chorale (passing eighths against held quarters, a pickup) comes back note for note, in
-    frames of exactly one token per voice, at about two tokens a note."""
+    frames of exactly one token per voice (a held note as a hold, or tied with its pitch), about two tokens a
+    note."""
     score = load_file(corpus_file("bach/bwv66.6.mxl"), None)[0]
     ids = tokenize_score(grid, score.copy()).tolist()
     back, skipped = tokens_to_score(grid, ids)
@@ -36,8 +38,8 @@ def test_a_chorale_round_trips_note_for_note(grid):
     tokens = [grid[i] for i in ids]
     frames = [k for k, t in enumerate(tokens) if t.startswith("Position_")]
     for k in frames:  # a frame: its Position, then one token per voice
-        assert all(t.split("_")[0] in ("Pitch", "Hold", "Rest") for t in tokens[k + 1 : k + 1 + grid.voices])
-    assert HOLD in tokens
+        assert all(t.split("_")[0] in ("Pitch", "Tie", "Hold", "Rest") for t in tokens[k + 1 : k + 1 + grid.voices])
+    assert (HOLD in tokens) != grid.ties and any(t.startswith("Tie_") for t in tokens) == grid.ties
     assert len(ids) < 2.5 * sum(len(t.notes) for t in pre.tracks)
 
 
@@ -56,7 +58,7 @@ def test_a_broken_frame_counts_as_errors(grid):
     score = load_file(corpus_file("bach/bwv66.6.mxl"), None)[0]
     ids = tokenize_score(grid, score).tolist()
     assert tokens_to_score(grid, ids)[1] == 0
-    slot = next(k for k, i in enumerate(ids) if grid[i] == HOLD)
+    slot = next(k for k, i in enumerate(ids) if grid[i] == HOLD or grid[i].startswith("Tie_"))
     assert tokens_to_score(grid, ids[:slot] + ids[slot + 1 :])[1] > 0
     first, second = [k for k, i in enumerate(ids) if grid[i].startswith("Position_")][2:4]
     assert "Bar_None" not in [grid[i] for i in ids[first:second]]

@@ -20,14 +20,14 @@ CHORALES = ["bwv66.6", "bwv1.6", "bwv10.7", "bwv101.7", "bwv102.7", "bwv103.6", 
 GRID = ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}", "data.valid_fraction=0.2", "data.test_fraction=0.1"]
 
 
-@pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["holds", "ties"])
+def grid_run(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("grid")
     (folder / "midi").mkdir()
     for name in CHORALES:
         load_file(corpus_file(f"bach/{name}.mxl"), None)[0].dump_midi(str(folder / "midi" / f"{name}.mid"))
     make_midi(folder / "midi" / "band.mid", seed=3)  # three tracks: not a voice grid
-    config = load_config(TINY, GRID)
+    config = load_config(TINY, [*GRID, f"tokenizer.voice_ties={str(request.param).lower()}"])
     prepare(str(folder / "midi"), folder / "data", config, progress=False, log=lambda s: None)
     config.data.dataset = str(folder / "data")
     train(config, folder / "run", progress=False, log=lambda s: None)
@@ -90,17 +90,23 @@ def test_an_untrained_model_rewrites_bars_keeping_everything_else(grid_run, tmp_
 
 
 def test_a_trained_model_harmonises_a_melody_alone(grid_run, tmp_path):
-    """A melody of one track (not a chorale part) takes the top voice; the three below are written."""
+    """A melody of one track (not a chorale part, a double stop in it) takes the top voice and comes back note
+    for note; the three voices below are written."""
     melody = symusic.Score(str(grid_run / "midi" / "bwv66.6.mid"))
     melody.tracks = [melody.tracks[0]]
     melody.tracks[0].program = 73
+    first = melody.tracks[0].notes[0]
+    melody.tracks[0].notes.append(symusic.Note(first.time, first.duration, first.pitch - 4, first.velocity))
+    melody.tracks[0].notes.sort()
     path = tmp_path / "melody.mid"
     melody.dump_midi(str(path))
-    (s,) = generate(
-        grid_run / "run", tmp_path / "out", log=None, request=Accompany(song=str(path), add=[0, 0, 32]), num=1
-    )
+    request = Accompany(song=str(path), add=[0, 0, 32])
+    (s,) = generate(grid_run / "run", tmp_path / "out", log=None, request=request, num=1)
     score = symusic.Score(str(s.midi))
     assert s.skipped_tokens == 0 and [t.program for t in score.tracks] == [73, 0, 0, 32]
+    assert sorted((n.time, n.pitch) for n in score.tracks[0].notes) == sorted(
+        (n.time, n.pitch) for n in melody.tracks[0].notes
+    )
 
 
 def test_requests_a_grid_run_cannot_do_name_the_field(grid_run, capsys):
