@@ -11,8 +11,10 @@ chorale costs about two tokens per note, not five):
 
 Every frame is `Position` and then exactly one token per voice, highest voice first: `Pitch_p` where a note
 starts, `Hold_Voice` where the voice goes on as it was (a note sounding on, or a rest going on) and
-`Rest_Voice` where its note stops with nothing after it. So a voice's last token is always one frame back and
-the notes sounding with it are in its own frame. Every bar opens `Bar TimeSig`, empty bars too; a piece ends
+`Rest_Voice` where its note stops with nothing after it (`tokenizer.voice_ties`: a held note restated as
+`Tie_p`, its pitch, and a silent voice as `Rest_Voice`, as BachBot writes ties, so that every voice's pitch now
+is in every frame). So a voice's last token is always one frame back and the notes sounding with it are in its
+own frame. Every bar opens `Bar TimeSig`, empty bars too; a piece ends
 with a frame where its last notes stop.
 
 It is for music in a fixed number of one-voice parts (the chorales: `tokenizer.voice_programs`); a file with

@@ -54,12 +54,17 @@ def test_a_band_file_is_not_a_voice_grid(grid, tmp_path):
 
 
 def test_a_broken_frame_counts_as_errors(grid):
-    """A frame with a voice missing, or a Position going back, is counted where MidiTok counts errors."""
+    """A frame with a voice missing, a Position going back or a tie of the wrong pitch is counted where MidiTok
+    counts errors."""
     score = load_file(corpus_file("bach/bwv66.6.mxl"), None)[0]
     ids = tokenize_score(grid, score).tolist()
     assert tokens_to_score(grid, ids)[1] == 0
     slot = next(k for k, i in enumerate(ids) if grid[i] == HOLD or grid[i].startswith("Tie_"))
     assert tokens_to_score(grid, ids[:slot] + ids[slot + 1 :])[1] > 0
+    if grid.ties:  # a tie of a pitch its voice does not sound
+        tie = next(k for k, i in enumerate(ids) if grid[i].startswith("Tie_"))
+        wrong = grid.vocab[f"Tie_{int(grid[ids[tie]].split('_')[1]) + 1}"]
+        assert tokens_to_score(grid, [*ids[:tie], wrong, *ids[tie + 1 :]])[1] > 0
     first, second = [k for k, i in enumerate(ids) if grid[i].startswith("Position_")][2:4]
     assert "Bar_None" not in [grid[i] for i in ids[first:second]]
     assert tokens_to_score(grid, [*ids[:second], ids[first], *ids[second + 1 :]])[1] > 0
