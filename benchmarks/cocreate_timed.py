@@ -114,6 +114,16 @@ def held_out_chorales(count: int | None = None) -> list[Path]:
     return [p for p in held_out if len(symusic.Score(str(p)).tracks) == 4][:count]
 
 
+def bach_features(chorales: list[Path]) -> list[dict]:
+    """The chorales' own features: what a harmonisation's feature overlap is measured against."""
+    reference = []
+    for i, path in enumerate(chorales):
+        row = piece_features(symusic.Score(str(path)))
+        row["id"] = f"bach#{i}"
+        reference.append(row)
+    return reference
+
+
 def dataset_of(run: Path) -> str:
     return load_config(run / "config.yaml").data.dataset
 
@@ -319,11 +329,7 @@ def main() -> None:
     parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
     chorales = held_out_chorales(args.chorales)
-    reference = []
-    for i, path in enumerate(chorales):
-        row = piece_features(symusic.Score(str(path)))
-        row["id"] = f"bach#{i}"
-        reference.append(row)
+    reference = bach_features(chorales)
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.runs or tmp)
         rows = {

@@ -25,15 +25,13 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import symusic
-from cocreate_timed import faults, harmonised, held_out_chorales, lively, overlap, quiet, trained
+from cocreate_timed import bach_features, faults, harmonised, held_out_chorales, lively, overlap, quiet, trained
 from folk import folk_melodies, folk_table  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 
 from aurl.config import load_config
 from aurl.data.dataset import PreparedDataset
 from aurl.data.prepare import prepare
-from aurl.evaluation.features import piece_features
 from aurl.evaluation.harmony import FAULTS
 from aurl.evaluation.likelihood import likelihood
 
@@ -73,11 +71,7 @@ def main() -> None:
     parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
     chorales = held_out_chorales()
-    reference = []
-    for i, path in enumerate(chorales):
-        row = piece_features(symusic.Score(str(path)))
-        row["id"] = f"bach#{i}"
-        reference.append(row)
+    reference = bach_features(chorales)
     bach = faults(chorales)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.runs or tmp)
