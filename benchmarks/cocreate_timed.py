@@ -50,7 +50,12 @@ from pathlib import Path
 
 import numpy as np
 import symusic
-from cocreate import _bin_distance, print_controls  # benchmarks/cocreate.py (MMM): one way to score controls
+from cocreate import (  # benchmarks/cocreate.py (MMM): one way to score controls, one to compare features
+    _bin_distance,
+    features_of,
+    mean_overlap,
+    print_controls,
+)
 from folk import folk_melodies, folk_table, measured  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 from miditok.utils import get_bars_ticks
@@ -59,8 +64,6 @@ from aurl.config import load_config
 from aurl.data.controls import CONTROLS, controls_of, measure, ordered
 from aurl.data.layout import Laid, Layout, task_ids
 from aurl.data.prepare import prepare, tokenize_score
-from aurl.evaluation.compare import compare_sets
-from aurl.evaluation.features import HISTOGRAM_FEATURES, SCALAR_FEATURES, piece_features
 from aurl.evaluation.harmony import FAULTS, voice_leading_faults
 from aurl.evaluation.likelihood import likelihood, written_nll
 from aurl.evaluation.report import midi_files
@@ -72,7 +75,6 @@ from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-FEATURES = SCALAR_FEATURES + HISTOGRAM_FEATURES
 MODELS = {
     "plain": ["data.tasks={continue: 1}"],
     "layout": ["data.ahead_bars=0"],
@@ -112,16 +114,6 @@ def held_out_chorales(count: int | None = None) -> list[Path]:
     """The held-out (valid) chorales in four parts, the first `count` of them (None: all)."""
     held_out = midi_files("builtin:bach-chorales:valid", quiet)
     return [p for p in held_out if len(symusic.Score(str(p)).tracks) == 4][:count]
-
-
-def bach_features(chorales: list[Path]) -> list[dict]:
-    """The chorales' own features: what a harmonisation's feature overlap is measured against."""
-    reference = []
-    for i, path in enumerate(chorales):
-        row = piece_features(symusic.Score(str(path)))
-        row["id"] = f"bach#{i}"
-        reference.append(row)
-    return reference
 
 
 def dataset_of(run: Path) -> str:
@@ -230,13 +222,7 @@ def lively(paths: list[Path]) -> int:
 
 
 def overlap(paths: list[Path], reference: list[dict]) -> float:
-    rows = []
-    for i, path in enumerate(paths):
-        row = piece_features(symusic.Score(str(path)))
-        row["id"] = f"{path}#{i}"
-        rows.append(row)
-    comparison = compare_sets(rows, reference, FEATURES)
-    return float(np.nanmean([comparison[name]["overlap"] for name in FEATURES]))
+    return mean_overlap(features_of(paths), reference)
 
 
 def harmonised(run: Path, chorales: list[Path], sweeps: int, args, out: Path) -> tuple[list[Path], float]:
@@ -329,7 +315,7 @@ def main() -> None:
     parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
     chorales = held_out_chorales(args.chorales)
-    reference = bach_features(chorales)
+    reference = features_of(chorales)
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.runs or tmp)
         rows = {

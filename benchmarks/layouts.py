@@ -25,7 +25,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cocreate_timed import bach_features, faults, harmonised, held_out_chorales, lively, overlap, quiet, trained
+from cocreate import features_of  # benchmarks/cocreate.py
+from cocreate_timed import faults, harmonised, held_out_chorales, lively, overlap, quiet, trained
 from folk import folk_melodies, folk_table  # benchmarks/folk.py
 from machine import machine  # benchmarks/machine.py
 
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--folk", type=int, default=4, help="folk tunes of each metre harmonised (default 4; 0: none)")
     args = parser.parse_args()
     chorales = held_out_chorales()
-    reference = bach_features(chorales)
+    reference = features_of(chorales)
     bach = faults(chorales)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.runs or tmp)

@@ -121,7 +121,7 @@ class VoiceGrid(miditok.MusicTokenizer):
             raise ValueError(
                 f"a voice grid of {self.voices} voices needs {self.voices} tracks; this has {len(score.tracks)}"
             )
-        tracks = sorted(score.tracks, key=lambda t: -float(np.mean([n.pitch for n in t.notes])))
+        tracks = [score.tracks[i] for i in highest_first(list(score.tracks))]
         seq = miditok.TokSequence(tokens=self.frames(score, self.changes(dict(enumerate(tracks)))))
         self.complete_sequence(seq)
         return seq
@@ -204,6 +204,11 @@ class VoiceGrid(miditok.MusicTokenizer):
                 track.notes.extend(kept)
                 score.tracks.append(track)
         return score
+
+
+def highest_first(tracks: list[Track]) -> list[int]:
+    """The tracks' indices in the grid's order of voices: by mean pitch, highest first."""
+    return sorted(range(len(tracks)), key=lambda i: -float(np.mean([n.pitch for n in tracks[i].notes])))
 
 
 def _stop(voice: list[list[int]], tick: int) -> None:

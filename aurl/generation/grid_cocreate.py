@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import symusic
 
-from aurl.data.grid import BarLines, VoiceGrid
+from aurl.data.grid import BarLines, VoiceGrid, highest_first
 from aurl.errors import DataError, RequestError
 from aurl.generation.grid_grammar import GridGiven
 from aurl.generation.session import (
@@ -44,20 +43,18 @@ def slots_of(tokenizer: VoiceGrid, tracks: list[symusic.Track]) -> list[int]:
     own = [t.program for t in tracks]
     if all(p in programs for p in own) and len(set(own)) == len(own):
         return [programs.index(p) for p in own]
-    order = sorted(range(len(tracks)), key=lambda i: -float(np.mean([n.pitch for n in tracks[i].notes])))
     slots = [0] * len(tracks)
-    for slot, i in enumerate(order):
+    for slot, i in enumerate(highest_first(tracks)):
         slots[i] = slot
     return slots
 
 
 @dataclass
 class GridSong:
-    """A song on the grid: its tracks on their voice slots, as tokens and bar by bar."""
+    """A song's tracks on their voice slots of the grid: their changes in time, and bar by bar."""
 
-    score: symusic.Score
-    slots: list[int]
-    tokens: list[str]  # the whole song as the grid writes it
+    preprocessed: symusic.Score  # as the run's tokenizer preprocesses it
+    events: dict[int, list[str | None]]  # tick → each slot's change there (VoiceGrid.changes)
     meters: list[int]  # per bar, its TimeSig id
     changes: list[dict[int, list[str | None]]]  # per bar: Position → each slot's change there (None: none)
 
@@ -73,13 +70,15 @@ class GridSong:
             frames = self.changes[bar].items()
             found = {p: {v: vocab[frame[v]] for v in given if frame[v] is not None} for p, frame in frames}
             changes.append({p: tokens for p, tokens in found.items() if tokens})
-        return GridGiven([self.meters[b] for b in span], changes, sorted(given), goes_on=span.stop < self.bars)
+        meters = [self.meters[b] for b in span]
+        return GridGiven(meters, changes, sorted(given), tokenizer.voices, goes_on=span.stop < self.bars)
 
     def head(self, tokenizer: VoiceGrid, bar: int, room: int) -> tuple[list[int], int]:
         """(the ids of the song's bars before `bar`, at most `room` of them but whole bars, the bar they start at)."""
-        opens = [k for k, token in enumerate(self.tokens) if token == "Bar_None"] + [len(self.tokens)]
+        tokens = tokenizer.frames(self.preprocessed, self.events)  # the whole song as the grid writes it
+        opens = [k for k, token in enumerate(tokens) if token == "Bar_None"] + [len(tokens)]
         first = next(b for b in range(bar + 1) if opens[bar] - opens[b] <= room)
-        return [tokenizer.vocab[t] for t in self.tokens[opens[first] : opens[bar]]], first
+        return [tokenizer.vocab[t] for t in tokens[opens[first] : opens[bar]]], first
 
 
 def read_grid_song(tokenizer: VoiceGrid, score: symusic.Score, slots: list[int]) -> GridSong:
@@ -98,7 +97,7 @@ def read_grid_song(tokenizer: VoiceGrid, score: symusic.Score, slots: list[int])
             meters.append(tokenizer.vocab[token])
             changes.append({})
         changes[-1][bars.position(tick)] = events[tick]
-    return GridSong(score, slots, tokenizer.frames(pre, events), meters, changes)
+    return GridSong(pre, events, meters, changes)
 
 
 def _top_line(track: symusic.Track) -> symusic.Track:
@@ -180,11 +179,12 @@ def infill_on_grid(
     start, stop = span_ticks(score, first, last)
     offset = span_ticks(score, opened + 1, opened + 1)[0]
 
+    programs = [score.tracks[t].program for t in targets]
+
     def takes() -> list[Take]:
         out = []
         budget = session.settings.max_tokens * len(targets) + given.forced
         for row in session.write([prompt] * session.settings.num, [given], budget):
-            programs = [score.tracks[t].program for t in targets]
             new = _voices(tokenizer, [*head, *row], written, programs, score, offset)
             result = spliced(score, targets, new, start, stop)
             out.append(session.take(result, [*head, *row], around(result, targets, start, stop)))

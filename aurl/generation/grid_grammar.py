@@ -30,6 +30,7 @@ class GridGiven:
     meters: list[int]
     changes: list[dict[int, dict[int, int]]]  # per bar: position → {voice slot: token id}
     given: list[int]  # the given voice slots
+    voices: int  # slots in a frame
     goes_on: bool = False  # the song goes on after these bars: the row may end with notes sounding
 
     @property
@@ -39,8 +40,7 @@ class GridGiven:
     @property
     def forced(self) -> int:
         """The most tokens the plan forces (frames and bar openings)."""
-        voices = 1 + max([0, *self.given])
-        return sum(2 + len(bar) * (1 + voices) for bar in self.changes)
+        return sum(2 + len(bar) * (1 + self.voices) for bar in self.changes)
 
 
 @dataclass
