@@ -124,3 +124,37 @@ def test_requests_a_grid_run_cannot_do_name_the_field(grid_run, capsys):
     run = str(grid_run / "run")
     assert main(["generate", "--run", run, "--accompany", song, "--keep", "0", "--add", "41", "--out", run]) == 2
     assert "add: a voice grid run writes 4 voices" in capsys.readouterr().err
+
+
+def test_the_studio_harmonises_and_rewrites_bars_with_a_grid_run(grid_run, tmp_path):
+    """Through the studio's API: the run lists its four voices (what "harmonise the top voice" adds beside the
+    song's first track), the harmonisation keeps the soprano, the rewrite keeps the other voices, and a
+    request for sweeps is a 422 naming the setting."""
+    from fastapi.testclient import TestClient
+
+    from aurl.serve.app import create_app
+    from tests.serve.test_api import finished
+
+    app = create_app([grid_run / "run"], work_dir=tmp_path / "studio")
+    with TestClient(app) as client:
+        (model,) = client.get("/api/models").json()["models"]
+        assert [t["task"] for t in model["tasks"]] == ["generate", "continue", "accompany", "infill"]
+        assert model["programs"] == [40, 41, 42, 43]
+        chorale = (grid_run / "midi" / "bwv66.6.mid").read_bytes()
+        song = client.post("/api/songs?name=bwv66.6.mid", content=chorale).json()["id"]
+        kept = [sorted((n.time, n.pitch) for n in t.notes) for t in symusic.Score.from_midi(chorale).tracks]
+        for body in (
+            {"task": "accompany", "keep": [0], "add": model["programs"][1:]},
+            {"task": "infill", "bars": [2, 3], "track": 1},
+        ):
+            response = client.post(
+                "/api/jobs", json={"model": model["id"], "song": song, "settings": {"num": 1}} | body
+            )
+            job = finished(client, response.json()["id"])
+            assert job["status"] == "done", job
+            take = symusic.Score.from_midi(client.get(job["takes"][0]["midi"]).content)
+            assert sorted((n.time, n.pitch) for n in take.tracks[0].notes) == kept[0]
+            assert len(take.tracks) == 4 and all(len(t.notes) for t in take.tracks)
+        body = {"model": model["id"], "task": "accompany", "song": song, "keep": [0], "add": [41, 42, 43]}
+        response = client.post("/api/jobs", json=body | {"settings": {"sweeps": 1}})
+        assert response.status_code == 422 and "settings.sweeps" in response.json()["detail"]
