@@ -67,7 +67,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
     # Token-budget batching: micro-batch size = batch_tokens // seq_len, clamped to [min_batch, max_batch].
-    batch_tokens: int = Field(8192, ge=1)
+    batch_tokens: int = Field(4096, ge=1)
     min_batch: int = Field(4, ge=1)
     max_batch: int = Field(64, ge=1)
     batch_probe: bool = Field(False, description="CUDA: find the largest micro-batch that fits, accumulate the rest")

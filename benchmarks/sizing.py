@@ -1,15 +1,16 @@
 """The model sized for the budget (aurl.training.sizing): the scaling law's fit, and the choice it leads to.
 
---fit: trains rungs of the ladder (--shapes) for step counts (--steps) on the Bach chorales prepared with
-configs/demo.yaml, with the demo's task mix and each rung's learning rate, each run counted in steps (so a busy
-machine changes its time, not its loss), and keeps them in --runs (reused when there). Then fits
-L(N, D) = E + A / N^alpha + B / D^beta through the final validation loss of every run in --runs and prints the
-runs, the law (the constants to keep in aurl.training.sizing.LAW) and how far each run lies from it.
+--fit: trains rungs of the ladder (--shapes) for step counts (--steps) in windows of --seq-len tokens,
+--batch-tokens a step, on the Bach chorales prepared with configs/demo.yaml, with the demo's task mix and each
+rung's learning rate, each run counted in steps (so a busy machine changes its time, not its loss), and keeps
+them in --runs (reused when there). Then fits aurl.training.sizing.Law through the final validation loss of
+every run in --runs and prints the runs, the law (the constants to keep in aurl.training.sizing.LAW) and how
+far each run lies from it.
 
---table: this machine's tokens per second for each rung (measured now, nothing cached), the share of the
-measured matmul peak that is (MFU) and, for 3, 10 and 60 minutes (--minutes), the tokens each would train, its
-predicted validation loss under the kept LAW, and the choice; --profile SHAPE ... adds torch.profiler's busiest
-operators of a training step of those rungs.
+--table: this machine's tokens per second for each rung, window and batch (measured now, nothing cached), the
+share of the measured matmul peak that is (MFU) and, for 3, 10 and 60 minutes (--minutes), the tokens each
+would train, its predicted validation loss under the kept LAW, and the choice; --profile SHAPE ... adds
+torch.profiler's busiest operators of a training step of those rungs.
 
 Run: .venv/bin/python benchmarks/sizing.py --data data/bach-chorales --fit --runs DIR [--shapes 128x2 192x3]
          [--steps 150 450]
@@ -33,7 +34,16 @@ from aurl.modes import build_model
 from aurl.training.distributed import pick_device
 from aurl.training.monitor import measure_peak_flops
 from aurl.training.run import train
-from aurl.training.sizing import LADDER, LAW, Law, candidates, parameters, step_throughput, throughputs
+from aurl.training.sizing import (
+    LADDER,
+    LAW,
+    Law,
+    candidates,
+    parameters,
+    settings,
+    step_throughput,
+    throughputs,
+)
 from aurl.training.trainer import pick_precision
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -44,28 +54,43 @@ def fit(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
     for name in args.shapes:
         for steps in args.steps:
-            run = runs / f"{name}-{steps}"
+            run = runs / f"{name}-{steps}-seq{args.seq_len}-batch{args.batch_tokens}"
             if (run / "result.json").is_file():
                 continue
-            sets = [f"data.dataset={args.data}", f"train.max_steps={steps}", "train.sample_interval=0"]
+            sets = [
+                f"data.dataset={args.data}",
+                f"data.seq_len={args.seq_len}",
+                f"train.batch_tokens={args.batch_tokens}",
+                f"train.max_steps={steps}",
+                f"train.eval_interval={steps}",
+                f"train.save_interval={steps}",
+                "train.sample_interval=0",
+            ]
             config = SHAPES[name].applied(load_config(DEMO, sets))
             metrics = train(config, run, overwrite=True, progress=False, log=lambda _: None)
-            (run / "result.json").write_text(json.dumps({"shape": name, "steps": steps, **metrics}))
+            done = {"shape": name, "steps": steps, "seq_len": args.seq_len, "batch_tokens": args.batch_tokens}
+            (run / "result.json").write_text(json.dumps({**done, **metrics}))
     vocab = PreparedDataset(args.data).tables.vocab_size
     config = load_config(DEMO, [f"data.dataset={args.data}"])
     points, rows = [], []
     for result in sorted(runs.glob("*/result.json")):
         done = json.loads(result.read_text())
-        shape, tokens = SHAPES[done["shape"]], done["steps"] * config.train.batch_tokens
-        count = parameters(config, shape, vocab)
-        points.append((count, tokens, done["valid_loss"]))
-        rows.append((shape.name, count, done["steps"], tokens, done["valid_loss"]))
+        shape, batch, window = SHAPES[done["shape"]], done["batch_tokens"], done["seq_len"]
+        count, tokens = parameters(config, shape, vocab), done["steps"] * batch
+        points.append((count, tokens, batch, window, done["valid_loss"]))
+        rows.append((shape.name, window, batch, count, done["steps"], tokens, done["valid_loss"]))
     law = Law.fit(points)
     print(f"## Scaling law fit: {len(points)} runs of configs/demo.yaml on the chorales\n{machine()}\n")
-    print("| shape | parameters | steps | tokens | valid loss (nats/token) | law |\n|---|---|---|---|---|---|")
-    for name, count, steps, tokens, loss in rows:
-        predicted = law.loss(count, tokens)
-        print(f"| {name} | {count / 1e6:.2f}M | {steps} | {tokens / 1e6:.2f}M | {loss:.4f} | {predicted:.4f} |")
+    print(
+        "| shape | window | tokens a step | parameters | steps | tokens | valid loss (nats/token) | law |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    for name, window, batch, count, steps, tokens, loss in rows:
+        predicted = law.loss(count, tokens, batch, window)
+        print(
+            f"| {name} | {window} | {batch} | {count / 1e6:.2f}M | {steps} | {tokens / 1e6:.2f}M | {loss:.4f} | "
+            f"{predicted:.4f} |"
+        )
     print(f"\nLAW = {law!r}")
 
 
@@ -74,38 +99,37 @@ def table(args: argparse.Namespace) -> None:
     vocab = PreparedDataset(args.data).tables.vocab_size
     device = pick_device(config.train.device)
     precision, _ = pick_precision(config.train.precision, device)
-    print(f"## Sized for the budget: configs/demo.yaml's data and batch, {precision}\n{machine()}\n{LAW!r}\n")
+    print(f"## Sized for the budget: configs/demo.yaml's data, {precision}\n{machine()}\n{LAW!r}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        rates = throughputs(config, vocab, device, precision, Path(tmp) / "cache.json", 60 * max(args.minutes), print)
+        rates = throughputs(config, vocab, device, precision, Path(tmp) / "cache.json", max(args.minutes), print)
     peak = measure_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     print(f"matmul peak measured: {peak / 1e9:.0f} GFLOP/s\n")
     print(
-        "| shape | parameters | tokens/s | MFU | "
+        "| shape | window | tokens a step | parameters | tokens/s | MFU | "
         + " | ".join(f"{m:g} min: tokens, predicted loss" for m in args.minutes)
         + " |"
     )
-    print("|---|---|---|---|" + "---|" * len(args.minutes))
-    options = {
-        minutes: {c.shape.name: c for c in candidates(config, rates, vocab, minutes)} for minutes in args.minutes
-    }
-    for shape in LADDER:
-        if shape.name not in rates:
+    print("|---|---|---|---|---|---|" + "---|" * len(args.minutes))
+    options = {minutes: {c.setting: c for c in candidates(config, rates, vocab, minutes)} for minutes in args.minutes}
+    for setting in settings(config):
+        if setting.name not in rates:
             continue
         cells = []
         for minutes in args.minutes:
-            c = options[minutes].get(shape.name)
+            c = options[minutes].get(setting)
             cells.append(f"{c.tokens / 1e6:.2f}M, {c.loss:.3f}" if c else "under 100 steps")
         with torch.device("meta"):
-            flops = build_model(shape.applied(config).model, vocab).flops_per_token(config.data.seq_len)
-        mfu = rates[shape.name] * flops / peak
+            flops = build_model(setting.applied(config).model, vocab).flops_per_token(setting.seq_len)
+        mfu = rates[setting.name] * flops / peak
         print(
-            f"| {shape.name} | {parameters(config, shape, vocab) / 1e6:.2f}M | {rates[shape.name]:,.0f} | {mfu:.0%} | "
+            f"| {setting.shape.name} | {setting.seq_len} | {setting.batch_tokens} | "
+            f"{parameters(config, setting.shape, vocab) / 1e6:.2f}M | {rates[setting.name]:,.0f} | {mfu:.0%} | "
             + " | ".join(cells)
             + " |"
         )
     for minutes in args.minutes:
         best = min(options[minutes].values(), key=lambda c: c.loss)
-        print(f"- {minutes:g} minutes: {best.shape.name}")
+        print(f"- {minutes:g} minutes: {best.setting.name}")
     for name in args.profile:
         print(f"\n### One training step of {name}: where the time goes (torch.profiler, 3 steps)\n")
         with torch.profiler.profile() as prof:
@@ -121,6 +145,8 @@ def main() -> None:
     parser.add_argument("--runs", help="--fit: where the runs are kept (and reused)")
     parser.add_argument("--shapes", nargs="+", default=["128x2", "192x3", "256x4"], choices=list(SHAPES))
     parser.add_argument("--steps", nargs="+", type=int, default=[150, 450])
+    parser.add_argument("--seq-len", type=int, default=512, help="--fit: the runs' window (data.seq_len)")
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="--fit: the runs' train.batch_tokens")
     parser.add_argument("--minutes", nargs="+", type=float, default=[3.0, 10.0, 60.0])
     parser.add_argument("--profile", nargs="*", default=[], choices=list(SHAPES), help="--table: profile these")
     args = parser.parse_args()

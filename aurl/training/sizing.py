@@ -1,17 +1,18 @@
 """A transformer sized for the minutes it is given: with `train.max_minutes` set and no model size named,
-aurl picks the rung of a ladder of shapes that a scaling law predicts reaches the lowest validation loss in
-that time on this machine.
+aurl picks the rung of a ladder of shapes, the training window (data.seq_len) and the tokens a step
+(train.batch_tokens) that a scaling law predicts reach the lowest validation loss in that time on this
+machine. A window or batch the config names is kept; so is everything where it names a model size.
 
 The split is Chinchilla's (Hoffmann et al. 2022): how loss falls with parameters N and training tokens D is
-a law of the model and the data, L(N, D) = E + A / N^alpha + B / D^beta, fitted once from step-counted runs
-(`benchmarks/sizing.py --fit`, which prints the constants kept in LAW); how many tokens a shape trains per
-second is a fact of the machine, measured with a few training steps per rung the first time it is needed and
-cached per machine (`throughputs`). D for a budget is then the tokens that fit in its minutes (or in
-train.max_steps, where those come first).
+a law of the model and the data, fitted once from step-counted runs (`benchmarks/sizing.py --fit`, which
+prints the constants kept in LAW); how many tokens each setting trains per second is a fact of the machine,
+measured with a few training steps the first time it is needed and cached per machine (`throughputs`). D for
+a budget is then the tokens that fit in its minutes (or in train.max_steps, where those come first).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -30,6 +31,8 @@ from aurl.training.distributed import DistEnv, all_reduce_floats
 from aurl.training.trainer import pick_precision
 
 SIZE_FIELDS = ("d_model", "n_layers", "n_heads")  # naming any of them keeps the preset's size
+CONTEXTS = (256, 512)  # the windows (data.seq_len) a budget chooses from where the config names none
+BATCHES = (2048, 4096, 8192)  # the tokens a step (train.batch_tokens) it chooses from where the config names none
 MIN_STEPS = 100  # a rung that cannot take this many steps in the budget is not trained at all
 OVERHEAD = 0.9  # the share of a budget spent on training steps (evaluation and samples take the rest)
 
@@ -72,46 +75,72 @@ LADDER = (
 
 @dataclass(frozen=True)
 class Law:
-    """Validation loss (nats per token) after training N parameters on D tokens."""
+    """Validation loss (nats per token) after training N parameters on D tokens, b tokens a step, in windows
+    of T tokens:
+
+        L = E + A / N^alpha + B / D_eff^beta + C / T^gamma,   D_eff = D / (1 + b / noise)
+
+    D_eff is McCandlish et al.'s (2018) empirical model of large-batch training: a batch far above the
+    gradient noise scale (`noise`, in tokens) spends tokens that a smaller one would have turned into steps.
+    C / T^gamma is what the window does to a token's loss at these budgets, either sign: a longer window gives
+    each token more context (C > 0), a shorter one puts more windows, from more pieces, in every step (C < 0).
+    Every other constant is zero or above."""
 
     E: float
     A: float
     alpha: float
     B: float
     beta: float
+    noise: float
+    C: float
+    gamma: float
 
-    def loss(self, parameters: float, tokens: float) -> float:
-        return self.E + self.A / parameters**self.alpha + self.B / tokens**self.beta
+    def loss(self, parameters: float, tokens: float, batch_tokens: float, seq_len: float) -> float:
+        effective = tokens / (1 + batch_tokens / self.noise)
+        return self.E + self.A / parameters**self.alpha + self.B / effective**self.beta + self.C / seq_len**self.gamma
 
     @classmethod
-    def fit(cls, points: list[tuple[float, float, float]]) -> Law:
-        """The law of least squares through (parameters, tokens, loss) points: the exponents on a grid, the
-        coefficients by least squares at each, none below zero (a loss floor E under zero, which a few points
-        can pull it to, is held at zero)."""
-        n, d, loss = (torch.tensor(column, dtype=torch.float64) for column in zip(*points, strict=True))
-        best: tuple[float, Law] | None = None
-        for alpha in torch.arange(0.05, 1.5, 0.01).tolist():
-            for beta in torch.arange(0.05, 1.5, 0.01).tolist():
-                design = torch.stack([torch.ones_like(n), n**-alpha, d**-beta], dim=1)
-                coef = torch.linalg.lstsq(design, loss[:, None]).solution[:, 0]
-                if coef[0] < 0:
-                    coef = torch.cat(
-                        [coef.new_zeros(1), torch.linalg.lstsq(design[:, 1:], loss[:, None]).solution[:, 0]]
-                    )
-                if (coef < 0).any():
-                    continue
-                error = float(((design @ coef - loss) ** 2).sum())
-                if best is None or error < best[0]:
-                    best = (error, cls(float(coef[0]), float(coef[1]), alpha, float(coef[2]), beta))
+    def fit(cls, points: list[tuple[float, float, float, float, float]]) -> Law:
+        """The law of least squares through (parameters, tokens, batch tokens, window, loss) points: L-BFGS from
+        a grid of starts (Hoffmann et al. fit theirs the same way)."""
+        data = torch.tensor(points, dtype=torch.float64)
+        n, d, b, t, loss = data.unbind(1)
+        best: tuple[float, torch.Tensor] | None = None
+        for alpha, beta, gamma in itertools.product((0.2, 0.5, 1.0), (0.2, 0.5, 1.0), (0.3, 1.0)):
+            # log E, log A, log alpha, log B, log beta, log noise, C, log gamma
+            start = [math.log(loss.min().item() / 2), 5.0, math.log(alpha), 5.0, math.log(beta)]
+            theta = torch.tensor([*start, math.log(4096.0), 0.0, math.log(gamma)], dtype=torch.float64)
+            theta.requires_grad_(True)
+            optimizer = torch.optim.LBFGS([theta], max_iter=500, line_search_fn="strong_wolfe")
+
+            def error(theta: torch.Tensor = theta, optimizer: torch.optim.LBFGS = optimizer) -> torch.Tensor:
+                optimizer.zero_grad()
+                value = ((_law(theta, n, d, b, t) - loss) ** 2).sum()
+                value.backward()
+                return value
+
+            optimizer.step(error)
+            with torch.no_grad():
+                value = float(((_law(theta, n, d, b, t) - loss) ** 2).sum())
+            if math.isfinite(value) and (best is None or value < best[0]):
+                best = (value, theta.detach().clone())
         if best is None:
             raise ValueError("no law with falling loss fits these points")
-        return best[1]
+        constants = best[1].exp().tolist()
+        constants[6] = float(best[1][6])  # C keeps its sign
+        return cls(*constants)
 
 
-# Fitted by `benchmarks/sizing.py --fit` on the Bach chorales with configs/demo.yaml (its task mix): 128x2, 192x3
-# and 256x4 trained 150 and 450 steps of 4,096 tokens, 384x6 150 and 300 (docs/benchmarks.md, "Sized for the
-# budget"). Runs this short cannot place the floor E; the law is for choosing between rungs, not for quoting.
-LAW = Law(E=0.01289, A=2593.0, alpha=0.74, B=82.03, beta=0.32)
+def _law(theta: torch.Tensor, n, d, b, t) -> torch.Tensor:
+    E, A, alpha, B, beta, noise, _, gamma = theta.exp()
+    return E + A / n**alpha + B / (d / (1 + b / noise)) ** beta + theta[6] / t**gamma
+
+
+# Fitted by `benchmarks/sizing.py --fit` on the Bach chorales with configs/demo.yaml (its task mix, bf16 here), 24
+# runs: see docs/benchmarks.md, "Sized for the budget". Runs this short cannot place the floor E (it trades
+# against C, whose small gamma makes the window's term about logarithmic); the law is for choosing between
+# settings, not for quoting.
+LAW = Law(E=6.150, A=604.0, alpha=0.604, B=141.9, beta=0.400, noise=3566.0, C=-6.626, gamma=0.01748)
 
 
 def parameters(config: Config, shape: Shape, vocab_size: int) -> int:
@@ -122,13 +151,54 @@ def parameters(config: Config, shape: Shape, vocab_size: int) -> int:
         return build_model(shape.applied(config).model, vocab_size).num_parameters()
 
 
-def machine_key(config: Config, vocab_size: int, device: torch.device, precision: str) -> str:
-    """What a throughput depends on besides the shape: the processor, threads, torch, device, precision,
-    window and batch, vocabulary."""
+@dataclass(frozen=True)
+class Setting:
+    """What the budget chooses: a rung, the training window and the tokens a step."""
+
+    shape: Shape
+    seq_len: int
+    batch_tokens: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.shape.name} window {self.seq_len} batch {self.batch_tokens}"
+
+    def applied(self, config: Config) -> Config:
+        """The config with this setting; a model context the config does not name becomes twice the window
+        (the demo's ratio: generation slides its window over a piece longer than the model was trained on)."""
+        config = self.shape.applied(config)
+        data = config.data.model_copy(update={"seq_len": self.seq_len})
+        train = config.train.model_copy(update={"batch_tokens": self.batch_tokens})
+        model = config.model
+        if "context" not in config.model.model_fields_set:
+            model = model.model_copy(update={"context": 2 * self.seq_len})
+        return config.model_copy(update={"data": data, "train": train, "model": model})
+
+
+def settings(config: Config) -> list[Setting]:
+    """Every setting the budget may choose for this config, rung by rung: the windows and batches it names,
+    else CONTEXTS and BATCHES, each only where the config stays valid with it (e.g. train.min_batch windows
+    fit in the batch)."""
+    windows = (config.data.seq_len,) if "seq_len" in config.data.model_fields_set else CONTEXTS
+    batches = (config.train.batch_tokens,) if "batch_tokens" in config.train.model_fields_set else BATCHES
+    out = []
+    for shape, window, batch in itertools.product(LADDER, windows, batches):
+        setting = Setting(shape, window, batch)
+        try:
+            Config.model_validate(setting.applied(config).model_dump())
+        except ValueError:
+            continue
+        out.append(setting)
+    return out
+
+
+def machine_key(vocab_size: int, device: torch.device, precision: str) -> str:
+    """What a throughput depends on besides the setting: the processor, threads, torch, device, precision,
+    vocabulary."""
     processor = _processor()
     return (
         f"{processor} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device.type} {precision} | "
-        f"seq {config.data.seq_len} batch {config.train.batch_tokens} tokens | vocab {vocab_size}"
+        f"vocab {vocab_size}"
     )
 
 
@@ -176,24 +246,38 @@ def throughputs(
     device: torch.device,
     precision: str,
     cache: Path,
-    seconds: float,
+    minutes: float,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Tokens per second of each rung on this machine, from the cache where measured before; rungs are
-    measured in order until one could not take MIN_STEPS steps in `seconds` (the larger ones would not
-    either)."""
-    key = machine_key(config, vocab_size, device, precision)
+    """Tokens per second of the settings that could win `minutes` on this machine, from the cache where measured
+    before. Rungs are measured upwards, and a setting only where the law, given the rate the rung below reached
+    in it (a larger rung is no faster), could still beat the best setting measured so far: the choice is the
+    one measuring everything would make, without timing rungs that cannot win."""
+    key = machine_key(vocab_size, device, precision)
     table = _cached(cache)
     rates: dict[str, float] = dict(table.get(key, {}))
     measured = False
-    for shape in LADDER:
-        if shape.name not in rates:
-            if not measured:
-                log(f"sizing: measuring training steps of each model shape on this machine (once; cached in {cache})")
-            rates[shape.name] = step_throughput(config, shape, vocab_size, device, precision)
-            measured = True
-        if rates[shape.name] * seconds < MIN_STEPS * config.train.batch_tokens:
-            break
+    best = math.inf
+    below: dict[tuple[int, int], float] = {}  # (window, batch): the rate of the largest rung timed in it
+    for shape, rung in itertools.groupby(settings(config), key=lambda setting: setting.shape):
+        count = parameters(config, shape, vocab_size)
+        for setting in rung:
+            window_batch = (setting.seq_len, setting.batch_tokens)
+            bound = choice(config, setting, count, below.get(window_batch, math.inf), minutes)
+            if bound is None or bound.loss >= best:
+                continue
+            if setting.name not in rates:
+                if not measured:
+                    log(
+                        "sizing: measuring training steps of model shapes, windows and batches on this machine "
+                        f"(once; cached in {cache})"
+                    )
+                applied = setting.applied(config)
+                rates[setting.name] = step_throughput(applied, shape, vocab_size, device, precision)
+                measured = True
+            below[window_batch] = rates[setting.name]
+            chosen = choice(config, setting, count, rates[setting.name], minutes)
+            best = min(best, chosen.loss if chosen else math.inf)
     if measured:
         table[key] = rates
         try:  # a cache that cannot be written costs the next run its measuring, never this run
@@ -215,27 +299,35 @@ def _cached(cache: Path) -> dict:
 
 @dataclass(frozen=True)
 class Choice:
-    shape: Shape
+    setting: Setting
     parameters: int
     tokens: float
     rate: float  # tokens per second
     loss: float  # predicted
 
 
+def choice(config: Config, setting: Setting, count: int, rate: float, minutes: float) -> Choice | None:
+    """What the law predicts for a setting of `count` parameters training `rate` tokens a second for the
+    minutes (or train.max_steps, where those end the run first); None where it takes fewer than MIN_STEPS."""
+    cap = config.train.max_steps * setting.batch_tokens if config.train.max_steps else math.inf
+    tokens = min(OVERHEAD * rate * minutes * 60, cap)
+    if tokens < MIN_STEPS * setting.batch_tokens:
+        return None
+    return Choice(setting, count, tokens, rate, LAW.loss(count, tokens, setting.batch_tokens, setting.seq_len))
+
+
 def candidates(config: Config, rates: dict[str, float], vocab_size: int, minutes: float) -> list[Choice]:
-    """Each measured rung that takes MIN_STEPS steps in the budget, with what the law predicts for it."""
-    batch_tokens = config.train.batch_tokens
-    cap = config.train.max_steps * batch_tokens if config.train.max_steps else math.inf
+    """Each measured setting that takes MIN_STEPS steps in the budget, with what the law predicts for it."""
+    counts: dict[Shape, int] = {}
     out = []
-    for shape in LADDER:
-        rate = rates.get(shape.name)
-        if rate is None:
+    for setting in settings(config):
+        if setting.name not in rates:
             continue
-        tokens = min(OVERHEAD * rate * minutes * 60, cap)
-        if tokens < MIN_STEPS * batch_tokens:
-            continue
-        count = parameters(config, shape, vocab_size)
-        out.append(Choice(shape, count, tokens, rate, LAW.loss(count, tokens)))
+        if setting.shape not in counts:
+            counts[setting.shape] = parameters(config, setting.shape, vocab_size)
+        option = choice(config, setting, counts[setting.shape], rates[setting.name], minutes)
+        if option is not None:
+            out.append(option)
     return out
 
 
@@ -277,38 +369,39 @@ def sized(
     if not budget_sizes(config):
         return config
     minutes = config.train.max_minutes
-    rates = throughputs(config, vocab_size, device, precision, cache, minutes * 60 * OVERHEAD, log)
+    rates = throughputs(config, vocab_size, device, precision, cache, minutes, log)
     options = candidates(config, rates, vocab_size, minutes)
     if not options:
-        smallest = LADDER[0]
+        smallest = settings(config)[0]
         log(
-            f"sizing: no shape takes {MIN_STEPS} steps in {minutes:g} minutes here; "
-            f"training the smallest, {smallest.name}"
+            f"sizing: no setting takes {MIN_STEPS} steps in {minutes:g} minutes here; "
+            f"training the smallest model, {smallest.name}"
         )
         return smallest.applied(config)
     options.sort(key=lambda choice: choice.loss)
     best = options[0]
-    runner_up = f"; next best {options[1].shape.name} at {options[1].loss:.3f}" if len(options) > 1 else ""
+    runner_up = f"; next best {options[1].setting.name} at {options[1].loss:.3f}" if len(options) > 1 else ""
+    shape = best.setting.shape
     log(
-        f"sizing: model {best.shape.name} (d_model {best.shape.d_model}, {best.shape.n_layers} layers, "
-        f"{best.parameters / 1e6:.2f}M parameters, lr {best.shape.lr:.2g}) for {minutes:g} minutes: "
-        f"{best.rate:,.0f} tokens/s here, {best.tokens / 1e6:.2f}M tokens, predicted valid loss {best.loss:.3f}"
-        f"{runner_up} (set model.d_model to choose yourself)"
+        f"sizing: model {shape.name} (d_model {shape.d_model}, {shape.n_layers} layers, "
+        f"{best.parameters / 1e6:.2f}M parameters, lr {shape.lr:.2g}), windows of {best.setting.seq_len} tokens, "
+        f"{best.setting.batch_tokens} tokens a step, for {minutes:g} minutes: {best.rate:,.0f} tokens/s here, "
+        f"{best.tokens / 1e6:.2f}M tokens, predicted valid loss {best.loss:.3f}{runner_up} "
+        "(set model.d_model, data.seq_len or train.batch_tokens to choose yourself)"
     )
-    return best.shape.applied(config)
+    return best.setting.applied(config)
 
 
 def sized_on_ranks(
     config: Config, vocab_size: int, device: torch.device, env: DistEnv, log: Callable[[str], None]
 ) -> Config:
-    """`sized` as rank 0 decides it, the same rung on every rank under torchrun (each measuring its own
+    """`sized` as rank 0 decides it, the same setting on every rank under torchrun (each measuring its own
     steps could choose differently). Every rank holds the same config, so all skip or all take part."""
     if not budget_sizes(config):
         return config
     precision, _ = pick_precision(config.train.precision, device, env)
     chosen = sized(config, vocab_size, device, precision, cache_dir() / "sizing.json", log) if env.is_main else config
-    rung = next(
-        (i for i, shape in enumerate(LADDER) if chosen is not config and shape.d_model == chosen.model.d_model), -1
-    )
-    (rung,) = all_reduce_floats([float(rung) if env.is_main else 0.0], env, device)
-    return config if rung < 0 else LADDER[int(rung)].applied(config)
+    options = settings(config)
+    index = next((i for i, setting in enumerate(options) if env.is_main and setting.applied(config) == chosen), -1)
+    (index,) = all_reduce_floats([float(index) if env.is_main else 0.0], env, device)
+    return config if index < 0 else options[int(index)].applied(config)
