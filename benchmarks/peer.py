@@ -104,13 +104,16 @@ def ours(data_dir: str, seconds: float, run: Path) -> dict:
     sets = [f"data.dataset={data_dir}", f"train.max_minutes={seconds / 60}", "train.max_steps=1000000"]
     metrics = train(load_config(DEMO, [*sets, "train.sample_interval=0"]), run, progress=False, log=lambda _: None)
     scored = likelihood(run, data_dir, "valid")
-    chosen = load_config(run / "config.yaml").model
-    size = f"{chosen.d_model}x{chosen.n_layers}"
+    chosen = load_config(run / "config.yaml")
+    size = (
+        f"{chosen.model.d_model}x{chosen.model.n_layers}, windows of {chosen.data.seq_len}, "
+        f"{chosen.train.batch_tokens} tokens a step"
+    )
     steps = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     return {
         "what": f"configs/demo.yaml sized for the budget ({size}), {metrics['parameters'] / 1e6:.2f}M parameters",
         "steps": steps,
-        "tokens_per_s": steps * load_config(DEMO).train.batch_tokens / seconds,
+        "tokens_per_s": steps * chosen.train.batch_tokens / seconds,
         "bits_per_note": scored["bits_per_note"],
         "tokens_per_note": scored["tokens"] / scored["notes"],
     }
