@@ -164,13 +164,15 @@ class Setting:
         return f"{self.shape.name} window {self.seq_len} batch {self.batch_tokens}"
 
     def applied(self, config: Config) -> Config:
-        """The config with this setting; a model context the config does not name becomes twice the window
-        (the demo's ratio: generation slides its window over a piece longer than the model was trained on)."""
+        """The config with this setting; where the window is chosen, not named, a model context the config does
+        not name becomes twice it (the demo's ratio: generation slides its window over a piece longer than the
+        model was trained on)."""
+        chosen_window = "seq_len" not in config.data.model_fields_set
         config = self.shape.applied(config)
         data = config.data.model_copy(update={"seq_len": self.seq_len})
         train = config.train.model_copy(update={"batch_tokens": self.batch_tokens})
         model = config.model
-        if "context" not in config.model.model_fields_set:
+        if chosen_window and "context" not in config.model.model_fields_set:
             model = model.model_copy(update={"context": 2 * self.seq_len})
         return config.model_copy(update={"data": data, "train": train, "model": model})
 

@@ -105,6 +105,7 @@ def test_an_open_budget_chooses_the_window_and_batch_too_and_a_named_one_is_kept
     named = build_config({"data": {"seq_len": 128}, "train": {"max_steps": 100000, "max_minutes": 3.0}})
     kept = sized(named, 300, CPU, "fp32", tmp_path / "sizing.json", lambda _: None)
     assert kept.data.seq_len == 128 and kept.train.batch_tokens in BATCHES
+    assert kept.model.context == named.model.context  # a named window leaves the context as it was
 
 
 def test_settings_that_cannot_win_are_not_timed_and_the_choice_is_the_same(tmp_path, monkeypatch):
