@@ -75,6 +75,7 @@ from aurl.generation.timed import read_timed_song
 from aurl.training.run import train
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+REBAR = 'data.rebar={"4/4": ["2/4"], "3/4": ["6/8"]}'  # the chorales again in the folk tunes' other metres
 MODELS = {
     "plain": ["data.tasks={continue: 1}"],
     "layout": ["data.ahead_bars=0"],
@@ -82,10 +83,11 @@ MODELS = {
     "anticipation": ["data.ahead_bars=1"],
     "controls": [f"tokenizer.controls=[{', '.join(CONTROLS)}]"],
     "frames": ["data.ahead_bars=0", "tokenizer.holds=true"],
-    "rebar": ["data.ahead_bars=0", 'data.rebar={"4/4": ["2/4"], "3/4": ["6/8"]}'],
+    "rebar": ["data.ahead_bars=0", REBAR],
     # benchmarks/layouts.py
     "grid": ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}"],
     "ties": ["tokenizer.kind=VoiceGrid", "tokenizer.voice_ties=true", "data.tasks={continue: 1}"],
+    "gridrebar": ["tokenizer.kind=VoiceGrid", "data.tasks={continue: 1}", REBAR],
 }
 SOPRANO, LOWER = 40, (41, 42, 43)
 

@@ -7,13 +7,16 @@ in several ways, each a candidate judge that ranks the takes of one melody (lowe
 - free: the whole take read as a free piece;
 - each voice: every voice given the other three (a pseudo-likelihood, as Coconet and DeepBach score);
 - lower voices: alto, tenor and bass each given the other three;
-- melody: the soprano given the three written voices (the take read backwards, as it were).
+- melody: the soprano given the three written voices (the take read backwards, as it were);
+- with `--amateur RUN` (a weaker run of the same corpus and tokenizer, e.g. the same config stopped after a few
+  dozen steps), the contrast of contrastive decoding (Li et al. 2022): the likelihood minus ALPHA x the
+  amateur's, so that what is merely easy to predict (voices moving together) stops looking good.
 
 Per judge: the mean faults of the takes it picks (one per melody) against the mean of all takes, and the
 correlation between its score and the faults within a melody's takes. Target (issue 32): a pick at most 0.7x
 the average take's faults.
 
-    .venv/bin/python benchmarks/judge.py --run runs/demo --num 8 [--out DIR]
+    .venv/bin/python benchmarks/judge.py --run runs/demo --num 8 [--amateur RUN] [--out DIR]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aurl.generation.session import Session
 from aurl.generation.timed import read_timed_song
 
 VOICES = [SOPRANO, *LOWER]
+ALPHAS = (0.5, 1.0)  # weights of the amateur's likelihood in the contrast
 JUDGES = {
     "likelihood": ([SOPRANO], LOWER),  # (given, scored): each scored voice read with these given
     "free": ([], VOICES),
@@ -73,11 +77,16 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a run trained with configs/demo.yaml (its chorales)")
     parser.add_argument("--num", type=int, default=8, help="takes per soprano (default 8)")
     parser.add_argument("--chorales", type=int, help="only the first N held-out chorales")
+    parser.add_argument("--amateur", help="a weaker run of the same corpus: also judge by the contrast with it")
     parser.add_argument("--out", help="keep the takes here")
     args = parser.parse_args()
     chorales = held_out_chorales(args.chorales)
     trained = Trained.load(args.run)
     session = Session(trained, trained.settings({}))
+    amateur = None
+    if args.amateur:
+        weaker = Trained.load(args.amateur)
+        amateur = Session(weaker, weaker.settings({}))
     takes: list[list[dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
@@ -87,7 +96,11 @@ def main() -> None:
             rows = []
             for sample in made:
                 found = voice_leading_faults(symusic.Score(str(sample.midi)))
-                rows.append({"faults": 100 * found["total"] / max(1, found["notes"]), **scores(session, sample.midi)})
+                row = {"faults": 100 * found["total"] / max(1, found["notes"]), **scores(session, sample.midi)}
+                if amateur is not None:
+                    weak = scores(amateur, sample.midi)["likelihood"]
+                    row.update({f"likelihood - {a:g} x amateur": row["likelihood"] - a * weak for a in ALPHAS})
+                rows.append(row)
             takes.append(rows)
     mean = np.mean([np.mean([r["faults"] for r in rows]) for rows in takes])
     best = np.mean([min(r["faults"] for r in rows) for rows in takes])
@@ -97,7 +110,7 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| every take (the mean) | {mean:.2f} | 1.00x | |")
     print(f"| the best by faults (the measure itself) | {best:.2f} | {best / mean:.2f}x | |")
-    for name in JUDGES:
+    for name in [name for name in takes[0][0] if name != "faults"]:
         picked = np.mean([min(rows, key=lambda r: r[name])["faults"] for rows in takes])
         corr = np.mean([np.corrcoef([r[name] for r in rows], [r["faults"] for r in rows])[0, 1] for rows in takes])
         print(f"| {name} | {picked:.2f} | {picked / mean:.2f}x | {corr:+.2f} |")

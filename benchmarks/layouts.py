@@ -6,6 +6,8 @@ Trains, on the chorales and from each --train-seeds seed, for --steps (or --minu
   trained on plain windows (a harmonisation forces the soprano in its slots: no task mix to learn);
 - ties: the voice grid with a held note restated with its pitch in every frame (tokenizer.voice_ties), so that
   every voice's pitch now, not only its changes, sits at a fixed place;
+- gridrebar: the voice grid trained on the chorales plus each one again with the bar lines of 2/4 (those in
+  4/4) or 6/8 (those in 3/4) (data.rebar), so that the metres of folk tunes are bars it has seen;
 and prints one table: training steps per second; tokens per note and bits per note of the source's notes of the
 held-out four-part chorales (each read as a free piece: the same files and notes for every layout, so the bits
 compare); voice-leading faults per 100 notes of harmonisations of their sopranos (alto, tenor and bass written,
@@ -44,7 +46,8 @@ def source_bits(run: Path, chorales: list[Path], folder: Path) -> tuple[float, f
         target = folder / "midi" / path.name
         if not target.exists():
             target.symlink_to(path)
-    config = load_config(run / "config.yaml", ["data.valid_fraction=0", "data.test_fraction=0"])
+    # every file as it is: none held back, none prepared again in other metres (data.rebar)
+    config = load_config(run / "config.yaml", ["data.valid_fraction=0", "data.test_fraction=0", "data.rebar={}"])
     prepare(str(folder / "midi"), folder / "data", config, workers=1, progress=False, log=quiet)
     files = PreparedDataset(folder / "data").manifest["files"]
     tokens = sum(f["length"] for f in files) / sum(f["notes"] for f in files)
@@ -64,7 +67,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training minutes per model (default 10)")
     parser.add_argument("--steps", type=int, help="train each model this many steps instead (fair on a busy machine)")
     parser.add_argument("--runs", help="keep the runs here, RUNS/s<seed>/<model> (and reuse those already trained)")
-    parser.add_argument("--models", nargs="+", default=["layout", "grid"], choices=["layout", "grid", "ties", "frames"])
+    models = ["layout", "grid", "ties", "gridrebar", "frames"]
+    parser.add_argument("--models", nargs="+", default=["layout", "grid"], choices=models)
     parser.add_argument("--train-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--samples", type=int, default=1, help="harmonisations per soprano (default 1)")
     parser.add_argument("--temperature", type=float, default=0.7, help="(default 0.7, the co-creation default)")
