@@ -72,6 +72,13 @@ def scores(session: Session, path: Path) -> dict[str, float]:
     return out
 
 
+def likelihood(session: Session, path: Path) -> float:
+    """Bits per note of a take's written voices given its soprano: what the amateur's contrast needs, alone."""
+    bars = read_timed_song(path, session.tokenizer, session.layout).bars
+    with torch.no_grad():
+        return bits(*nats(session, bars, *JUDGES["likelihood"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a run trained with configs/demo.yaml (its chorales)")
@@ -98,7 +105,7 @@ def main() -> None:
                 found = voice_leading_faults(symusic.Score(str(sample.midi)))
                 row = {"faults": 100 * found["total"] / max(1, found["notes"]), **scores(session, sample.midi)}
                 if amateur is not None:
-                    weak = scores(amateur, sample.midi)["likelihood"]
+                    weak = likelihood(amateur, sample.midi)
                     row.update({f"likelihood - {a:g} x amateur": row["likelihood"] - a * weak for a in ALPHAS})
                 rows.append(row)
             takes.append(rows)
